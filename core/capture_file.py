@@ -1,0 +1,90 @@
+"""The capture file: the `.npz` contract between core, bridge and addon.
+
+Keys (T frames, S shape, E expression components):
+  fps () float, image_size (2,) width/height, frame_index (T,) source-video frame numbers,
+  valid (T,) bool (False: no face was found; parameters there are interpolated), model () str,
+  shape (S,), expression (T,E), jaw_pose (T,3), neck_pose (T,3), eye_pose (T,6) left eye then right,
+  global_pose (T,3), translation (T,3) in model units (metres for FLAME), focal_px () or (T,), cx (), cy (),
+  landmarks (T,478,3) MediaPipe output as given (x, y normalised to the image, z).
+Optional: arkit_names (52,) and arkit (T,52) in [0,1]; expression_names (E,); model_hash () str.
+Geometry: camera-space vertices = the FLAME forward pass (smplx semantics) + translation, OpenCV camera
+(x right, y down, z forward). Loading never unpickles.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+PER_FRAME = ("frame_index", "valid", "expression", "jaw_pose", "neck_pose", "eye_pose", "global_pose",
+             "translation", "landmarks")
+REQUIRED = ("fps", "image_size", "model", "shape", "focal_px", "cx", "cy") + PER_FRAME
+OPTIONAL_PER_FRAME = ("arkit",)
+_WIDTHS = {"jaw_pose": 3, "neck_pose": 3, "eye_pose": 6, "global_pose": 3, "translation": 3}
+
+
+class CaptureFileError(ValueError):
+    """A capture file that is missing, damaged or breaks the contract."""
+
+
+def validate(capture: dict) -> None:
+    """Raise CaptureFileError naming the first key that breaks the contract."""
+    missing = [k for k in REQUIRED if k not in capture]
+    if missing:
+        raise CaptureFileError(f"the capture lacks {', '.join(missing)}")
+    n = len(np.asarray(capture["frame_index"]))
+    for key in PER_FRAME + tuple(k for k in OPTIONAL_PER_FRAME if k in capture):
+        arr = np.asarray(capture[key])
+        if len(arr) != n:
+            raise CaptureFileError(f"'{key}' has {len(arr)} frames, 'frame_index' has {n}")
+    for key, width in _WIDTHS.items():
+        if np.asarray(capture[key]).shape != (n, width):
+            raise CaptureFileError(f"'{key}' has shape {np.asarray(capture[key]).shape}, expected ({n}, {width})")
+    if np.asarray(capture["landmarks"]).shape[1:] != (478, 3):
+        raise CaptureFileError(f"'landmarks' has shape {np.asarray(capture['landmarks']).shape}, expected (T, 478, 3)")
+    focal = np.asarray(capture["focal_px"])
+    if focal.ndim not in (0, 1) or (focal.ndim == 1 and len(focal) != n):
+        raise CaptureFileError(f"'focal_px' must be a scalar or hold one value per frame, not shape {focal.shape}")
+    if "arkit" in capture and np.asarray(capture["arkit"]).shape != (n, len(capture.get("arkit_names", ()))):
+        raise CaptureFileError("'arkit' must be (T, len(arkit_names))")
+
+
+def save(path: str | os.PathLike, capture: dict) -> Path:
+    """Validate and write atomically: a temporary file in the same folder, then a rename."""
+    validate(capture)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: np.asarray(v) for k, v in capture.items()}
+    arrays["valid"] = arrays["valid"].astype(bool)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read a capture file into a dict of numpy arrays (strings become str, scalars stay 0-d arrays)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CaptureFileError(f"{path}: no such capture file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            capture = {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise CaptureFileError(f"{path}: not a readable capture file ({err}); capture the video again") from None
+    if "model" in capture:
+        capture["model"] = str(capture["model"])
+    try:
+        validate(capture)
+    except CaptureFileError as err:
+        raise CaptureFileError(f"{path}: {err}") from None
+    return capture
