@@ -1,12 +1,15 @@
 """The capture file: the `.npz` contract between core, bridge and addon.
 
 Keys (T frames, S shape, E expression components):
-  fps () float, image_size (2,) width/height, frame_index (T,) source-video frame numbers,
+  fps () float: the footage's true frame rate; image_size (2,) width/height; frame_index (T,) source-video
+  frame numbers (frame t happened at frame_index[t] / fps seconds, so strides and ranges keep their timing),
   valid (T,) bool (False: no face was found; parameters there are interpolated), model () str,
   shape (S,), expression (T,E), jaw_pose (T,3), neck_pose (T,3), eye_pose (T,6) left eye then right,
   global_pose (T,3), translation (T,3) in model units (metres for FLAME), focal_px () or (T,), cx (), cy (),
   landmarks (T,478,3) MediaPipe output as given (x, y normalised to the image, z).
-Optional: arkit_names (52,) and arkit (T,52) in [0,1]; expression_names (E,); model_hash () str.
+Optional: arkit_names (52,) and arkit (T,52) in [0,1]; expression_names (E,); model_hash () str;
+  warnings (K,) str (e.g. footage that ended early); builtin_* (the built-in model's own arrays, see
+  core.builtin_model).
 Geometry: camera-space vertices = the FLAME forward pass (smplx semantics) + translation, OpenCV camera
 (x right, y down, z forward). Loading never unpickles.
 """
@@ -19,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import KinesicsError
+
 PER_FRAME = ("frame_index", "valid", "expression", "jaw_pose", "neck_pose", "eye_pose", "global_pose",
              "translation", "landmarks")
 REQUIRED = ("fps", "image_size", "model", "shape", "focal_px", "cx", "cy") + PER_FRAME
@@ -26,8 +31,10 @@ OPTIONAL_PER_FRAME = ("arkit",)
 _WIDTHS = {"jaw_pose": 3, "neck_pose": 3, "eye_pose": 6, "global_pose": 3, "translation": 3}
 
 
-class CaptureFileError(ValueError):
+class CaptureFileError(KinesicsError, ValueError):
     """A capture file that is missing, damaged or breaks the contract."""
+
+    code = "capture_file"
 
 
 def validate(capture: dict) -> None:
@@ -87,4 +94,22 @@ def load(path: str | os.PathLike) -> dict:
         validate(capture)
     except CaptureFileError as err:
         raise CaptureFileError(f"{path}: {err}") from None
+    return capture
+
+
+def assemble(header: dict, chunks: list[dict]) -> dict:
+    """One capture from a streamed header (static keys) and its per-frame chunks, in order.
+
+    With no chunks (nothing finished), the per-frame arrays are empty with the right widths.
+    """
+    capture = {k: v for k, v in header.items() if k != "n_frames"}
+    n_expression = int(header.get("n_expression", len(header.get("expression_names", ()))))
+    empty = {"frame_index": (0,), "valid": (0,), "expression": (0, n_expression), "landmarks": (0, 478, 3),
+             **{k: (0, w) for k, w in _WIDTHS.items()}}
+    for key in PER_FRAME + OPTIONAL_PER_FRAME:
+        parts = [np.asarray(c[key]) for c in chunks if key in c]
+        if parts:
+            capture[key] = np.concatenate(parts)
+        elif key in empty:
+            capture[key] = np.zeros(empty[key], bool if key == "valid" else np.float32)
     return capture

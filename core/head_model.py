@@ -87,7 +87,7 @@ class HeadModel(torch.nn.Module):
         if unknown:
             raise TypeError(f"unknown head-model parameters: {sorted(unknown)}")
         given = [t for t in (shape, expression, translation, *poses.values()) if t is not None]
-        batch = given[0].shape[0] if given else 1
+        batch = max((t.shape[0] for t in given), default=1)
         dtype, device = self.template.dtype, self.device
         coeffs = torch.zeros(batch, self.n_shape + self.n_expression, dtype=dtype, device=device)
         if shape is not None:

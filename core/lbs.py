@@ -1,6 +1,7 @@
 """Pure functions for linear blend skinning, with smplx's FLAME semantics (batched torch tensors)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -50,3 +51,34 @@ def skin(vertices: torch.Tensor, weights: torch.Tensor, transforms: torch.Tensor
     """Linear blend skinning: vertices (B,V,3), weights (V,J), transforms (B,J,4,4) -> (B,V,3)."""
     t = torch.einsum("vj,bjkl->bvkl", weights, transforms[:, :, :3, :])
     return torch.einsum("bvkl,bvl->bvk", t[..., :3], vertices) + t[..., 3]
+
+
+def matrix_to_axis_angle(rot: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (N,3,3) to axis-angle (N,3) with angle in [0, pi], stable near 0 and pi."""
+    m = rot
+    w = torch.sqrt((1 + m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]).clamp(min=0)) / 2
+    x = torch.sqrt((1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2]).clamp(min=0)) / 2
+    y = torch.sqrt((1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2]).clamp(min=0)) / 2
+    z = torch.sqrt((1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]).clamp(min=0)) / 2
+    x = torch.copysign(x, m[:, 2, 1] - m[:, 1, 2])
+    y = torch.copysign(y, m[:, 0, 2] - m[:, 2, 0])
+    z = torch.copysign(z, m[:, 1, 0] - m[:, 0, 1])
+    vec = torch.stack([x, y, z], 1)
+    sin_half = vec.norm(dim=1, keepdim=True)
+    angle = 2 * torch.atan2(sin_half, w[:, None])
+    return vec * torch.where(sin_half > 1e-8, angle / sin_half.clamp(min=1e-12), torch.full_like(angle, 2.0))
+
+
+def unwrap_axis_angle(rotvecs: np.ndarray) -> np.ndarray:
+    """Make a sequence of axis-angle vectors (T,3) continuous: of the equivalent vectors v and
+    v - 2*pi*v/|v|, keep the one nearest to the previous frame (keyframe interpolation needs this)."""
+    out = np.array(rotvecs, np.float64)
+    for t in range(1, len(out)):
+        v = out[t]
+        angle = np.linalg.norm(v)
+        if angle < 1e-9:
+            continue
+        alternative = v - 2 * np.pi * v / angle
+        if np.linalg.norm(alternative - out[t - 1]) < np.linalg.norm(v - out[t - 1]):
+            out[t] = alternative
+    return out

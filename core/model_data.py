@@ -10,12 +10,14 @@ import hashlib
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .safe_pickle import ModelFileError, load_pickle
+from .errors import ModelFileError
+from .safe_pickle import load_pickle
 
 FLAME_JOINTS = ("global", "neck", "jaw", "left_eye", "right_eye")
 
@@ -245,7 +247,7 @@ def load_ict_npz(path: str | os.PathLike) -> HeadModelData:
         expressions, identities = m["expressions"].astype(np.float64), m["identities"].astype(np.float64)
     except KeyError as err:
         raise ModelFileError(f"{path}: not an ICT-FaceKit archive, it lacks {err}") from None
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise ModelFileError(f"{path}: cannot be read, it may be truncated or damaged ({err})") from None
     offsets = np.concatenate([[0], np.cumsum(counts)])
     polys = [flat[offsets[i]:offsets[i + 1]].tolist() for i in range(len(counts))]

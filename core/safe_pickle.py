@@ -14,9 +14,7 @@ from typing import Any
 
 import numpy as np
 
-
-class ModelFileError(ValueError):
-    """A head-model file that is missing, damaged or of a layout Kinesics does not know."""
+from .errors import ModelFileError
 
 
 class _ChumpyArray:
@@ -34,15 +32,30 @@ class _ChumpyArray:
         return np.asarray(self.state["x"])
 
 
-def _sparse_classes() -> dict[tuple[str, str], type]:
-    import scipy.sparse as sp
+class _SparseMatrix:
+    """Stands in for scipy.sparse csc/csr matrices (FLAME 2020's J_regressor) so scipy is not needed."""
 
-    allowed = {}
-    for name in ("csc_matrix", "csr_matrix", "coo_matrix"):
-        cls = getattr(sp, name)
-        for module in ("scipy.sparse", cls.__module__, f"scipy.sparse.{name[:3]}", f"scipy.sparse._{name[:3]}"):
-            allowed[(module, name)] = cls
-    return allowed
+    column_major = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.state: dict = {}
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def to_numpy(self) -> np.ndarray:
+        st = self.state
+        shape = tuple(st.get("_shape") or st.get("shape"))
+        data, indices, indptr = np.asarray(st["data"]), np.asarray(st["indices"]), np.asarray(st["indptr"])
+        dense = np.zeros(shape, dtype=data.dtype)
+        for outer in range(len(indptr) - 1):
+            rows = indices[indptr[outer]:indptr[outer + 1]]
+            values = data[indptr[outer]:indptr[outer + 1]]
+            if self.column_major:
+                dense[rows, outer] = values
+            else:
+                dense[outer, rows] = values
+        return dense
 
 
 _NUMPY = {
@@ -69,26 +82,22 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise ModelFileError(f"the model file holds a chumpy object of class {module}.{name}, which Kinesics cannot convert")
         if (module, name) in _NUMPY:
             return _NUMPY[(module, name)]
-        if module.startswith("scipy.sparse"):
-            sparse = _sparse_classes()
-            if (module, name) in sparse:
-                return sparse[(module, name)]
+        if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix"):
+            return type(name, (_SparseMatrix,), {"column_major": name == "csc_matrix"})
         raise ModelFileError(f"the model file refers to {module}.{name}, which is not allowed in a head-model file")
 
 
 def _to_plain(value: Any) -> Any:
     """Turn chumpy placeholders and sparse matrices into numpy arrays, recursively."""
-    if isinstance(value, _ChumpyArray):
+    if isinstance(value, (_ChumpyArray, _SparseMatrix)):
         return value.to_numpy()
-    if hasattr(value, "toarray") and hasattr(value, "nnz"):
-        return np.asarray(value.toarray())
     if isinstance(value, dict):
         return {(k.decode() if isinstance(k, bytes) else k): _to_plain(v) for k, v in value.items()}
     return value
 
 
 def load_pickle(data: bytes, source: str) -> dict:
-    """Unpickle a model file's bytes with only numpy, scipy.sparse and chumpy arrays allowed.
+    """Unpickle a model file's bytes with only numpy arrays, sparse matrices and chumpy arrays allowed.
 
     `source` names the file in errors. Python 2 pickles (FLAME 2020) are read with latin-1 strings.
     """

@@ -1,0 +1,314 @@
+"""ARKit curves measured straight from MediaPipe landmarks, without any blendshape basis.
+
+Each frame is aligned (similarity, robust, on points that expressions barely move) to a face-fixed frame:
+origin between the eyes, x towards the subject's left, y down, z away from the camera, millimetres from a
+typical interpupillary distance (63 mm, an assumption: the true size of a face cannot be seen in one view).
+Distances there (lid aperture, lip and jaw travel, mouth-corner displacement, brow height, iris position)
+are compared with the actor's own neutral, found in the clip, and mapped to ARKit channels by anatomical
+ranges (how far a feature moves at full activation). A clip without a neutral-looking frame falls back on
+population values for the neutral and says so.
+
+Used by the built-in model and as the ARKit fallback for FLAME captures when no ICT-FaceKit basis exists:
+a function of (landmarks (T,478,3) normalised, valid (T,), image_size) only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .arkit_names import ARKIT_INDEX, ARKIT_NAMES
+from .errors import FootageError
+
+IPD_MM = 63.0  # assumed distance between the eye centres: sets the metric scale
+FIELD_OF_VIEW_DEG = 50.0  # assumed across the longer image side when the focal length is not given
+
+# Landmarks that expressions barely move: nose bridge and tip, eye corners, temples, cheekbones (not the
+# forehead: its skin follows the brows).
+STABLE = np.array([168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263, 127, 356, 234, 454, 162, 389, 116, 345, 117,
+                   346, 123, 352])
+
+# Per side, subject's left first (MediaPipe's "left" landmarks sit on the subject's left).
+EYE_OUTER, EYE_INNER = (263, 33), (362, 133)
+LID_UPPER = ((386, 385, 387), (159, 158, 160))
+LID_LOWER = ((374, 380, 373), (145, 153, 144))
+IRIS = (473, 468)
+BROW_INNER = ((336, 296, 285, 295), (107, 66, 55, 65))
+BROW_OUTER = ((300, 276, 293, 283), (70, 46, 63, 53))
+MOUTH_CORNER = (291, 61)
+UPPER_LIP = ((267, 269, 270), (37, 39, 40))
+LOWER_LIP = ((314, 405, 321), (84, 181, 91))
+NOSE_WING = ((358, 327, 294), (129, 98, 64))
+LIP_INNER_UPPER, LIP_INNER_LOWER, CHIN = 13, 14, 152
+SIDES = ("Left", "Right")
+
+# Feature travel at a channel's full activation, in mm (anatomical estimates, not fitted to any clip).
+_RANGE_MM = {"jaw_drop": 22.0, "jaw_side": 8.0, "smile": 9.0, "frown": 4.0, "mouth_side": 8.0, "upper_up": 4.0,
+             "lower_down": 5.0, "brow_up": 7.0, "brow_down": 4.0, "sneer": 3.0}
+_RANGE_REL = {"blink": 0.75, "wide": 0.4, "squint": 0.25, "pucker": 0.25, "look_h": 0.22, "look_v": 0.12}
+
+# Neutral faces in the population (feature: (low, high)), to judge whether the clip holds a neutral frame.
+# mouth_width and lip_gap are in mm at IPD 63 mm; aperture relative to the eye width; corner_lift in mm
+# (mouth corners above the line between the lips).
+NEUTRAL_RANGE = {"mouth_width": (38.0, 58.0), "lip_gap": (-1.5, 4.0), "aperture": (0.18, 0.5),
+                 "corner_lift": (-6.0, 1.0)}
+NEUTRAL_POPULATION = {"mouth_width": 48.0, "lip_gap": 0.5, "aperture": 0.3, "corner_lift": -2.0}
+
+COVERED = tuple(f"{c}{s}" for c in ("eyeBlink", "eyeLookDown", "eyeLookIn", "eyeLookOut", "eyeLookUp",
+                                   "eyeSquint", "eyeWide", "mouthSmile", "mouthFrown", "mouthUpperUp",
+                                   "mouthLowerDown", "browDown", "browOuterUp", "noseSneer") for s in SIDES) + (
+    "jawOpen", "jawLeft", "jawRight", "mouthPucker", "mouthLeft", "mouthRight", "browInnerUp")
+
+
+def covered_channels() -> tuple[str, ...]:
+    """The ARKit channels this solver measures, in Apple's order; the others stay 0."""
+    return tuple(n for n in ARKIT_NAMES if n in COVERED)
+
+
+@dataclass
+class FaceFrames:
+    """Landmarks of every frame in the face-fixed frame (mm, see the module docstring).
+
+    points (T,478,3); scale (T,), rotation (T,3,3) and origin (T,3) map them back onto the aligned input:
+    input = scale * points @ rotation.T + origin (input in pixel units for `align_frames` of `pixel_points`,
+    in camera-space mm for `face_frames`); valid (T,).
+    """
+
+    points: np.ndarray
+    scale: np.ndarray
+    rotation: np.ndarray
+    origin: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass
+class Calibration:
+    """The actor's neutral: the frames it came from and its features; `warnings` when it is uncertain."""
+
+    neutral_frames: np.ndarray
+    neutral: np.ndarray            # (478,3) mm, face-fixed frame
+    features: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+
+def pixel_points(landmarks: np.ndarray, image_size) -> np.ndarray:
+    """MediaPipe's normalised (x, y, z) to pixel units (x*W, y*H, z*W): z shares x's scale. (T,478,3)."""
+    w, h = float(image_size[0]), float(image_size[1])
+    return np.asarray(landmarks, np.float64) * np.array([w, h, w])
+
+
+def similarity(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Weighted Umeyama fit: dst ~ s * src @ R.T + t for point sets (N,3). Returns s, R (3,3), t (3,)."""
+    w = weights / weights.sum()
+    mu_s, mu_d = w @ src, w @ dst
+    a, b = src - mu_s, dst - mu_d
+    cov = (b * w[:, None]).T @ a
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(u @ vt))
+    fix = np.array([1.0, 1.0, d])
+    rot = (u * fix) @ vt
+    scale = float((sig * fix).sum() / (w @ (a * a).sum(1)))
+    return scale, rot, mu_d - scale * rot @ mu_s
+
+
+def robust_similarity(src: np.ndarray, dst: np.ndarray, iterations: int = 4) -> tuple[float, np.ndarray, np.ndarray]:
+    """`similarity` on the STABLE points, reweighted (Cauchy) so that a few moving points do not drag it."""
+    s, d = src[STABLE], dst[STABLE]
+    w = np.ones(len(STABLE))
+    for _ in range(iterations):
+        scale, rot, t = similarity(s, d, w)
+        r = np.linalg.norm(scale * s @ rot.T + t - d, axis=1)
+        w = 1.0 / (1.0 + (r / (1.5 * np.median(r) + 1e-9)) ** 2)
+    return scale, rot, t
+
+
+def _canonical(shape: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Scale, rotation and origin taking a pixel-space face to the face-fixed frame."""
+    left = shape[[EYE_OUTER[0], EYE_INNER[0]]].mean(0)
+    right = shape[[EYE_OUTER[1], EYE_INNER[1]]].mean(0)
+    origin = (left + right) / 2
+    x = (left - right) / np.linalg.norm(left - right)
+    down = shape[list(MOUTH_CORNER)].mean(0) - origin
+    y = down - x * (x @ down)
+    y /= np.linalg.norm(y)
+    return IPD_MM / float(np.linalg.norm(left - right)), np.stack([x, y, np.cross(x, y)]), origin
+
+
+def default_focal(image_size) -> float:
+    """Focal length in pixels for a FIELD_OF_VIEW_DEG view across the longer image side."""
+    return 0.5 * max(image_size) / np.tan(np.radians(FIELD_OF_VIEW_DEG / 2))
+
+
+def face_frames(landmarks: np.ndarray, valid: np.ndarray, image_size, focal_px: float | None = None) -> FaceFrames:
+    """Landmarks (T,478,3) normalised -> aligned face-fixed frames, perspective accounted for.
+
+    A first alignment in pixel units gives each frame's size in the image, hence (with the assumed IPD and
+    the focal length, FIELD_OF_VIEW_DEG when not given) its distance; `camera_points` lifts the landmarks
+    to camera space, where the final alignment runs: scale, rotation and origin then map face-frame mm to
+    camera-space mm (`camera = scale * points @ rotation.T + origin`, scale close to 1).
+    """
+    focal = float(focal_px) if focal_px else default_focal(image_size)
+    first = align_frames(pixel_points(landmarks, image_size), valid)
+    return align_frames(camera_points(landmarks, first, image_size, focal), valid)
+
+
+def camera_points(landmarks: np.ndarray, frames: FaceFrames, image_size, focal: float) -> np.ndarray:
+    """(T,478,3) mm in camera space (OpenCV axes, principal point at the image centre): each landmark on its
+    pixel's ray, at the depth where the face has the assumed size plus MediaPipe's relative depth. They
+    project exactly onto the tracked landmarks."""
+    pix = pixel_points(landmarks, image_size)
+    centre = np.asarray(image_size, np.float64) / 2
+    scale = frames.scale[:, None]                               # pixels per mm
+    depth = focal / scale + (pix[..., 2] - frames.origin[:, None, 2]) / scale
+    out = np.concatenate([(pix[..., :2] - centre) * depth[..., None] / focal, depth[..., None]], -1)
+    out[~frames.valid] = 0.0
+    return out
+
+
+def align_frames(pts: np.ndarray, valid: np.ndarray) -> FaceFrames:
+    """Align every valid frame of pts (T,478,3) to the clip's median face (generalised Procrustes), and
+    express them in the face-fixed frame; `scale` is then in the units of pts per mm."""
+    valid = np.asarray(valid, bool)
+    if not valid.any():
+        raise FootageError("no face was found in any frame of the clip: check that the face is visible, "
+                           "lit and not too small, or choose another frame range")
+    ids = np.flatnonzero(valid)
+    ref = pts[ids[len(ids) // 2]]
+    for _ in range(2):
+        aligned = []
+        for i in ids:
+            s, r, t = robust_similarity(pts[i], ref)
+            aligned.append(s * pts[i] @ r.T + t)
+        ref = np.median(aligned, axis=0)
+    k, axes, origin = _canonical(ref)
+    ref = k * (ref - origin) @ axes.T
+    n = len(pts)
+    out = np.zeros_like(pts)
+    scale, rotation, trans = np.ones(n), np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3))
+    for i in ids:
+        s, r, t = robust_similarity(ref, pts[i])
+        out[i] = (pts[i] - t) @ r / s
+        scale[i], rotation[i], trans[i] = s, r, t
+    return FaceFrames(out, scale, rotation, trans, valid)
+
+
+def _mean(points: np.ndarray, ids) -> np.ndarray:
+    return points[..., list(ids), :].mean(-2)
+
+
+def neutral_features(points: np.ndarray) -> dict[str, np.ndarray]:
+    """Features that tell a neutral face from an expressive one, per frame (points (...,478,3) mm)."""
+    eye_width = np.linalg.norm(points[..., EYE_OUTER, :] - points[..., EYE_INNER, :], axis=-1)  # (...,2)
+    aperture = np.stack([_mean(points, LID_LOWER[k])[..., 1] - _mean(points, LID_UPPER[k])[..., 1]
+                         for k in range(2)], -1) / eye_width
+    lips_mid = (points[..., LIP_INNER_UPPER, 1] + points[..., LIP_INNER_LOWER, 1]) / 2
+    return {"mouth_width": np.linalg.norm(points[..., MOUTH_CORNER[0], :] - points[..., MOUTH_CORNER[1], :], axis=-1),
+            "lip_gap": points[..., LIP_INNER_LOWER, 1] - points[..., LIP_INNER_UPPER, 1],
+            "aperture": aperture.mean(-1),
+            "corner_lift": lips_mid - points[..., list(MOUTH_CORNER), 1].mean(-1)}
+
+
+def calibrate(frames: FaceFrames) -> Calibration:
+    """The actor's neutral: the frames whose mouth is closed and relaxed and whose eyes are open.
+
+    Frames are ranked by how far their features lie from the quiet end of the clip's own distribution;
+    the best tenth (at least 3 frames) is averaged (median). If even that neutral falls outside the range
+    of neutral faces in the population, the feature is taken from the population and a warning says so.
+    """
+    ids = np.flatnonzero(frames.valid)
+    feats = neutral_features(frames.points[ids])
+    spread = {k: np.subtract(*np.percentile(v, [90, 10])) + 1e-6 for k, v in feats.items()}
+    # Quiet = small lip gap, narrow mouth, low corners, open (median) eyes.
+    cost = (np.maximum(feats["lip_gap"] - np.percentile(feats["lip_gap"], 5), 0) / spread["lip_gap"]
+            + np.maximum(feats["mouth_width"] - np.percentile(feats["mouth_width"], 20), 0) / spread["mouth_width"]
+            + np.maximum(feats["corner_lift"] - np.percentile(feats["corner_lift"], 20), 0) / spread["corner_lift"]
+            + np.abs(feats["aperture"] - np.median(feats["aperture"])) / spread["aperture"])
+    pick = ids[np.argsort(cost)[:max(3, len(ids) // 10)]]
+    neutral = np.median(frames.points[pick], axis=0)
+    values = {k: float(v) for k, v in neutral_features(neutral).items()}
+    warnings = []
+    for key, (low, high) in NEUTRAL_RANGE.items():
+        if not low <= values[key] <= high:
+            warnings.append(f"{key.replace('_', ' ')} {values[key]:.2f} is outside the neutral range "
+                            f"{low:g}..{high:g}")
+    if warnings:
+        warnings = ["calibration uncertain: no neutral-looking frame in the clip (" + "; ".join(warnings)
+                    + "); population values stand in for the actor's neutral. Include a second or two of "
+                    "relaxed, neutral face in the clip for calibrated curves."]
+    return Calibration(pick, neutral, values, warnings)
+
+
+def _clip01(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0.0, 1.0)
+
+
+def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFrames | None = None,
+          calibration: Calibration | None = None) -> tuple[np.ndarray, Calibration]:
+    """ARKit curves (T,52) in [0,1], Apple's order (`ARKIT_NAMES`), and the calibration they rest on.
+
+    landmarks (T,478,3) MediaPipe-normalised; valid (T,) bool (curves there are 0); image_size (W,H).
+    `frames` and `calibration` may be passed when already computed for the same landmarks.
+    """
+    frames = frames if frames is not None else face_frames(landmarks, valid, image_size)
+    cal = calibration if calibration is not None else calibrate(frames)
+    n0 = cal.neutral
+    p = np.where(frames.valid[:, None, None], frames.points, n0)  # frames without a face read as neutral
+    d = p - n0  # displacement from the neutral, mm (x to the subject's left, y down)
+    out = np.zeros((len(p), len(ARKIT_NAMES)))
+
+    def put(name: str, value: np.ndarray) -> None:
+        out[:, ARKIT_INDEX[name]] = _clip01(value)
+
+    # Population neutral where the clip's own neutral is implausible (see `calibrate`).
+    now = neutral_features(p)
+    base = {k: (NEUTRAL_POPULATION[k] if cal.warnings and not NEUTRAL_RANGE[k][0] <= v <= NEUTRAL_RANGE[k][1]
+                else v) for k, v in cal.features.items()}
+
+    chin = d[:, CHIN]
+    jaw_drop = chin[:, 1]
+    put("jawOpen", jaw_drop / _RANGE_MM["jaw_drop"])
+    put("jawLeft", chin[:, 0] / _RANGE_MM["jaw_side"])
+    put("jawRight", -chin[:, 0] / _RANGE_MM["jaw_side"])
+    mouth_shift = d[:, list(MOUTH_CORNER), 0].mean(1) - 0.5 * chin[:, 0]
+    put("mouthLeft", mouth_shift / _RANGE_MM["mouth_side"])
+    put("mouthRight", -mouth_shift / _RANGE_MM["mouth_side"])
+    put("mouthPucker", (base["mouth_width"] - now["mouth_width"]) / (_RANGE_REL["pucker"] * base["mouth_width"]))
+    lift_gain = now["corner_lift"] - base["corner_lift"]  # corners rising relative to the lips: smile
+    for k, side in enumerate(SIDES):
+        sign = 1.0 if k == 0 else -1.0  # +x is outwards on the subject's left
+        eye_w = np.linalg.norm(p[:, EYE_OUTER[k]] - p[:, EYE_INNER[k]], axis=1)
+        ap = (_mean(p, LID_LOWER[k])[:, 1] - _mean(p, LID_UPPER[k])[:, 1]) / eye_w
+        ap0 = float((_mean(n0, LID_LOWER[k])[1] - _mean(n0, LID_UPPER[k])[1])
+                    / np.linalg.norm(n0[EYE_OUTER[k]] - n0[EYE_INNER[k]]))
+        if cal.warnings and not NEUTRAL_RANGE["aperture"][0] <= ap0 <= NEUTRAL_RANGE["aperture"][1]:
+            ap0 = NEUTRAL_POPULATION["aperture"]
+        put(f"eyeBlink{side}", (ap0 - ap) / (_RANGE_REL["blink"] * ap0))
+        put(f"eyeWide{side}", (ap - ap0) / (_RANGE_REL["wide"] * ap0))
+        lower = _mean(d, LID_LOWER[k])[:, 1] - d[:, [EYE_OUTER[k], EYE_INNER[k]], 1].mean(1)
+        put(f"eyeSquint{side}", -lower / (_RANGE_REL["squint"] * ap0 * eye_w))
+        corners = (p[:, EYE_OUTER[k]] + p[:, EYE_INNER[k]]) / 2
+        corners0 = (n0[EYE_OUTER[k]] + n0[EYE_INNER[k]]) / 2
+        gaze = ((p[:, IRIS[k]] - corners) - (n0[IRIS[k]] - corners0)) / eye_w[:, None]
+        outwards = sign * gaze[:, 0]
+        put(f"eyeLookOut{side}", outwards / _RANGE_REL["look_h"])
+        put(f"eyeLookIn{side}", -outwards / _RANGE_REL["look_h"])
+        put(f"eyeLookUp{side}", -gaze[:, 1] / _RANGE_REL["look_v"])
+        put(f"eyeLookDown{side}", gaze[:, 1] / _RANGE_REL["look_v"])
+        corner = d[:, MOUTH_CORNER[k]]
+        # Opening the jaw pulls the corners down about a third as far as the chin: not a frown.
+        corner_up = -(corner[:, 1] - jaw_drop / 3)
+        put(f"mouthSmile{side}", (0.5 * corner_up + 0.5 * lift_gain + 0.3 * sign * corner[:, 0])
+            / _RANGE_MM["smile"])
+        put(f"mouthFrown{side}", -corner_up / _RANGE_MM["frown"])
+        put(f"mouthUpperUp{side}", -_mean(d, UPPER_LIP[k])[:, 1] / _RANGE_MM["upper_up"])
+        put(f"mouthLowerDown{side}", (_mean(d, LOWER_LIP[k])[:, 1] - jaw_drop) / _RANGE_MM["lower_down"])
+        eye_line = d[:, [EYE_OUTER[k], EYE_INNER[k]], 1].mean(1)
+        inner_up = -(_mean(d, BROW_INNER[k])[:, 1] - eye_line)
+        put(f"browDown{side}", -inner_up / _RANGE_MM["brow_down"])
+        put(f"browOuterUp{side}", -(_mean(d, BROW_OUTER[k])[:, 1] - eye_line) / _RANGE_MM["brow_up"])
+        put(f"noseSneer{side}", -(_mean(d, NOSE_WING[k])[:, 1] - eye_line) / _RANGE_MM["sneer"])
+    inner_up = -(np.stack([_mean(d, BROW_INNER[k])[:, 1] for k in range(2)], 1).mean(1)
+                 - d[:, list(EYE_OUTER + EYE_INNER), 1].mean(1))
+    put("browInnerUp", inner_up / _RANGE_MM["brow_up"])
+    out[~frames.valid] = 0.0
+    return out, cal

@@ -1,0 +1,328 @@
+"""The capture engine: footage in, per-frame head-model parameters out, streamed as frames become final.
+
+Decoding and MediaPipe run in a producer thread; the fit runs in the calling thread on batches of frames
+as they arrive (one torch thread, so both cores stay busy), so the fit costs little on top of landmarks.
+Identity and focal length come from well-spread keyframes of the opening window; after that, each batch is
+fitted warm-started from the previous frame, smoothed with a window that looks a few frames ahead, and
+handed out.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import capture_file
+from .embedding import landmark_embedding
+from .errors import CaptureCancelled, FootageError
+from .fit import Camera, Fitter, FitSettings, FitState
+from .head_model import HeadModel
+from .landmarks import N_LANDMARKS, FaceMeshTracker
+from .model_data import HeadModelData, load_model_data
+from .trajectory import RawTrack, SmoothingSettings, to_parameters
+from .video import probe, read_frames
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    fps: float
+    eta_s: float
+    faces: int
+
+
+@dataclass
+class EngineSettings:
+    fit: FitSettings = field(default_factory=FitSettings)
+    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
+    identity_window: int = 50        # frames whose keyframes fix identity and focal length
+    batch: int = 32                  # frames fitted together
+    lookahead: int = 8               # frames of future context before a frame is final
+    fov_candidates_deg: tuple[float, ...] = (20.0, 30.0, 40.0, 55.0, 70.0)
+
+
+def landmark_weights(spread: np.ndarray) -> np.ndarray:
+    """Trust a landmark less the more its surface position varies with the view (silhouettes, nose sides)."""
+    return 1.0 / (1.0 + (np.asarray(spread) / 0.003) ** 2)
+
+
+def spread_keyframes(pix: np.ndarray, valid: np.ndarray, count: int) -> np.ndarray:
+    """Indices of up to `count` valid frames that differ most in landmark configuration (farthest points)."""
+    idx = np.flatnonzero(valid)
+    if len(idx) <= count:
+        return idx
+    shapes = pix[idx] - pix[idx].mean(1, keepdims=True)
+    shapes /= np.linalg.norm(shapes, axis=(1, 2), keepdims=True)
+    flat = shapes.reshape(len(idx), -1)
+    chosen = [int(np.argmin(np.linalg.norm(flat - flat.mean(0), axis=1)))]  # the most typical frame first
+    dist = np.linalg.norm(flat - flat[chosen[0]], axis=1)
+    while len(chosen) < count:
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(flat - flat[nxt], axis=1))
+    return idx[np.sort(chosen)]
+
+
+class CaptureEngine:
+    """A head model, its landmark embedding and the fitter, loaded once and reused for many captures."""
+
+    def __init__(self, model_path: str | None = None, device: str = "cpu",
+                 settings: EngineSettings | None = None, data: HeadModelData | None = None):
+        self.settings = settings or EngineSettings()
+        self.device = device
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise FootageError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu "
+                               "or install a CUDA build of torch (see README)")
+        self.model_path = model_path
+        self.data = data if data is not None else (load_model_data(model_path) if model_path else None)
+        self.fitter: Fitter | None = None
+        if self.data is not None:
+            fs = self.settings.fit
+            fs.bounded = self.data.kind == "ict"
+            model = HeadModel(self.data.truncated(fs.n_shape, fs.n_expression), device=device)
+            emb = landmark_embedding(self.data)
+            self.fitter = Fitter(model, emb.triangles, emb.barycentric, emb.valid, landmark_weights(emb.spread),
+                                 fs)
+
+    @property
+    def model_name(self) -> str:
+        return self.data.kind if self.data is not None else "builtin"
+
+    # ---- the run ----------------------------------------------------------------------------------------
+    def run(self, video: str, start: int = 0, end: int | None = None, stride: int = 1,
+            focal_px: float | None = None, on_header: Callable[[dict], None] | None = None,
+            on_chunk: Callable[[dict], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
+            cancel: threading.Event | None = None, max_faces: int = 1) -> dict:
+        """Capture `video`; returns the capture dict (see core.capture_file). Raises CaptureCancelled with
+        everything finished so far when `cancel` is set, FootageError for bad footage."""
+        torch.set_num_threads(1)
+        info = probe(video)
+        stop = threading.Event()
+        frames: queue.Queue = queue.Queue(maxsize=256)
+        warnings: list[str] = []
+        producer = threading.Thread(target=self._produce, args=(video, start, end, stride, max_faces, frames, stop,
+                                                                warnings), daemon=True)
+        stop_frame = info.n_frames if end is None else min(end, info.n_frames) if info.n_frames > 0 else end
+        total = len(range(start, stop_frame, stride))
+        run = _Run(self, info, focal_px, on_header, on_chunk, on_progress, total, warnings, stride)
+        producer.start()
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    run.finish(final=False)
+                    raise CaptureCancelled(f"capture cancelled after {run.emitted} frames; they are kept",
+                                           run.capture())
+                try:
+                    item = frames.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if isinstance(item, BaseException):
+                    if run.n_frames == 0 or not isinstance(item, FootageError):
+                        raise item
+                    warnings.append(str(item))
+                    break
+                if item is None:
+                    break
+                run.add(*item)
+            run.finish(final=True)
+        finally:
+            stop.set()
+            producer.join(timeout=5)
+        return run.capture()
+
+    @staticmethod
+    def _produce(video, start, end, stride, max_faces, out: queue.Queue, stop: threading.Event, warnings):
+        tracker = None
+        try:
+            tracker = FaceMeshTracker(max_faces)
+            for index, frame in read_frames(video, start, end, stride, warnings):
+                if stop.is_set():
+                    return
+                out.put((index, tracker(frame), (frame.shape[1], frame.shape[0])))
+            out.put(None)
+        except BaseException as err:  # handed to the consumer, which reports it
+            out.put(err)
+        finally:
+            if tracker is not None:
+                tracker.close()
+
+
+class _Run:
+    """The state of one capture: frames received, fitted, smoothed and handed out."""
+
+    def __init__(self, engine: CaptureEngine, info, focal_px, on_header, on_chunk, on_progress, total, warnings,
+                 stride: int):
+        self.engine, self.info, self.focal_px, self.stride = engine, info, focal_px, stride
+        self.on_header, self.on_chunk, self.on_progress = on_header, on_chunk, on_progress
+        self.total, self.warnings = max(total, 1), warnings
+        self.indices: list[int] = []
+        self.landmarks: list[np.ndarray] = []
+        self.valid: list[bool] = []
+        self.image_size = (info.width, info.height)
+        self.header: dict | None = None
+        self.chunks: list[dict] = []
+        self.states: list[FitState] = []   # fitted batches, in order
+        self.fitted = 0                   # frames fitted so far
+        self.emitted = 0                  # frames handed out (final)
+        self.started = time.perf_counter()
+        self.reference: np.ndarray | None = None
+        self.last_global: np.ndarray | None = None
+        self.camera: Camera | None = None
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.indices)
+
+    def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
+        self.indices.append(index)
+        self.valid.append(lms is not None)
+        self.landmarks.append(lms if lms is not None else np.zeros((N_LANDMARKS, 3), np.float32))
+        self.image_size = size
+        s = self.engine.settings
+        if self.header is None and self.n_frames >= s.identity_window:
+            self.start_fit()
+        if self.header is not None:
+            self.advance(final=False)
+        self.report()
+
+    def pixels(self, rows: slice) -> np.ndarray:
+        return np.asarray(self.landmarks[rows])[:, :, :2] * np.asarray(self.image_size, np.float64)
+
+    def start_fit(self) -> None:
+        """Fix camera and identity from the opening window, then send the header."""
+        fitter = self.engine.fitter
+        w, h = self.image_size
+        pix = self.pixels(slice(0, self.n_frames))
+        valid = np.asarray(self.valid)
+        if not valid.any():
+            if self.n_frames < self.total:
+                return  # wait for a face
+        keys = spread_keyframes(pix, valid, self.engine.settings.fit.identity_keyframes)
+        focal = self.focal_px or self.estimate_focal(pix[keys], w, h)
+        self.camera = Camera(float(focal), w / 2.0, h / 2.0)
+        if len(keys):
+            state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), self.camera)
+            fitter.solve_identity(state, pix[keys], self.camera)
+        self.header = {"fps": float(self.info.fps), "image_size": np.array([w, h]),
+                       "model": self.engine.model_name, "model_hash": self.engine.data.content_hash,
+                       "shape": fitter.shape_vector(), "focal_px": float(focal), "cx": w / 2.0, "cy": h / 2.0,
+                       "expression_names": np.array(self._expression_names()), "n_frames": self.total,
+                       "n_expression": fitter.n_expression_out}
+        if self.on_header:
+            self.on_header(dict(self.header))
+
+    def _expression_names(self) -> list[str]:
+        names = list(self.engine.data.expression_names)
+        e = self.engine.fitter.n_expression_out
+        return (names + [f"expression_{i:03d}" for i in range(len(names), e)])[:e]
+
+    def estimate_focal(self, pix: np.ndarray, w: int, h: int) -> float:
+        """Pick the field of view whose rigid+expression fit explains the keyframes best.
+
+        Landmarks constrain focal length weakly; ties go to the middle candidate (a typical lens)."""
+        fitter = self.engine.fitter
+        candidates = self.engine.settings.fov_candidates_deg
+        if len(pix) == 0:
+            return max(w, h) / 2 / np.tan(np.radians(candidates[len(candidates) // 2]) / 2)
+        errors = []
+        valid = np.ones(len(pix), bool)
+        for fov in candidates:
+            cam = Camera(max(w, h) / 2 / np.tan(np.radians(fov) / 2), w / 2, h / 2)
+            state = fitter.solve(fitter.initial_state(pix, valid, cam), pix, valid, cam, iterations=3)
+            res = fitter.project_points(state, cam) - torch.as_tensor(pix[:, fitter.ids], dtype=fitter.dtype,
+                                                                      device=fitter.device)
+            errors.append(float(res.norm(dim=-1).median()))
+        errors = np.asarray(errors)
+        middle = len(candidates) // 2
+        best = int(np.argmin(errors))
+        if errors[middle] <= errors[best] * 1.02:
+            best = middle
+        return max(w, h) / 2 / np.tan(np.radians(candidates[best]) / 2)
+
+    def advance(self, final: bool) -> None:
+        """Fit every complete batch received; hand out frames that have enough look-ahead."""
+        s = self.engine.settings
+        fitter = self.engine.fitter
+        while self.n_frames - self.fitted >= s.batch or (final and self.fitted < self.n_frames):
+            rows = slice(self.fitted, min(self.fitted + s.batch, self.n_frames))
+            pix = self.pixels(rows)
+            valid = np.asarray(self.valid[rows])
+            previous = self.states[-1] if self.states else None
+            state = fitter.initial_state(pix, valid, self.camera, previous if previous is not None and
+                                         self.valid[self.fitted - 1] else None)
+            self.states.append(fitter.solve(state, pix, valid, self.camera))
+            self.fitted = rows.stop
+        ready = self.fitted if final else self.fitted - s.lookahead
+        if ready > self.emitted:
+            self.emit(ready)
+
+    def emit(self, ready: int) -> None:
+        """Smooth [emitted - history, fitted) and hand out frames [emitted, ready)."""
+        s = self.engine.settings
+        fitter = self.engine.fitter
+        history = min(self.emitted, s.lookahead)
+        a = self.emitted - history
+        state = FitState.cat(self.states)
+        window = state.take(slice(a, self.fitted))
+        raw = RawTrack(window.rotations.double().cpu().numpy(), window.trans.double().cpu().numpy(),
+                       fitter.expression_matrix(window), self._rest_joints(window))
+        if self.reference is None:
+            self.reference = raw.rotations[0, 0]
+        weights = np.asarray(self.valid[a:self.fitted], np.float64)
+        params = to_parameters(raw, weights, self.header["fps"] / self.stride, fitter.names, s.smoothing,
+                               self.reference, pinned=history, previous_global=self.last_global)
+        rows = slice(history, history + ready - self.emitted)
+        chunk = {k: v[rows] for k, v in params.items()}
+        chunk["frame_index"] = np.asarray(self.indices[self.emitted:ready], np.int64)
+        chunk["valid"] = np.asarray(self.valid[self.emitted:ready], bool)
+        chunk["landmarks"] = np.asarray(self.landmarks[self.emitted:ready], np.float32)
+        self.chunks.append(chunk)
+        self.last_global = chunk["global_pose"][-1]
+        self.emitted = ready
+        if self.on_chunk:
+            self.on_chunk(dict(chunk))
+
+    def _rest_joints(self, state: FitState) -> np.ndarray:
+        fitter = self.engine.fitter
+        joints = fitter.joint_base + torch.einsum("jck,bk->bjc", fitter.joint_exprdirs, state.expr)
+        return joints.double().cpu().numpy()
+
+    def finish(self, final: bool) -> None:
+        """End of footage (or cancel): fit and hand out everything received."""
+        if self.n_frames == 0:
+            if final:
+                raise FootageError(f"{self.info.path}: no frame was decoded in the requested range")
+            return
+        if self.header is None:
+            if not any(self.valid) and final:
+                raise FootageError(f"{self.info.path}: no face was found in any of the {self.n_frames} frames. "
+                                   "Check that the face is visible and well lit, and the frame range.")
+            if not any(self.valid):
+                return
+            self.start_fit()
+        self.advance(final=True)
+        self.report()
+
+    def report(self) -> None:
+        if not self.on_progress:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-6)
+        fps = self.n_frames / elapsed
+        remaining = max(self.total - self.n_frames, 0)
+        self.on_progress(Progress(self.n_frames, self.total, fps, remaining / fps if fps > 0 else 0.0,
+                                  int(sum(self.valid))))
+
+    def capture(self) -> dict:
+        if self.header is None:
+            return {}
+        capture = capture_file.assemble(self.header, self.chunks)
+        if self.warnings:
+            capture["warnings"] = np.array(self.warnings)
+        return capture
+

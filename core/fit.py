@@ -1,0 +1,345 @@
+"""Batched Levenberg-Marquardt fit of a head model to 2D landmarks.
+
+Only the embedded landmark points are evaluated inside the loop. Every Jacobian is analytic and cheap:
+expression and shape enter linearly given the pose (skinning rotation times the basis), and each joint's
+rotation is updated by a small increment in its own frame, whose effect is a cross product with the
+points it carries. Frames are independent given the identity, so they are solved in batches; identity
+(`shape`) is shared by the clip and solved from keyframes by alternation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from .head_model import HeadModel
+from .lbs import batch_rodrigues, matrix_to_axis_angle, pose_feature, rigid_transforms
+
+IRIS = np.arange(468, 478)
+FIT_JOINTS = ("global", "jaw", "left_eye", "right_eye")  # the neck is split off the head pose afterwards
+
+
+@dataclass
+class FitSettings:
+    n_shape: int = 100
+    n_expression: int = 50
+    iterations: int = 5
+    identity_rounds: int = 6
+    identity_keyframes: int = 16
+    shape_prior: float = 2e-3        # relative to the landmark motion one unit of a component causes
+    expression_prior: float = 2e-3
+    jaw_prior: tuple[float, float, float] = (1.0, 400.0, 400.0)   # px^2 per rad^2: opening is free-er
+    eye_prior: tuple[float, float, float] = (20.0, 20.0, 4000.0)  # roll is unobservable
+    vergence_prior: float = 200.0    # both eyes look the same way unless the landmarks say otherwise
+    robust_px: float = 2.0           # Cauchy scale: sliding landmarks (rolling lips, silhouettes) lose pull
+    damping: float = 1e-3
+    bounded: bool = False            # blendshape weights in [0, 1] (ICT-FaceKit), else unbounded (FLAME)
+
+
+@dataclass
+class FitState:
+    """Per-frame parameters of B frames: rotations (B,J,3,3) of the model's joints (local, FLAME order),
+    translation (B,3) and expression (B,Ea) over the active expression columns."""
+
+    rotations: torch.Tensor
+    trans: torch.Tensor
+    expr: torch.Tensor
+
+    def take(self, rows) -> "FitState":
+        return FitState(self.rotations[rows].clone(), self.trans[rows].clone(), self.expr[rows].clone())
+
+    @staticmethod
+    def cat(parts: list["FitState"]) -> "FitState":
+        return FitState(*(torch.cat([getattr(p, k) for p in parts]) for k in ("rotations", "trans", "expr")))
+
+    def axis_angles(self) -> torch.Tensor:
+        """(B,J,3) axis-angle per joint."""
+        b, j = self.rotations.shape[:2]
+        return matrix_to_axis_angle(self.rotations.reshape(-1, 3, 3)).reshape(b, j, 3)
+
+
+@dataclass
+class Camera:
+    """Pinhole camera, OpenCV convention (x right, y down, z forward), in pixels."""
+
+    focal: float
+    cx: float
+    cy: float
+
+    def matrix(self) -> np.ndarray:
+        return np.array([[self.focal, 0, self.cx], [0, self.focal, self.cy], [0, 0, 1]])
+
+    def project(self, pts: torch.Tensor) -> torch.Tensor:
+        z = pts[..., 2].clamp(min=1e-4)
+        return torch.stack([self.focal * pts[..., 0] / z + self.cx, self.focal * pts[..., 1] / z + self.cy], -1)
+
+
+def _skew_cross(axis: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    """axis (B,3) x vec (B,L,3) -> (B,L,3)."""
+    return torch.cross(axis[:, None, :].expand_as(vec), vec, dim=-1)
+
+
+@dataclass
+class Fitter:
+    """Fits one head model to landmark tracks. Build once per model; `prepare(shape)` bakes an identity."""
+
+    model: HeadModel
+    triangles: np.ndarray         # (478,3) embedding
+    barycentric: np.ndarray       # (478,3)
+    usable: np.ndarray            # (478,) bool: reliably embedded landmarks
+    landmark_weights: np.ndarray  # (478,) relative confidence
+    settings: FitSettings = field(default_factory=FitSettings)
+    dtype: torch.dtype = torch.float32
+    chunk: int = 32               # frames per batched solve: bounds the size of temporaries
+
+    def __post_init__(self) -> None:
+        self.device = self.model.device
+        self.ids = np.flatnonzero(self.usable)
+        sub = self.model.subset(self.triangles[self.ids], self.barycentric[self.ids])
+        s = min(self.settings.n_shape, self.model.n_shape)
+        e = min(self.settings.n_expression, self.model.n_expression)
+        dirs = sub.dirs.to(self.dtype)
+        # Columns that move no landmark (e.g. unused FLAME columns) are left out of the solve.
+        self.shape_cols = torch.nonzero(dirs[:, :, :s].abs().amax((0, 1)) > 0).flatten()
+        expr_all = dirs[:, :, self.model.n_shape:self.model.n_shape + e]
+        self.expr_cols = torch.nonzero(expr_all.abs().amax((0, 1)) > 0).flatten()
+        self.n_shape_out, self.n_expression_out = s, e
+        self.template_l = sub.template.to(self.dtype)
+        self.shapedirs_l = dirs[:, :, :s][:, :, self.shape_cols].contiguous()
+        self.exprdirs_l = expr_all[:, :, self.expr_cols].contiguous()
+        self.posedirs_l = sub.posedirs.to(self.dtype)
+        self.weights_l = sub.weights.to(self.dtype)
+        jdirs = self.model.joint_dirs.to(self.dtype)
+        self.joint_template = self.model.joint_template.to(self.dtype)
+        self.joint_shapedirs = jdirs[:, :, :s][:, :, self.shape_cols]
+        self.joint_exprdirs = jdirs[:, :, self.model.n_shape:self.model.n_shape + e][:, :, self.expr_cols]
+        self.parents = self.model.parents
+        self.names = self.model.joint_names
+        self.fit_joints = [self.names.index(n) for n in FIT_JOINTS if n in self.names]
+        # Points each joint carries: the joint and its descendants.
+        self.carried = []
+        for k in self.fit_joints:
+            below = {k}
+            for j in range(len(self.names)):
+                chain, p = [], j
+                while p >= 0:
+                    chain.append(p)
+                    p = int(self.parents[p]) if p > 0 else -1
+                if k in chain:
+                    below.add(j)
+            self.carried.append(sorted(below))
+        self.w = torch.as_tensor(self.landmark_weights[self.ids], dtype=self.dtype, device=self.device)
+        # Priors are scaled by how far (RMS over landmarks, metres) one unit of each column moves the face.
+        self.shape_scale = self.shapedirs_l.pow(2).sum(1).mean(0).sqrt()
+        self.expr_scale = self.exprdirs_l.pow(2).sum(1).mean(0).sqrt()
+        self.prepare(torch.zeros(len(self.shape_cols), dtype=self.dtype, device=self.device))
+
+    # ---- identity ----------------------------------------------------------------------------------------
+    def prepare(self, shape_active: torch.Tensor) -> None:
+        """Bake an identity (over the active shape columns) into the landmark model."""
+        self.shape_active = shape_active.to(self.dtype)
+        self.base = self.template_l + self.shapedirs_l @ self.shape_active
+        self.joint_base = self.joint_template + self.joint_shapedirs @ self.shape_active
+
+    def shape_vector(self) -> np.ndarray:
+        """Full shape vector (S,) with zeros for unused columns."""
+        out = np.zeros(self.n_shape_out)
+        out[self.shape_cols.cpu().numpy()] = self.shape_active.double().cpu().numpy()
+        return out
+
+    def expression_matrix(self, state: FitState) -> np.ndarray:
+        """Full expression coefficients (B,E) with zeros for unused columns."""
+        out = np.zeros((state.expr.shape[0], self.n_expression_out))
+        out[:, self.expr_cols.cpu().numpy()] = state.expr.double().cpu().numpy()
+        return out
+
+    # ---- forward on the landmarks ----------------------------------------------------------------------
+    def _forward(self, state: FitState):
+        """Camera-space points (B,L,3), per-joint carried points (B,J,L,3), world rotations (B,J,3,3) and
+        posed joint positions (B,J,3), both before translation."""
+        b = state.rotations.shape[0]
+        shaped = self.base + torch.einsum("lck,bk->blc", self.exprdirs_l, state.expr)
+        joints = self.joint_base + torch.einsum("jck,bk->bjc", self.joint_exprdirs, state.expr)
+        if self.posedirs_l.shape[2]:
+            shaped = shaped + torch.einsum("lcp,bp->blc", self.posedirs_l, pose_feature(state.rotations))
+        posed_joints, transforms = rigid_transforms(state.rotations, joints, self.parents)
+        per_joint = transforms[:, :, None, :3, :3] @ shaped[:, None, :, :, None]
+        per_joint = per_joint[..., 0] + transforms[:, :, None, :3, 3]  # (B,J,L,3)
+        pts = torch.einsum("lj,bjlc->blc", self.weights_l, per_joint)
+        return pts + state.trans[:, None], per_joint, transforms[:, :, :3, :3], posed_joints
+
+    def project_points(self, state: FitState, camera: Camera) -> torch.Tensor:
+        return camera.project(self._forward(state)[0])
+
+    # ---- initial pose --------------------------------------------------------------------------------
+    def initial_state(self, pix: np.ndarray, valid: np.ndarray, camera: Camera,
+                      previous: FitState | None = None) -> FitState:
+        """Rigid pose per frame from PnP on the neutral landmark points (or the previous frame's state)."""
+        b = len(pix)
+        n_joints = len(self.names)
+        eye = torch.eye(3, dtype=self.dtype, device=self.device)
+        rotations = eye.repeat(b, n_joints, 1, 1)
+        trans = torch.zeros(b, 3, dtype=self.dtype, device=self.device)
+        expr = torch.zeros(b, len(self.expr_cols), dtype=self.dtype, device=self.device)
+        if previous is not None:
+            last = previous.take(slice(-1, None))
+            return FitState(last.rotations.repeat(b, 1, 1, 1), last.trans.repeat(b, 1), last.expr.repeat(b, 1))
+        rest = self.base.double().cpu().numpy()
+        face = ~np.isin(self.ids, IRIS)
+        pix = np.asarray(pix, np.float64)[:, self.ids]
+        root = self.joint_base[0].double().cpu().numpy()
+        guess = None
+        for i in np.flatnonzero(valid):
+            if guess is None:
+                _, rvec, tvec = cv2.solvePnP(rest[face], pix[i][face], camera.matrix(), None, flags=cv2.SOLVEPNP_EPNP)
+            else:
+                rvec, tvec = guess[0].copy(), guess[1].copy()
+            _, rvec, tvec = cv2.solvePnP(rest[face], pix[i][face], camera.matrix(), None, rvec, tvec, True,
+                                         cv2.SOLVEPNP_ITERATIVE)
+            guess = (rvec, tvec)
+            r = cv2.Rodrigues(rvec)[0]
+            rotations[i, 0] = torch.as_tensor(r, dtype=self.dtype, device=self.device)
+            # PnP gives x = R X + t; the model rotates about its root joint: x = R (X - J0) + J0 + t'.
+            trans[i] = torch.as_tensor(tvec[:, 0] + r @ root - root, dtype=self.dtype, device=self.device)
+        idx = np.flatnonzero(valid)
+        if len(idx):  # frames without a face start from the nearest valid pose
+            nearest = torch.as_tensor(idx[np.abs(np.arange(b)[:, None] - idx[None]).argmin(1)], device=self.device)
+            rotations, trans = rotations[nearest], trans[nearest]
+        return FitState(rotations, trans, expr)
+
+    # ---- Gauss-Newton ------------------------------------------------------------------------------
+    def residuals_and_jacobian(self, state: FitState, target: torch.Tensor, camera: Camera,
+                               with_shape: bool = False):
+        """Pixel residuals (B,L,2), Jacobian (B,L,2,P) over [joint rotation increments (3 per fitted joint),
+        translation, expression(, shape)], and depth (B,L)."""
+        pts, per_joint, world_rot, posed_joints = self._forward(state)
+        b, n = pts.shape[:2]
+        cols = []
+        for k, carried in zip(self.fit_joints, self.carried):
+            # A rotation increment d in joint k's frame turns what it carries about the joint, world axis R_k d.
+            moved = torch.einsum("lj,bjlc->blc", self.weights_l[:, carried], per_joint[:, carried]
+                                 - posed_joints[:, k, None, None, :])
+            cols += [_skew_cross(world_rot[:, k, :, i], moved) for i in range(3)]
+        d_rot = torch.stack(cols, -1)  # (B,L,3,R)
+        z = pts[..., 2].clamp(min=1e-4)
+        f = camera.focal
+        proj = torch.stack([f * pts[..., 0] / z + camera.cx, f * pts[..., 1] / z + camera.cy], -1)
+        d_proj = torch.zeros(b, n, 2, 3, dtype=self.dtype, device=self.device)
+        d_proj[..., 0, 0] = f / z
+        d_proj[..., 0, 2] = -f * pts[..., 0] / z ** 2
+        d_proj[..., 1, 1] = f / z
+        d_proj[..., 1, 2] = -f * pts[..., 1] / z ** 2
+        rot_world = (self.weights_l @ world_rot.reshape(b, -1, 9)).view(b, n, 3, 3)
+        d_skin = d_proj @ rot_world  # (B,L,2,3)
+        # Basis columns: one small matmul per landmark, (B*2,3) @ (3,K), batched over landmarks.
+        per_landmark = d_skin.permute(1, 0, 2, 3).reshape(n, b * 2, 3)
+        basis = lambda dirs: (per_landmark @ dirs).view(n, b, 2, -1).permute(1, 0, 2, 3)  # noqa: E731
+        blocks = [d_proj @ d_rot, d_proj, basis(self.exprdirs_l)]
+        if with_shape:
+            blocks.append(basis(self.shapedirs_l))
+        return proj - target, torch.cat(blocks, -1), z
+
+    def _prior(self, state: FitState, depth: torch.Tensor, camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diagonal prior weights (B,P) and the prior's gradient (B,P), in pixel^2 units."""
+        s = self.settings
+        b = state.rotations.shape[0]
+        angles = state.axis_angles()
+        diag, grad = [], []
+        for k in self.fit_joints:
+            name = self.names[k]
+            lam = {"jaw": s.jaw_prior, "left_eye": s.eye_prior, "right_eye": s.eye_prior}.get(name, (0.0, 0.0, 0.0))
+            lam = torch.as_tensor(lam, dtype=self.dtype, device=self.device).expand(b, 3)
+            diag.append(lam)
+            grad.append(lam * angles[:, k])
+        px_per_m = (camera.focal / depth.mean(1))[:, None]
+        expr_lam = s.expression_prior * (self.expr_scale * px_per_m) ** 2 * len(self.ids)
+        zeros = torch.zeros(b, 3, dtype=self.dtype, device=self.device)
+        diag += [zeros, expr_lam]
+        grad += [zeros, expr_lam * state.expr]
+        return torch.cat(diag, 1), torch.cat(grad, 1)
+
+    def _vergence(self, h: torch.Tensor, g: torch.Tensor, state: FitState) -> None:
+        """Couple the two eyes' yaw and pitch (in place): penalise their difference."""
+        if "left_eye" not in self.names:
+            return
+        angles = state.axis_angles()
+        left, right = self.names.index("left_eye"), self.names.index("right_eye")
+        i0, j0 = 3 * self.fit_joints.index(left), 3 * self.fit_joints.index(right)
+        lam = self.settings.vergence_prior
+        for k in range(2):
+            i, j = i0 + k, j0 + k
+            diff = angles[:, left, k] - angles[:, right, k]
+            h[:, i, i] += lam
+            h[:, j, j] += lam
+            h[:, i, j] -= lam
+            h[:, j, i] -= lam
+            g[:, i] += lam * diff
+            g[:, j] -= lam * diff
+
+    def _apply(self, state: FitState, step: torch.Tensor) -> FitState:
+        rotations = state.rotations.clone()
+        b = len(step)
+        for n, k in enumerate(self.fit_joints):
+            delta = batch_rodrigues(step[:, 3 * n:3 * n + 3].reshape(-1, 3)).reshape(b, 3, 3)
+            rotations[:, k] = rotations[:, k] @ delta
+        o = 3 * len(self.fit_joints)
+        expr = state.expr + step[:, o + 3:]
+        if self.settings.bounded:
+            expr = expr.clamp(0, 1)
+        return FitState(rotations, state.trans + step[:, o:o + 3], expr)
+
+    def solve(self, state: FitState, pix: np.ndarray, valid: np.ndarray, camera: Camera,
+              iterations: int | None = None) -> FitState:
+        """Levenberg-Marquardt over every frame (independent given the identity), in batches."""
+        parts = []
+        for a in range(0, len(pix), self.chunk):
+            rows = slice(a, a + self.chunk)
+            parts.append(self._solve_batch(state.take(rows), pix[rows], valid[rows], camera,
+                                           iterations or self.settings.iterations))
+        return FitState.cat(parts)
+
+    def _solve_batch(self, state: FitState, pix: np.ndarray, valid: np.ndarray, camera: Camera,
+                     iterations: int) -> FitState:
+        s = self.settings
+        target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
+        valid_t = torch.as_tensor(valid, dtype=self.dtype, device=self.device)
+        for _ in range(iterations):
+            res, jac, depth = self.residuals_and_jacobian(state, target, camera)
+            robust = 1.0 / (1.0 + (res.norm(dim=-1) / s.robust_px) ** 2)
+            w = (self.w * robust * valid_t[:, None])[..., None, None]
+            jw = (jac * w).flatten(1, 2)
+            h = jw.transpose(1, 2) @ jac.flatten(1, 2)
+            g = (jw.transpose(1, 2) @ res.flatten(1, 2)[..., None])[..., 0]
+            prior_diag, prior_grad = self._prior(state, depth, camera)
+            g = g + prior_grad
+            h = h + torch.diag_embed(prior_diag + s.damping * torch.diagonal(h, dim1=1, dim2=2) + 1e-6)
+            self._vergence(h, g, state)
+            step = -torch.linalg.solve(h, g[..., None])[..., 0]
+            state = self._apply(state, step * valid_t[:, None])
+        return state
+
+    def solve_identity(self, state: FitState, pix: np.ndarray, camera: Camera) -> tuple[FitState, float]:
+        """Alternate per-keyframe fits and a shared shape update; returns the keyframe state and RMS error."""
+        s = self.settings
+        valid = np.ones(len(pix), bool)
+        target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
+        shape = self.shape_active.clone()
+        n_shape = len(self.shape_cols)
+        for _ in range(s.identity_rounds):
+            state = self.solve(state, pix, valid, camera, iterations=3)
+            res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape=True)
+            robust = 1.0 / (1.0 + (res.norm(dim=-1) / s.robust_px) ** 2)
+            js = jac[..., -n_shape:]
+            jw = (js * (self.w * robust)[..., None, None]).flatten(1, 2)
+            h = (jw.transpose(1, 2) @ js.flatten(1, 2)).sum(0)
+            g = (jw.transpose(1, 2) @ res.flatten(1, 2)[..., None])[..., 0].sum(0)
+            px_per_m = float(camera.focal / depth.mean())
+            prior = s.shape_prior * (self.shape_scale * px_per_m) ** 2 * len(self.ids) * len(pix)
+            shape = shape - torch.linalg.solve(h + torch.diag(prior + 1e-6), g + prior * shape)
+            self.prepare(shape)
+        state = self.solve(state, pix, valid, camera, iterations=3)
+        res = self.residuals_and_jacobian(state, target, camera)[0]
+        rms = float((res.pow(2).sum(-1) * self.w).sum() / (self.w.sum() * len(pix))) ** 0.5
+        return state, rms

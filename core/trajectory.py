@@ -1,0 +1,98 @@
+"""From per-frame fit states to the capture file's parameters: temporal smoothing and the neck split.
+
+The fit solves each frame on its own; here the whole trajectory is smoothed with a zero-lag prior whose
+cut-off is set in hertz (so it means the same at any frame rate), frames without a face are filled in, and
+head rotation is split into a slow body/global part and the neck's part.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .lbs import batch_rodrigues, matrix_to_axis_angle, unwrap_axis_angle
+from .smoothing import whittaker
+
+
+@dataclass
+class SmoothingSettings:
+    """Cut-off frequencies (Hz) of the temporal prior per parameter group; higher keeps faster motion."""
+
+    head_hz: float = 4.0
+    expression_hz: float = 6.0
+    jaw_hz: float = 6.0
+    eyes_hz: float = 8.0     # saccades are fast: smooth gaze the least
+    body_hz: float = 0.5     # the global (body) part of head rotation; the neck carries the rest
+
+
+def _lam(cutoff_hz: float, fps: float) -> float:
+    """Whittaker weight whose half-power period is fps / cutoff_hz frames."""
+    period = max(fps / max(cutoff_hz, 1e-6), 2.0)
+    return (period / (2 * np.pi)) ** 4
+
+
+def _log(rot: np.ndarray) -> np.ndarray:
+    return matrix_to_axis_angle(torch.as_tensor(rot, dtype=torch.float64).reshape(-1, 3, 3)).numpy()
+
+
+def _exp(vec: np.ndarray) -> np.ndarray:
+    return batch_rodrigues(torch.as_tensor(vec, dtype=torch.float64).reshape(-1, 3)).numpy()
+
+
+@dataclass
+class RawTrack:
+    """Per-frame fit results of T frames in numpy: rotations (T,J,3,3) local, FLAME joint order,
+    translation (T,3), expression (T,E), joints_rest (T,J,3) rest joints (shape and expression applied)."""
+
+    rotations: np.ndarray
+    translation: np.ndarray
+    expression: np.ndarray
+    joints_rest: np.ndarray
+
+
+def to_parameters(raw: RawTrack, weights: np.ndarray, fps: float, joint_names: tuple[str, ...],
+                  settings: SmoothingSettings, reference: np.ndarray | None = None,
+                  pinned: int = 0, previous_global: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Smooth a trajectory and express it as capture parameters.
+
+    weights (T,): 0 for frames without a face (filled by the prior), 1 otherwise; the first `pinned` frames
+    are already final and get a large weight so that consecutive windows join without a seam.
+    reference (3,3): the rotation that head rotations are smoothed around (keeps them away from the
+    axis-angle wrap at pi). previous_global (3,): the global pose emitted just before this window, so the
+    axis-angle sequence stays continuous across windows. Returns global_pose, neck_pose, jaw_pose, eye_pose, translation, expression.
+    """
+    w = np.asarray(weights, np.float64).copy()
+    w[:pinned] = 1e6
+    t = len(w)
+    ref = raw.rotations[0, 0] if reference is None else reference
+    head = _log(np.einsum("ij,tjk->tik", ref.T, raw.rotations[:, 0]))
+    head = whittaker(unwrap_axis_angle(head), w, _lam(settings.head_hz, fps))
+    head_rot = np.einsum("ij,tjk->tik", ref, _exp(head))
+    out = {"translation": whittaker(raw.translation, w, _lam(settings.head_hz, fps)),
+           "expression": whittaker(raw.expression, w, _lam(settings.expression_hz, fps)) if raw.expression.shape[1]
+           else raw.expression.copy()}
+    zeros = np.zeros((t, 3))
+    if "jaw" in joint_names:
+        jaw = _log(raw.rotations[:, joint_names.index("jaw")])
+        out["jaw_pose"] = whittaker(jaw, w, _lam(settings.jaw_hz, fps))
+    else:
+        out["jaw_pose"] = zeros
+    if "left_eye" in joint_names:
+        eyes = np.concatenate([_log(raw.rotations[:, joint_names.index(n)]) for n in ("left_eye", "right_eye")], 1)
+        out["eye_pose"] = whittaker(eyes, w, _lam(settings.eyes_hz, fps))
+    else:
+        out["eye_pose"] = np.zeros((t, 6))
+    if "neck" in joint_names:
+        body = whittaker(head, w, _lam(settings.body_hz, fps))
+        body_rot = np.einsum("ij,tjk->tik", ref, _exp(body))
+        neck_rot = np.einsum("tji,tjk->tik", body_rot, head_rot)
+        # Same face, pivot moved: x = Rg (Rn (X - J1) + J1 - J0) + J0 + t'  equals  R (X - J0) + J0 + t.
+        lever = raw.joints_rest[:, joint_names.index("neck")] - raw.joints_rest[:, 0]
+        out["translation"] = out["translation"] + np.einsum("tij,tj->ti", head_rot - body_rot, lever)
+        global_rot, out["neck_pose"] = body_rot, _log(neck_rot)
+    else:
+        global_rot, out["neck_pose"] = head_rot, zeros
+    start = [] if previous_global is None else [np.asarray(previous_global, np.float64)]
+    out["global_pose"] = unwrap_axis_angle(np.concatenate([np.reshape(start, (-1, 3)), _log(global_rot)]))[len(start):]
+    return out
