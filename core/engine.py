@@ -22,7 +22,8 @@ from .embedding import landmark_embedding
 from .errors import CaptureCancelled, FootageError
 from .fit import Camera, Fitter, FitSettings, FitState
 from .head_model import HeadModel
-from .landmarks import N_LANDMARKS, FaceMeshTracker
+from .builtin_capture import capture_builtin
+from .landmarks import N_LANDMARKS, FaceMeshTracker, LandmarkTrack
 from .model_data import HeadModelData, load_model_data
 from .trajectory import RawTrack, SmoothingSettings, to_parameters
 from .video import probe, read_frames
@@ -101,70 +102,91 @@ class CaptureEngine:
             cancel: threading.Event | None = None, max_faces: int = 1) -> dict:
         """Capture `video`; returns the capture dict (see core.capture_file). Raises CaptureCancelled with
         everything finished so far when `cancel` is set, FootageError for bad footage."""
-        torch.set_num_threads(1)
         info = probe(video)
-        stop = threading.Event()
-        frames: queue.Queue = queue.Queue(maxsize=256)
-        warnings: list[str] = []
-        producer = threading.Thread(target=self._produce, args=(video, start, end, stride, max_faces, frames, stop,
-                                                                warnings), daemon=True)
         stop_frame = info.n_frames if end is None else min(end, info.n_frames) if info.n_frames > 0 else end
         total = len(range(start, stop_frame, stride))
-        run = _Run(self, info, focal_px, on_header, on_chunk, on_progress, total, warnings, stride)
+        frames: queue.Queue = queue.Queue(maxsize=256)
+        stop = threading.Event()
+        warnings: list[str] = []
+        producer = threading.Thread(target=_produce, args=(video, start, end, stride, max_faces, frames, stop,
+                                                           warnings), daemon=True)
         producer.start()
         try:
-            while True:
-                if cancel is not None and cancel.is_set():
-                    run.finish(final=False)
-                    raise CaptureCancelled(f"capture cancelled after {run.emitted} frames; they are kept",
-                                           run.capture())
-                try:
-                    item = frames.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if isinstance(item, BaseException):
-                    if run.n_frames == 0 or not isinstance(item, FootageError):
-                        raise item
-                    warnings.append(str(item))
-                    break
-                if item is None:
-                    break
-                run.add(*item)
-            run.finish(final=True)
+            return self._consume(_drain(frames), info.path, info.fps, (info.width, info.height), total, stride,
+                                 focal_px, on_header, on_chunk, on_progress, cancel, warnings)
         finally:
             stop.set()
             producer.join(timeout=5)
+
+    def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,
+                  on_header: Callable[[dict], None] | None = None, on_chunk: Callable[[dict], None] | None = None,
+                  cancel: threading.Event | None = None) -> dict:
+        """Capture from landmarks already tracked (or synthesised): the same fit, no video."""
+        items = ((int(i), lm if ok else None, tuple(track.image_size))
+                 for i, lm, ok in zip(track.frame_index, track.landmarks, track.valid))
+        return self._consume(items, "landmark track", track.fps, tuple(track.image_size), len(track.valid), stride,
+                             focal_px, on_header, on_chunk, None, cancel, list(track.warnings))
+
+    def _consume(self, items, source, fps, size, total, stride, focal_px, on_header, on_chunk, on_progress,
+                 cancel, warnings) -> dict:
+        torch.set_num_threads(1)
+        run_cls = _Run if self.fitter is not None else _BuiltinRun
+        run = run_cls(self, source, fps, size, focal_px, on_header, on_chunk, on_progress, total, warnings, stride)
+        for item in items:
+            if cancel is not None and cancel.is_set():
+                run.finish(final=False)
+                raise CaptureCancelled(f"capture cancelled after {run.emitted} frames; they are kept",
+                                       run.capture())
+            if isinstance(item, FootageError) and run.n_frames:
+                warnings.append(str(item))  # damage mid-file: keep what was decoded
+                break
+            if isinstance(item, BaseException):
+                raise item
+            run.add(*item)
+        run.finish(final=True)
         return run.capture()
 
-    @staticmethod
-    def _produce(video, start, end, stride, max_faces, out: queue.Queue, stop: threading.Event, warnings):
-        tracker = None
-        try:
-            tracker = FaceMeshTracker(max_faces)
-            for index, frame in read_frames(video, start, end, stride, warnings):
-                if stop.is_set():
-                    return
-                out.put((index, tracker(frame), (frame.shape[1], frame.shape[0])))
-            out.put(None)
-        except BaseException as err:  # handed to the consumer, which reports it
-            out.put(err)
-        finally:
-            if tracker is not None:
-                tracker.close()
+
+def _drain(frames: queue.Queue):
+    """Yield the producer's items until its end marker (None); exceptions are yielded, not raised."""
+    while True:
+        item = frames.get()
+        if item is None:
+            return
+        yield item
+        if isinstance(item, BaseException):
+            return
+
+
+def _produce(video, start, end, stride, max_faces, out: queue.Queue, stop: threading.Event, warnings):
+    """Decode and track in a thread of its own: MediaPipe and the fit then use both cores."""
+    tracker = None
+    try:
+        tracker = FaceMeshTracker(max_faces)
+        for index, frame in read_frames(video, start, end, stride, warnings):
+            if stop.is_set():
+                return
+            out.put((index, tracker(frame), (frame.shape[1], frame.shape[0])))
+        out.put(None)
+    except BaseException as err:  # handed to the consumer, which reports it
+        out.put(err)
+    finally:
+        if tracker is not None:
+            tracker.close()
 
 
 class _Run:
     """The state of one capture: frames received, fitted, smoothed and handed out."""
 
-    def __init__(self, engine: CaptureEngine, info, focal_px, on_header, on_chunk, on_progress, total, warnings,
-                 stride: int):
-        self.engine, self.info, self.focal_px, self.stride = engine, info, focal_px, stride
+    def __init__(self, engine: CaptureEngine, source: str, fps: float, size: tuple[int, int], focal_px,
+                 on_header, on_chunk, on_progress, total: int, warnings: list[str], stride: int):
+        self.engine, self.source, self.fps, self.focal_px, self.stride = engine, source, fps, focal_px, stride
         self.on_header, self.on_chunk, self.on_progress = on_header, on_chunk, on_progress
         self.total, self.warnings = max(total, 1), warnings
         self.indices: list[int] = []
         self.landmarks: list[np.ndarray] = []
         self.valid: list[bool] = []
-        self.image_size = (info.width, info.height)
+        self.image_size = size
         self.header: dict | None = None
         self.chunks: list[dict] = []
         self.states: list[FitState] = []   # fitted batches, in order
@@ -209,7 +231,7 @@ class _Run:
         if len(keys):
             state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), self.camera)
             fitter.solve_identity(state, pix[keys], self.camera)
-        self.header = {"fps": float(self.info.fps), "image_size": np.array([w, h]),
+        self.header = {"fps": float(self.fps), "image_size": np.array([w, h]),
                        "model": self.engine.model_name, "model_hash": self.engine.data.content_hash,
                        "shape": fitter.shape_vector(), "focal_px": float(focal), "cx": w / 2.0, "cy": h / 2.0,
                        "expression_names": np.array(self._expression_names()), "n_frames": self.total,
@@ -254,9 +276,10 @@ class _Run:
             pix = self.pixels(rows)
             valid = np.asarray(self.valid[rows])
             previous = self.states[-1] if self.states else None
-            state = fitter.initial_state(pix, valid, self.camera, previous if previous is not None and
-                                         self.valid[self.fitted - 1] else None)
-            self.states.append(fitter.solve(state, pix, valid, self.camera))
+            warm = previous is not None and self.valid[self.fitted - 1]
+            state = fitter.initial_state(pix, valid, self.camera, previous if warm else None)
+            iterations = s.fit.iterations if warm else s.fit.cold_iterations
+            self.states.append(fitter.solve(state, pix, valid, self.camera, iterations))
             self.fitted = rows.stop
         ready = self.fitted if final else self.fitted - s.lookahead
         if ready > self.emitted:
@@ -268,8 +291,7 @@ class _Run:
         fitter = self.engine.fitter
         history = min(self.emitted, s.lookahead)
         a = self.emitted - history
-        state = FitState.cat(self.states)
-        window = state.take(slice(a, self.fitted))
+        window = self._states_from(a)
         raw = RawTrack(window.rotations.double().cpu().numpy(), window.trans.double().cpu().numpy(),
                        fitter.expression_matrix(window), self._rest_joints(window))
         if self.reference is None:
@@ -288,6 +310,14 @@ class _Run:
         if self.on_chunk:
             self.on_chunk(dict(chunk))
 
+    def _states_from(self, a: int) -> FitState:
+        """Fitted states of frames [a, fitted); batches wholly before `a` are dropped (never needed again)."""
+        first = self.fitted - sum(len(st.trans) for st in self.states)
+        while self.states and first + len(self.states[0].trans) <= a:
+            first += len(self.states[0].trans)
+            self.states.pop(0)
+        return FitState.cat(self.states).take(slice(a - first, None))
+
     def _rest_joints(self, state: FitState) -> np.ndarray:
         fitter = self.engine.fitter
         joints = fitter.joint_base + torch.einsum("jck,bk->bjc", fitter.joint_exprdirs, state.expr)
@@ -297,11 +327,11 @@ class _Run:
         """End of footage (or cancel): fit and hand out everything received."""
         if self.n_frames == 0:
             if final:
-                raise FootageError(f"{self.info.path}: no frame was decoded in the requested range")
+                raise FootageError(f"{self.source}: no frame was decoded in the requested range")
             return
         if self.header is None:
             if not any(self.valid) and final:
-                raise FootageError(f"{self.info.path}: no face was found in any of the {self.n_frames} frames. "
+                raise FootageError(f"{self.source}: no face was found in any of the {self.n_frames} frames. "
                                    "Check that the face is visible and well lit, and the frame range.")
             if not any(self.valid):
                 return
@@ -323,6 +353,47 @@ class _Run:
             return {}
         capture = capture_file.assemble(self.header, self.chunks)
         if self.warnings:
+            capture["warnings"] = np.array(self.warnings)
+        return capture
+
+
+class _BuiltinRun(_Run):
+    """No head model installed: collect the whole track, then build the actor's own rig from it."""
+
+    def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
+        self.indices.append(index)
+        self.valid.append(lms is not None)
+        self.landmarks.append(lms if lms is not None else np.zeros((N_LANDMARKS, 3), np.float32))
+        self.image_size = size
+        self.report()
+
+    def finish(self, final: bool) -> None:
+        if not any(self.valid):
+            if final:
+                raise FootageError(f"{self.source}: no face was found in any of the {self.n_frames} frames. "
+                                   "Check that the face is visible and well lit, and the frame range.")
+            return
+        track = LandmarkTrack(np.asarray(self.indices, np.int64), np.asarray(self.landmarks, np.float32),
+                              np.asarray(self.valid, bool), self.fps, self.image_size, self.warnings)
+        capture = capture_builtin(track, self.focal_px)
+        per_frame = set(capture_file.PER_FRAME + capture_file.OPTIONAL_PER_FRAME)
+        self.header = {k: v for k, v in capture.items() if k not in per_frame}
+        self.header["n_frames"] = self.total
+        if self.on_header:
+            self.on_header(dict(self.header))
+        for a in range(0, self.n_frames, self.engine.settings.batch):
+            chunk = {k: np.asarray(v)[a:a + self.engine.settings.batch] for k, v in capture.items() if k in per_frame}
+            self.chunks.append(chunk)
+            self.emitted += len(chunk["frame_index"])
+            if self.on_chunk:
+                self.on_chunk(dict(chunk))
+        self.report()
+
+    def capture(self) -> dict:
+        if self.header is None:
+            return {}
+        capture = capture_file.assemble(self.header, self.chunks)
+        if self.warnings and "warnings" not in capture:
             capture["warnings"] = np.array(self.warnings)
         return capture
 

@@ -25,12 +25,13 @@ FIT_JOINTS = ("global", "jaw", "left_eye", "right_eye")  # the neck is split off
 class FitSettings:
     n_shape: int = 100
     n_expression: int = 50
-    iterations: int = 5
+    iterations: int = 3              # per batch, warm-started from the previous frame
+    cold_iterations: int = 6         # after a fresh PnP start (first batch, or after frames without a face)
     identity_rounds: int = 6
     identity_keyframes: int = 16
-    shape_prior: float = 2e-3        # relative to the landmark motion one unit of a component causes
-    expression_prior: float = 2e-3
-    jaw_prior: tuple[float, float, float] = (1.0, 400.0, 400.0)   # px^2 per rad^2: opening is free-er
+    shape_prior: float = 0.05        # relative to the landmark motion one unit of a component causes
+    expression_prior: float = 0.5
+    jaw_prior: tuple[float, float, float] = (1.0, 3e4, 3e4)   # px^2 per rad^2: the jaw mostly opens
     eye_prior: tuple[float, float, float] = (20.0, 20.0, 4000.0)  # roll is unobservable
     vergence_prior: float = 200.0    # both eyes look the same way unless the landmarks say otherwise
     robust_px: float = 2.0           # Cauchy scale: sliding landmarks (rolling lips, silhouettes) lose pull
@@ -76,9 +77,15 @@ class Camera:
         return torch.stack([self.focal * pts[..., 0] / z + self.cx, self.focal * pts[..., 1] / z + self.cy], -1)
 
 
-def _skew_cross(axis: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
-    """axis (B,3) x vec (B,L,3) -> (B,L,3)."""
-    return torch.cross(axis[:, None, :].expand_as(vec), vec, dim=-1)
+def _rotation_columns(moved: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """d(points)/d(increment) for a rotation increment in a joint's frame: (frame e_i) x moved for i = 0..2.
+
+    moved (B,L,3) points relative to the joint, frame (B,3,3) the joint's world rotation -> (B,L,3,3),
+    computed as -[moved]_x @ frame."""
+    x, y, z = moved.unbind(-1)
+    zero = torch.zeros_like(x)
+    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(*moved.shape[:2], 3, 3)
+    return -(skew @ frame[:, None])
 
 
 @dataclass
@@ -221,8 +228,8 @@ class Fitter:
             # A rotation increment d in joint k's frame turns what it carries about the joint, world axis R_k d.
             moved = torch.einsum("lj,bjlc->blc", self.weights_l[:, carried], per_joint[:, carried]
                                  - posed_joints[:, k, None, None, :])
-            cols += [_skew_cross(world_rot[:, k, :, i], moved) for i in range(3)]
-        d_rot = torch.stack(cols, -1)  # (B,L,3,R)
+            cols.append(_rotation_columns(moved, world_rot[:, k]))
+        d_rot = torch.cat(cols, -1)  # (B,L,3,R)
         z = pts[..., 2].clamp(min=1e-4)
         f = camera.focal
         proj = torch.stack([f * pts[..., 0] / z + camera.cx, f * pts[..., 1] / z + camera.cy], -1)
@@ -284,6 +291,13 @@ class Fitter:
         for n, k in enumerate(self.fit_joints):
             delta = batch_rodrigues(step[:, 3 * n:3 * n + 3].reshape(-1, 3)).reshape(b, 3, 3)
             rotations[:, k] = rotations[:, k] @ delta
+        if "jaw" in self.names:
+            # A jaw cannot close past its rest pose: keep FLAME's opening angle (about +x) non-negative.
+            k = self.names.index("jaw")
+            jaw = matrix_to_axis_angle(rotations[:, k])
+            if bool((jaw[:, 0] < 0).any()):
+                jaw[:, 0] = jaw[:, 0].clamp(min=0)
+                rotations[:, k] = batch_rodrigues(jaw)
         o = 3 * len(self.fit_joints)
         expr = state.expr + step[:, o + 3:]
         if self.settings.bounded:

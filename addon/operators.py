@@ -1,0 +1,132 @@
+"""Operators (`kinesics.*`): thin wrappers that report errors; the work is in rig, animate and session."""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+from bpy_extras.io_utils import ImportHelper
+
+from ..core.errors import KinesicsError
+from . import models, preferences, session
+from .animate import apply_capture_file
+from .camera_space import show_footage
+from .rig import build_rig
+
+
+def _model_candidates(prefs) -> list[str]:
+    return [bpy.path.abspath(p) for p in (prefs.flame_model, prefs.ict_model) if p]
+
+
+def _object_mode(context) -> None:
+    if context.mode != 'OBJECT' and context.active_object is not None:
+        bpy.ops.object.mode_set(mode='OBJECT')
+
+
+class KINESICS_OT_capture_start(bpy.types.Operator):
+    """Capture the face in the footage with the worker and key it onto the rig as it streams in"""
+
+    bl_idname = "kinesics.capture_start"
+    bl_label = "Start Capture"
+    bl_options = {'REGISTER'}
+
+    @classmethod
+    def poll(cls, context):
+        return not session.SESSION.running
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        try:
+            _object_mode(context)
+            session.start(context.scene, preferences.worker_python(prefs),
+                          preferences.model_path(prefs, context.scene.kinesics.model),
+                          _model_candidates(prefs), prefs.device)
+        except KinesicsError as err:
+            self.report({'ERROR'}, str(err))
+            return {'CANCELLED'}
+        return {'FINISHED'}
+
+
+class KINESICS_OT_capture_cancel(bpy.types.Operator):
+    """Stop the capture; the frames keyed so far are kept"""
+
+    bl_idname = "kinesics.capture_cancel"
+    bl_label = "Cancel Capture"
+
+    @classmethod
+    def poll(cls, context):
+        return session.SESSION.running
+
+    def execute(self, context):
+        session.cancel()
+        return {'FINISHED'}
+
+
+class KINESICS_OT_import_rig(bpy.types.Operator):
+    """Import the head model chosen in the Kinesics panel as a rig: mesh, shape keys and armature"""
+
+    bl_idname = "kinesics.import_rig"
+    bl_label = "Import Head Rig"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    filepath: bpy.props.StringProperty(name="Model", subtype='FILE_PATH', options={'SKIP_SAVE'},
+                                       description="Head-model file or folder (empty: the one chosen in the panel)")
+
+    def execute(self, context):
+        try:
+            path = self.filepath or preferences.model_path(preferences.get(context), context.scene.kinesics.model)
+            if path is None:
+                raise KinesicsError("The built-in model comes with a capture: apply a capture made with it instead.")
+            data = models.load(path)
+            _object_mode(context)
+            rig = build_rig(data, np.zeros(0), context.scene.collection)  # the mean identity
+        except (KinesicsError, ValueError) as err:
+            self.report({'ERROR'}, str(err))
+            return {'CANCELLED'}
+        context.scene.kinesics.rig = rig
+        self.report({'INFO'}, f"Imported {rig.name}: {data.n_vertices} vertices, {data.n_expression} expressions")
+        return {'FINISHED'}
+
+
+class KINESICS_OT_apply_capture(bpy.types.Operator, ImportHelper):
+    """Key a saved capture file (.npz) onto the rig; no worker needed"""
+
+    bl_idname = "kinesics.apply_capture"
+    bl_label = "Apply Capture File"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    filename_ext = ".npz"
+    filter_glob: bpy.props.StringProperty(default="*.npz", options={'HIDDEN'})
+
+    def execute(self, context):
+        settings = context.scene.kinesics
+        try:
+            _object_mode(context)
+            track = apply_capture_file(context.scene, self.filepath, settings.rig,
+                                       _model_candidates(preferences.get(context)), settings.time_mapping)
+        except (KinesicsError, ValueError) as err:
+            self.report({'ERROR'}, str(err))
+            return {'CANCELLED'}
+        settings.rig = track.rig.armature
+        footage = bpy.path.abspath(settings.footage)
+        if settings.show_footage and footage:
+            show_footage(track.camera, footage)
+        self.report({'INFO'}, f"Keyed {track.rig.armature.name} from {bpy.path.basename(self.filepath)}")
+        return {'FINISHED'}
+
+
+class KINESICS_OT_notify(bpy.types.Operator):
+    """Show a message in the status bar (used by the capture timer)"""
+
+    bl_idname = "kinesics.notify"
+    bl_label = "Kinesics Message"
+    bl_options = {'INTERNAL'}
+
+    level: bpy.props.EnumProperty(items=[('INFO', "Info", ""), ('WARNING', "Warning", ""), ('ERROR', "Error", "")])
+    message: bpy.props.StringProperty()
+
+    def execute(self, context):
+        self.report({self.level}, self.message)
+        return {'FINISHED'}
+
+
+classes = (KINESICS_OT_capture_start, KINESICS_OT_capture_cancel, KINESICS_OT_import_rig,
+           KINESICS_OT_apply_capture, KINESICS_OT_notify)

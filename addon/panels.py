@@ -1,0 +1,77 @@
+"""The "Kinesics" sidebar tab of the 3D viewport: capture from video, and the head rig."""
+from __future__ import annotations
+
+import bpy
+
+from . import session
+
+
+class KinesicsPanel:
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "Kinesics"
+
+
+def _status_line(s: session.Session) -> str:
+    eta = f", {s.eta_s:.0f} s left" if s.eta_s is not None else ""
+    return f"{s.done}/{s.total or '?'} frames, {s.fps:.1f} frames/s{eta}"
+
+
+class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
+    bl_label = "Capture from Video"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.kinesics
+        s = session.SESSION
+        col = layout.column()
+        col.enabled = not s.running
+        col.prop(settings, "footage")
+        row = col.row(align=True)
+        row.prop(settings, "frame_start")
+        row.prop(settings, "frame_end")
+        col.prop(settings, "stride")
+        col.prop(settings, "model")
+        col.prop(settings, "time_mapping")
+        col.prop(settings, "show_footage")
+
+        if s.running:
+            layout.progress(factor=s.progress, type='BAR', text=_status_line(s))
+            layout.label(text=s.message, icon='TIME')
+            layout.operator("kinesics.capture_cancel", icon='CANCEL')
+            return
+        layout.operator("kinesics.capture_start", icon='PLAY')
+        if s.state == "idle":
+            return
+        box = layout.box()
+        icon = {'done': 'CHECKMARK', 'cancelled': 'INFO'}.get(s.state, 'ERROR')
+        # Long messages (what to do) wrap over several lines.
+        for i, line in enumerate(_wrap(s.message, 48)):
+            box.label(text=line, icon=icon if i == 0 else 'BLANK1')
+        if s.saved_path:
+            box.label(text=f"Saved: {bpy.path.basename(s.saved_path)}", icon='FILE')
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + [line] if line else lines or [""]
+
+
+class KINESICS_PT_rig(KinesicsPanel, bpy.types.Panel):
+    bl_label = "Head Rig"
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.kinesics
+        layout.prop(settings, "rig")
+        layout.operator("kinesics.import_rig", icon='ARMATURE_DATA')
+        layout.operator("kinesics.apply_capture", icon='IMPORT')
+
+
+classes = (KINESICS_PT_capture, KINESICS_PT_rig)

@@ -1,0 +1,105 @@
+"""Add-on preferences: the worker's Python, the head-model files, the device; a worker check."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import bpy
+
+from ..bridge.client import WorkerClient
+from ..core.errors import KinesicsError
+
+ROOT_PACKAGE = __package__.rpartition(".")[0]  # the extension root (preferences are keyed by it)
+EXTENSION_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_python() -> str:
+    """The project's own environment when the extension runs from a checkout set up by setup.sh."""
+    venv = EXTENSION_ROOT / ".venv"
+    exe = venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    return str(exe) if exe.exists() else ""
+
+
+class KINESICS_AP_preferences(bpy.types.AddonPreferences):
+    bl_idname = ROOT_PACKAGE
+
+    worker_python: bpy.props.StringProperty(
+        name="Worker Python", subtype='FILE_PATH', default=_default_python(),
+        description="Python interpreter of the environment setup.sh made (with torch and MediaPipe); "
+                    "the capture runs in it, outside Blender")
+    flame_model: bpy.props.StringProperty(
+        name="FLAME Model", subtype='FILE_PATH',
+        description="FLAME model file (generic_model.pkl or flame2023.pkl from the FLAME website)")
+    ict_model: bpy.props.StringProperty(
+        name="ICT-FaceKit Folder", subtype='DIR_PATH',
+        description="ICT-FaceKit's FaceXModel folder (or its packed .npz file)")
+    device: bpy.props.EnumProperty(
+        name="Device", items=[('cpu', "CPU", "Capture on the processor"),
+                              ('cuda', "CUDA GPU", "Capture on an NVIDIA GPU (needs torch with CUDA)")])
+    check_result: bpy.props.StringProperty(name="Worker Check", options={'SKIP_SAVE'})
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "worker_python")
+        row = layout.row()
+        row.operator("kinesics.check_worker", icon='CHECKMARK')
+        if self.check_result:
+            row.label(text=self.check_result)
+        layout.prop(self, "device")
+        layout.prop(self, "flame_model")
+        layout.prop(self, "ict_model")
+
+
+def get(context: bpy.types.Context | None = None) -> KINESICS_AP_preferences:
+    return (context or bpy.context).preferences.addons[ROOT_PACKAGE].preferences
+
+
+def model_path(prefs: KINESICS_AP_preferences, choice: str) -> str | None:
+    """The file of the chosen head model ('FLAME', 'ICT'), None for the built-in one; KinesicsError if unset."""
+    if choice == 'BUILTIN':
+        return None
+    path = bpy.path.abspath(prefs.flame_model if choice == 'FLAME' else prefs.ict_model)
+    if not path:
+        name = "FLAME Model" if choice == 'FLAME' else "ICT-FaceKit Folder"
+        raise KinesicsError(f"No {name} is set: choose its file in Edit > Preferences > Add-ons > Kinesics.")
+    return path.rstrip("/\\") if os.path.isdir(path) else path
+
+
+def worker_python(prefs: KINESICS_AP_preferences) -> str:
+    path = bpy.path.abspath(prefs.worker_python)
+    if not path or not os.path.isfile(path):
+        raise KinesicsError("The worker's Python is not set or does not exist: run setup.sh, then set Worker "
+                            "Python in the Kinesics preferences to its .venv/bin/python.")
+    return path
+
+
+def check_worker(python_exe: str) -> str:
+    """Start a worker with `python_exe`, ask its versions, stop it; a one-line result for the user."""
+    client = WorkerClient.start(python_exe, timeout=60.0)
+    try:
+        info = client.hello()
+    finally:
+        client.shutdown()
+    return f"Worker OK: Kinesics {info.get('version', '?')}, protocol {info.get('protocol', '?')}"
+
+
+class KINESICS_OT_check_worker(bpy.types.Operator):
+    """Start the capture worker once and report its versions"""
+
+    bl_idname = "kinesics.check_worker"
+    bl_label = "Check Worker"
+
+    def execute(self, context):
+        prefs = get(context)
+        try:
+            prefs.check_result = check_worker(worker_python(prefs))
+        except KinesicsError as err:
+            prefs.check_result = "Worker failed"
+            self.report({'ERROR'}, str(err))
+            return {'CANCELLED'}
+        self.report({'INFO'}, prefs.check_result)
+        return {'FINISHED'}
+
+
+classes = (KINESICS_AP_preferences, KINESICS_OT_check_worker)

@@ -1,0 +1,48 @@
+"""Per-scene capture settings (`scene.kinesics`)."""
+from __future__ import annotations
+
+import bpy
+
+from .rig import is_rig
+
+MODEL_ITEMS = [
+    ('FLAME', "FLAME", "The FLAME model file set in the preferences"),
+    ('ICT', "ICT-FaceKit", "The ICT-FaceKit folder set in the preferences (ARKit-named shape keys)"),
+    ('BUILTIN', "Built-in", "The head model that ships with the capture worker"),
+]
+TIME_ITEMS = [
+    ('CAPTURE', "Capture Rate", "Set the scene's frame rate and range from the capture: one key per video frame"),
+    ('SCENE', "Scene Rate", "Keep the scene's frame rate: keys sit at the exact capture times, in between "
+                            "frames are interpolated"),
+]
+
+
+def _rig_poll(self, obj) -> bool:
+    return is_rig(obj)
+
+
+class KinesicsSceneSettings(bpy.types.PropertyGroup):
+    footage: bpy.props.StringProperty(name="Footage", subtype='FILE_PATH',
+                                      description="Video of the face to capture")
+    frame_start: bpy.props.IntProperty(name="Start", min=0, default=0,
+                                       description="First video frame to capture (0 is the first)")
+    frame_end: bpy.props.IntProperty(name="End", min=0, default=0,
+                                     description="Video frame to stop before (0: to the end of the video)")
+    stride: bpy.props.IntProperty(name="Every", min=1, default=1, description="Capture every n-th frame")
+    model: bpy.props.EnumProperty(name="Head Model", items=MODEL_ITEMS, default='FLAME')
+    time_mapping: bpy.props.EnumProperty(name="Timing", items=TIME_ITEMS, default='CAPTURE')
+    show_footage: bpy.props.BoolProperty(name="Footage Behind Camera", default=True,
+                                         description="Show the footage as the capture camera's background")
+    rig: bpy.props.PointerProperty(name="Rig", type=bpy.types.Object, poll=_rig_poll,
+                                   description="Head rig the capture is keyed onto (a new one when empty)")
+
+
+classes = (KinesicsSceneSettings,)
+
+
+def register() -> None:
+    bpy.types.Scene.kinesics = bpy.props.PointerProperty(type=KinesicsSceneSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.kinesics

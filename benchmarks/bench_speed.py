@@ -1,0 +1,74 @@
+"""Speed of the capture engine against its floor, on real footage.
+
+    .venv/bin/python benchmarks/bench_speed.py [VIDEO ...]
+
+For each clip, in one run: frames/s of decoding alone, of decoding plus MediaPipe (the floor: no
+landmark-driven tracker can be faster), and of the full capture (decode, landmarks, fit, smoothing,
+writing the capture file); the ratio full/floor (target >= 0.8) and the engine's start-up time (model
+file, cached landmark embedding, fitter).
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import capture_file  # noqa: E402
+from core.engine import CaptureEngine  # noqa: E402
+from core.landmarks import FaceMeshTracker  # noqa: E402
+from core.paths import assets_dir  # noqa: E402
+from core.video import read_frames  # noqa: E402
+from tests.conftest import standin_model_path  # noqa: E402
+
+
+def decode_fps(video: str) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    n = sum(1 for _ in read_frames(video))
+    return n, n / (time.perf_counter() - t0)
+
+
+def floor_fps(video: str) -> float:
+    tracker = FaceMeshTracker()
+    t0 = time.perf_counter()
+    n = 0
+    for _, frame in read_frames(video):
+        tracker(frame)
+        n += 1
+    tracker.close()
+    return n / (time.perf_counter() - t0)
+
+
+def full_fps(engine: CaptureEngine, video: str) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        capture = engine.run(video)
+        capture_file.save(Path(tmp) / "capture.npz", capture)
+        return len(capture["frame_index"]) / (time.perf_counter() - t0)
+
+
+def main(argv: list[str]) -> int:
+    root = assets_dir()
+    videos = argv or [str(p) for p in sorted((root / "footage").glob("*.mp4"))]
+    model = standin_model_path(root / "models/ict_facekit/ict_facekit.npz")
+    t0 = time.perf_counter()
+    engine = CaptureEngine(str(model))
+    startup = time.perf_counter() - t0
+    rows = []
+    for video in videos:
+        full_fps(engine, video)  # warm-up: first-run allocations and MediaPipe graph start
+        n, dec = decode_fps(video)
+        floor = floor_fps(video)
+        full = full_fps(engine, video)
+        rows.append((Path(video).name, n, dec, floor, full))
+    print(f"engine start-up (stand-in model, cached embedding): {startup:.2f} s")
+    print(f"{'clip':<28}{'frames':>7}{'decode fps':>12}{'floor fps':>11}{'full fps':>10}{'full/floor':>12}")
+    for name, n, dec, floor, full in rows:
+        print(f"{name:<28}{n:>7}{dec:>12.1f}{floor:>11.1f}{full:>10.1f}{full / floor:>12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

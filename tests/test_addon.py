@@ -1,0 +1,612 @@
+"""The Blender extension in the real bpy module (headless): registration, rig import, keyframes, panels.
+
+The extension is enabled the way Blender enables any user extension: a user repository (a temp folder)
+holding a `kinesics` symlink to this checkout, so it is imported as `bl_ext.<repo>.kinesics`.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+# Keep extension user data (saved captures) out of the real home; only effective before bpy is imported.
+if "bpy" not in sys.modules:
+    os.environ.setdefault("BLENDER_USER_EXTENSIONS", tempfile.mkdtemp(prefix="kinesics-ext-user-"))
+bpy = pytest.importorskip("bpy")
+import addon_utils  # noqa: E402  (comes with bpy)
+import torch  # noqa: E402
+
+from core import capture_file  # noqa: E402
+from core.head_model import HeadModel  # noqa: E402
+from core.model_data import FLAME_JOINTS, HeadModelData, load_model_data  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_MODULE = "kinesics_test"
+PACKAGE = f"bl_ext.{REPO_MODULE}.kinesics"
+TOLERANCE_M = 1e-4  # 0.1 mm
+
+
+def addon(name: str):
+    """A module of the enabled extension (looked up each time: disabling and enabling reloads it)."""
+    return importlib.import_module(f"{PACKAGE}.addon.{name}")
+
+
+@pytest.fixture(scope="session")
+def extension():
+    folder = tempfile.mkdtemp(prefix="kinesics-repo-")
+    os.symlink(REPO_ROOT, os.path.join(folder, "kinesics"))
+    repos = bpy.context.preferences.extensions.repos
+    repo = repos.new(name=REPO_MODULE, module=REPO_MODULE, custom_directory=folder, source='USER')
+    addon_utils.enable(PACKAGE, default_set=True, handle_error=_raise)
+    yield PACKAGE
+    addon_utils.disable(PACKAGE, default_set=True, handle_error=_raise)
+    repos.remove(repo)
+
+
+def _raise(err):
+    raise err
+
+
+@pytest.fixture
+def scene(extension):
+    """A fresh scene (the active one) per test."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    session = addon("session")
+    # A warm worker is kept from test to test, as Blender keeps it between captures; unregister stops it.
+    session.SESSION = session.Session(client=session.SESSION.client)
+    return bpy.context.scene
+
+
+# --- models and captures -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def standin_data(standin_model) -> HeadModelData:
+    return load_model_data(standin_model).truncated(20, 20)
+
+
+def synthetic_model(seed: int = 0) -> HeadModelData:
+    """A small FLAME-layout head with strong expression-dependent joints and non-zero pose correctives."""
+    rng = np.random.default_rng(seed)
+    n = 14
+    theta, phi = np.meshgrid(np.linspace(0.3, 2.8, n), np.linspace(0, 2 * np.pi, n, endpoint=False), indexing="ij")
+    template = 0.1 * np.stack([np.sin(theta) * np.cos(phi), np.cos(theta), np.sin(theta) * np.sin(phi)], -1)
+    template = template.reshape(-1, 3)
+    grid = np.arange(n * n).reshape(n, n)
+    a, b, c, d = grid[:-1, :], grid[1:, :], np.roll(grid, -1, 1)[1:, :], np.roll(grid, -1, 1)[:-1, :]
+    faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+    v = len(template)
+    j_regressor = np.zeros((5, v))
+    for j in range(5):
+        picked = rng.choice(v, 6, replace=False)
+        j_regressor[j, picked] = 1 / 6
+    weights = rng.random((v, 5)) ** 4
+    weights /= weights.sum(1, keepdims=True)
+    posedirs = rng.normal(0, 0.004, (v, 3, 36))
+    posedirs[:, :, [0, 13, 35]] = 0  # all-zero columns get no shape key
+    return HeadModelData(kind="flame", template=template, faces=faces, shapedirs=rng.normal(0, 0.005, (v, 3, 4)),
+                         exprdirs=rng.normal(0, 0.01, (v, 3, 6)), posedirs=posedirs, j_regressor=j_regressor,
+                         weights=weights, parents=np.array([-1, 0, 1, 1, 1]), joint_names=FLAME_JOINTS,
+                         source="synthetic", content_hash=f"synthetic{seed}")
+
+
+def random_capture(data: HeadModelData, frames: int, seed: int = 1, **overrides) -> dict:
+    """Plausible capture parameters: a head facing the camera 0.6 m away, moving and talking."""
+    rng = np.random.default_rng(seed)
+    t = frames
+    capture = dict(
+        fps=np.float64(25.0), image_size=np.array([640, 480]), model=data.source, model_hash=data.content_hash,
+        shape=rng.normal(0, 1, data.n_shape), expression=rng.normal(0, 1.0, (t, data.n_expression)),
+        jaw_pose=np.abs(rng.normal(0, 0.15, (t, 3))), neck_pose=rng.normal(0, 0.1, (t, 3)),
+        eye_pose=rng.normal(0, 0.2, (t, 6)),
+        # Facing the camera is a half turn about x: keys must not flip between q and -q there.
+        global_pose=np.array([np.pi, 0, 0]) + rng.normal(0, 0.15, (t, 3)),
+        translation=np.array([0.0, 0.02, 0.6]) + rng.normal(0, 0.02, (t, 3)),
+        focal_px=np.float64(700.0), cx=np.float64(330.0), cy=np.float64(230.0), frame_index=np.arange(t),
+        valid=np.ones(t, bool), landmarks=np.zeros((t, 478, 3), np.float32))
+    capture.update(overrides)
+    return capture
+
+
+def reference_vertices(data: HeadModelData, capture: dict) -> np.ndarray:
+    """core.head_model's forward pass (float64), camera space: (T,V,3)."""
+    as_t = lambda k: torch.as_tensor(np.asarray(capture[k], np.float64))  # noqa: E731
+    poses = {k: as_t(k) for k in ("jaw_pose", "neck_pose", "eye_pose", "global_pose") if k in capture}
+    with torch.no_grad():
+        out = HeadModel(data, dtype=torch.float64)(shape=as_t("shape")[None], expression=as_t("expression"),
+                                                    translation=as_t("translation"), **poses)
+    return out.vertices.numpy()
+
+
+def blender_vertices(rig_obj, frame: int) -> np.ndarray:
+    """The rig's mesh as Blender evaluates it at `frame` (drivers, shape keys, armature), in capture space."""
+    scene = bpy.context.scene
+    scene.frame_set(frame)
+    mesh_obj = rig_obj["kinesics_mesh"]
+    evaluated = mesh_obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    mesh = evaluated.to_mesh()
+    co = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", co)
+    evaluated.to_mesh_clear()
+    world = np.array(evaluated.matrix_world)
+    points = co.reshape(-1, 3).astype(np.float64) @ world[:3, :3].T + world[:3, 3]
+    return points @ addon("camera_space").CAPTURE_TO_WORLD  # world -> capture camera (the inverse rotation)
+
+
+def assert_rig_matches(rig_obj, data, capture, frames):
+    expected = reference_vertices(data, capture)
+    first = addon("animate").FIRST_FRAME
+    for t in frames:
+        error = np.abs(blender_vertices(rig_obj, first + t) - expected[t]).max()
+        assert error < TOLERANCE_M, f"frame {t}: Blender's mesh is {error * 1000:.3f} mm off core.head_model"
+
+
+# --- the extension -------------------------------------------------------------------------------------
+
+def test_manifest_validates_and_builds_without_dev_files(tmp_path):
+    cli = Path(bpy.utils.system_resource("SCRIPTS")) / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py"
+    run = lambda *args: subprocess.run([sys.executable, str(cli), *args], capture_output=True, text=True)  # noqa: E731
+    validated = run("validate", str(REPO_ROOT))
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    built = run("build", "--source-dir", str(REPO_ROOT), "--output-dir", str(tmp_path))
+    assert built.returncode == 0, built.stdout + built.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("kinesics-*.zip"))).namelist()
+    assert {"blender_manifest.toml", "__init__.py", "addon/__init__.py", "core/capture_file.py",
+            "bridge/client.py"} <= set(names)
+    assert not [n for n in names if n.split("/")[0] in (".venv", "tests", "benchmarks", ".git")
+                or n.endswith((".pyc", ".npz", ".pkl", ".mp4"))]
+
+
+def test_extension_registers_and_disables_cleanly(extension):
+    operators = ("capture_start", "capture_cancel", "import_rig", "apply_capture", "check_worker")
+    assert set(operators) <= set(dir(bpy.ops.kinesics))
+    assert bpy.types.KINESICS_PT_capture.bl_category == "Kinesics"
+    assert hasattr(bpy.types.Scene, "kinesics")
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    assert prefs.worker_python == str(REPO_ROOT / ".venv" / "bin" / "python")
+
+    addon_utils.disable(PACKAGE, default_set=True, handle_error=_raise)
+    assert not hasattr(bpy.types, "KINESICS_PT_capture")
+    assert not hasattr(bpy.types.Scene, "kinesics")
+    assert "import_rig" not in dir(bpy.ops.kinesics)
+    addon_utils.enable(PACKAGE, default_set=True, handle_error=_raise)
+    assert hasattr(bpy.types, "KINESICS_PT_capture")
+
+
+ISOLATED_ENABLE = """
+import os, sys, tempfile
+# As inside Blender: the checkout is not importable as top-level packages (no editable install, no cwd).
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f)]
+sys.path = [p for p in sys.path if p not in ("", {root!r})]
+import bpy, addon_utils
+folder = tempfile.mkdtemp()
+os.symlink({root!r}, os.path.join(folder, "kinesics"))
+bpy.context.preferences.extensions.repos.new(name="iso", module="iso", custom_directory=folder, source="USER")
+def fail(err):
+    raise err
+addon_utils.enable("bl_ext.iso.kinesics", default_set=True, handle_error=fail)
+top_level = sorted({{m.split(".")[0] for m in sys.modules}} & {{"core", "bridge", "addon", "torch", "mediapipe", "cv2"}})
+print("LOADED", hasattr(bpy.types, "KINESICS_PT_capture"), top_level)
+"""
+
+
+def test_extension_imports_inside_blender_without_the_checkout_or_torch(tmp_path):
+    env = {**os.environ, "BLENDER_USER_EXTENSIONS": str(tmp_path)}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-c", ISOLATED_ENABLE.format(root=str(REPO_ROOT))], cwd=tmp_path,
+                          env=env, capture_output=True, text=True)
+    assert "LOADED True []" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+# --- rig and keyframes ---------------------------------------------------------------------------------
+
+def test_standin_rig_keyed_from_capture_file_matches_head_model(scene, standin_data, tmp_path):
+    capture = random_capture(standin_data, frames=5)
+    path = capture_file.save(tmp_path / "take.npz", capture)
+    animate = addon("animate")
+    rig_obj = animate.ensure_rig(capture, None, lambda: standin_data, scene.collection)
+    # The rig was built for this model and identity, so applying the file needs no model file at all.
+    track = animate.apply_capture_file(scene, str(path), rig_obj, model_candidates=[])
+    assert track.rig.armature == rig_obj
+    assert [b.name for b in rig_obj.data.bones] == list(FLAME_JOINTS)
+    assert [b.parent.name if b.parent else None for b in rig_obj.data.bones] == \
+        [None, "global", "neck", "neck", "neck"]
+    assert len(rig_obj["kinesics_mesh"].data.shape_keys.key_blocks) == 1 + 20  # basis + expressions
+    assert (scene.frame_start, scene.frame_end, scene.render.fps) == (1, 5, 25)
+    assert_rig_matches(rig_obj, standin_data, capture, frames=[0, 2, 4])
+
+
+def test_pose_correctives_and_expression_dependent_joints(scene):
+    data = synthetic_model()
+    capture = random_capture(data, frames=4)
+    animate = addon("animate")
+    rig_obj = animate.ensure_rig(capture, None, lambda: data, scene.collection)
+    animate.apply_capture(scene, rig_obj, capture)
+    key = rig_obj["kinesics_mesh"].data.shape_keys
+    correctives = [k for k in key.key_blocks if k.name.startswith("pose_")]
+    assert len(correctives) == 36 - 3
+    drivers = key.animation_data.drivers
+    assert len(drivers) == 33 and all(d.driver.is_simple_expression for d in drivers)
+    assert_rig_matches(rig_obj, data, capture, frames=[0, 1, 3])
+    # Both effects are large enough here that the comparison above would catch their absence.
+    without = reference_vertices(HeadModelData(**{**data.__dict__, "posedirs": np.zeros_like(data.posedirs)}),
+                                 capture)
+    assert np.abs(without - reference_vertices(data, capture)).max() > 10 * TOLERANCE_M
+
+
+def test_rig_is_reshaped_for_a_new_identity_and_rekeyed(scene):
+    data = synthetic_model()
+    animate = addon("animate")
+    first = random_capture(data, frames=3, seed=1)
+    rig_obj = animate.ensure_rig(first, None, lambda: data, scene.collection)
+    animate.apply_capture(scene, rig_obj, first)
+    second = random_capture(data, frames=2, seed=2)
+    assert animate.ensure_rig(second, rig_obj, lambda: data, scene.collection) == rig_obj
+    animate.apply_capture(scene, rig_obj, second)
+    fcurve = rig_obj.animation_data.action.layers[0].strips[0].channelbag(rig_obj.animation_data.action_slot) \
+        .fcurves.find('pose.bones["jaw"].rotation_quaternion', index=0)
+    assert len(fcurve.keyframe_points) == 2  # the first take's keys were replaced, not mixed in
+    assert_rig_matches(rig_obj, data, second, frames=[0, 1])
+
+
+def test_ict_rig_has_arkit_shape_keys_and_one_joint(scene, ict_npz):
+    data = load_model_data(ict_npz).truncated(n_shape=5)
+    capture = random_capture(data, frames=2, expression=np.random.default_rng(3).random((2, data.n_expression)))
+    animate = addon("animate")
+    rig_obj = animate.ensure_rig(capture, None, lambda: data, scene.collection)
+    animate.apply_capture(scene, rig_obj, capture)
+    names = [k.name for k in rig_obj["kinesics_mesh"].data.shape_keys.key_blocks]
+    assert {"eyeBlink_L", "jawOpen", "mouthSmile_R"} <= set(names) and len(names) == 1 + 53
+    assert [b.name for b in rig_obj.data.bones] == ["global"]
+    assert_rig_matches(rig_obj, data, capture, frames=[1])
+
+
+def test_streamed_chunks_key_the_same_curves_as_the_whole_capture(scene):
+    data = synthetic_model()
+    capture = random_capture(data, frames=12, seed=4)
+    animate = addon("animate")
+    whole = animate.ensure_rig(capture, None, lambda: data, scene.collection)
+    animate.apply_capture(scene, whole, capture)
+    streamed = animate.ensure_rig(capture, None, lambda: data, scene.collection)
+    track = animate.begin(scene, streamed, capture)
+    per_frame = capture_file.PER_FRAME
+    for lo, hi in ((0, 5), (5, 6), (6, 12)):
+        animate.key_frames(track, {k: capture[k][lo:hi] for k in per_frame})
+    animate.finish(scene, track)
+
+    def keys(obj):
+        bag = addon("keyframes").channelbag(obj, "unused")
+        out = {}
+        for fc in bag.fcurves:
+            co = np.empty(2 * len(fc.keyframe_points), np.float32)
+            fc.keyframe_points.foreach_get("co", co)
+            out[(fc.data_path, fc.array_index)] = co
+        return out
+
+    a, b = keys(whole), keys(streamed)
+    assert a.keys() == b.keys() and len(a) == 5 * 7
+    for channel in a:
+        np.testing.assert_array_equal(a[channel], b[channel])
+    quat = np.stack([a[('pose.bones["global"].rotation_quaternion', i)][1::2] for i in range(4)], 1)
+    assert (np.sum(quat[1:] * quat[:-1], axis=1) > 0).all(), "quaternion keys flip sign between frames"
+
+
+def test_scene_rate_keys_land_at_the_capture_times(scene):
+    data = synthetic_model()
+    focal = np.linspace(650.0, 750.0, 6)
+    capture = random_capture(data, frames=6, seed=6, focal_px=focal)
+    scene.render.fps, scene.render.fps_base = 30, 1.0
+    animate = addon("animate")
+    rig_obj = animate.ensure_rig(capture, None, lambda: data, scene.collection)
+    track = animate.apply_capture(scene, rig_obj, capture, time_mapping='SCENE')
+    assert scene.render.fps == 30
+    times = fcurve_keys(rig_obj, 'pose.bones["global"].rotation_quaternion')[:, 0]
+    np.testing.assert_allclose(times, 1 + np.arange(6) * 30 / 25, atol=1e-5)
+    lens = fcurve_keys(track.camera.data, "lens")[:, 1]
+    np.testing.assert_allclose(lens, addon("camera_space").lens_mm(focal, (640, 480)), rtol=1e-6)
+    expected = reference_vertices(data, capture)
+    frame = 1 + 3 * 30 / 25  # capture frame 3, between scene frames 4 and 5
+    scene.frame_set(int(frame), subframe=frame % 1)
+    mesh = rig_obj["kinesics_mesh"].evaluated_get(bpy.context.evaluated_depsgraph_get()).to_mesh()
+    co = np.array([v.co for v in mesh.vertices], np.float64)
+    world = np.array(rig_obj["kinesics_mesh"].matrix_world)
+    got = (co @ world[:3, :3].T + world[:3, 3]) @ addon("camera_space").CAPTURE_TO_WORLD
+    assert np.abs(got - expected[3]).max() < TOLERANCE_M
+
+
+def test_import_rig_operator_reads_a_flame_file(scene, tmp_path):
+    import pickle
+    data = synthetic_model()
+    flame = {"v_template": data.template, "f": data.faces.astype(np.uint32),
+             # FLAME files hold 300 shape columns, then the expression columns.
+             "shapedirs": np.concatenate([data.shapedirs, np.zeros((data.n_vertices, 3, 296)), data.exprdirs], 2),
+             "posedirs": data.posedirs,
+             "J_regressor": data.j_regressor, "weights": data.weights,
+             "kintree_table": np.stack([np.array([4294967295, 0, 1, 1, 1]), np.arange(5)])}
+    path = tmp_path / "generic_model.pkl"
+    path.write_bytes(pickle.dumps(flame, protocol=2))
+    assert bpy.ops.kinesics.import_rig(filepath=str(path)) == {'FINISHED'}
+    rig_obj = scene.kinesics.rig
+    assert [b.name for b in rig_obj.data.bones] == list(FLAME_JOINTS)
+    blocks = rig_obj["kinesics_mesh"].data.shape_keys.key_blocks
+    assert len(blocks) == 1 + 6 + 33 and blocks[1].name == "expression_000"
+    assert blocks[1].slider_min == -10 and blocks[1].slider_max == 10
+    groups = rig_obj["kinesics_mesh"].vertex_groups
+    assert [g.name for g in groups] == list(FLAME_JOINTS)
+    v = 17
+    assert [groups[j].weight(v) for j in range(5)] == pytest.approx(data.weights[v], abs=1e-6)
+
+    objects = len(bpy.data.objects)
+    with pytest.raises(RuntimeError, match="no such head-model file or folder"):
+        bpy.ops.kinesics.import_rig(filepath=str(tmp_path / "missing.pkl"))
+    assert len(bpy.data.objects) == objects
+
+
+def test_capture_camera_projects_like_the_opencv_camera(scene):
+    camera_space = addon("camera_space")
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+    width, height, focal, cx, cy = 1920, 1080, 1400.0, 1000.0, 500.0
+    camera = camera_space.ensure_camera(scene, "Cam", (width, height), focal, cx, cy)
+    bpy.context.view_layer.update()
+    points = np.array([[0.0, 0.0, 1.0], [0.1, -0.05, 0.6], [-0.2, 0.1, 1.5]])
+    for p in points:
+        ndc = world_to_camera_view(scene, camera, Vector(camera_space.CAPTURE_TO_WORLD @ p))
+        pixel = np.array([ndc.x * width, (1 - ndc.y) * height])
+        expected = np.array([focal * p[0] / p[2] + cx, focal * p[1] / p[2] + cy])
+        np.testing.assert_allclose(pixel, expected, atol=1e-3)
+        assert ndc.z == pytest.approx(p[2], abs=1e-6)
+
+
+def test_builtin_capture_carries_its_own_rig(scene, tmp_path):
+    builtin_model = pytest.importorskip("core.builtin_model")
+    rng = np.random.default_rng(5)
+    template = rng.normal(0, 0.05, (builtin_model.N_VERTICES, 3))
+    faces = np.arange(3 * (builtin_model.N_VERTICES // 3)).reshape(-1, 3)
+    data = builtin_model.build_model(template, faces, rng.normal(0, 0.005, (len(template), 3, 5)),
+                                     [f"motion_{i:02d}" for i in range(5)])
+    capture = random_capture(data, frames=3, model="builtin", shape=np.zeros(0), **builtin_model.capture_keys(data))
+    path = capture_file.save(tmp_path / "builtin.npz", capture)
+    assert bpy.ops.kinesics.apply_capture(filepath=str(path)) == {'FINISHED'}
+    rig_obj = scene.kinesics.rig
+    assert [k.name for k in rig_obj["kinesics_mesh"].data.shape_keys.key_blocks][1:] == list(data.expression_names)
+    assert_rig_matches(rig_obj, builtin_model.model_from_capture(capture_file.load(path)), capture, frames=[0, 2])
+
+
+def test_apply_capture_operator_reports_a_bad_file_and_changes_nothing(scene, tmp_path):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"not a capture")
+    objects = len(bpy.data.objects)
+    with pytest.raises(RuntimeError, match="not a readable capture file"):
+        bpy.ops.kinesics.apply_capture(filepath=str(bad))
+    assert len(bpy.data.objects) == objects
+
+
+def test_capture_with_an_unknown_model_names_the_model_and_changes_nothing(scene, tmp_path):
+    data = synthetic_model()
+    path = capture_file.save(tmp_path / "take.npz", random_capture(data, frames=2, model="/nowhere/flame.pkl"))
+    with pytest.raises(RuntimeError, match="flame.pkl.*preferences"):
+        bpy.ops.kinesics.apply_capture(filepath=str(path))
+    assert len(bpy.data.objects) == 0
+
+
+# --- panels --------------------------------------------------------------------------------------------
+
+class CheckedLayout:
+    """Stands in for bpy.types.UILayout, which cannot be created without a window (popup_menu crashes in
+    bpy-as-module): every call and attribute is checked against UILayout's real RNA definition, every
+    property against its owner's RNA and every operator id against the registered operators."""
+
+    _rna = bpy.types.UILayout.bl_rna
+    _icons = set(_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+    def __init__(self, calls: list):
+        object.__setattr__(self, "calls", calls)
+
+    def __setattr__(self, name, value):
+        assert name in self._rna.properties, f"UILayout has no attribute {name!r}"
+
+    def __getattr__(self, name):
+        function = self._rna.functions.get(name)
+        assert function is not None, f"UILayout has no function {name!r}"
+        parameters = {p.identifier for p in function.parameters}
+
+        def call(*args, **kwargs):
+            unknown = set(kwargs) - parameters
+            assert not unknown, f"UILayout.{name} has no parameter(s) {unknown}"
+            if "icon" in kwargs:
+                assert kwargs["icon"] in self._icons, f"unknown icon {kwargs['icon']!r}"
+            if name == "prop":
+                data, prop = args[:2]
+                assert prop in data.bl_rna.properties, f"{data} has no property {prop!r}"
+            if name == "operator":
+                group, op = args[0].split(".")
+                getattr(getattr(bpy.ops, group), op).get_rna_type()  # raises KeyError when unknown
+            self.calls.append((name, args, kwargs))
+            return CheckedLayout(self.calls)
+
+        return call
+
+
+def draw(panel_class, context=None) -> list:
+    calls = []
+    panel_class.draw(SimpleNamespace(layout=CheckedLayout(calls)), context or bpy.context)
+    return calls
+
+
+@pytest.mark.parametrize("state", ["idle", "running", "done", "failed", "cancelled"])
+def test_panels_draw_in_every_state(scene, state):
+    session = addon("session")
+    session.SESSION = session.Session(state=state, done=7, total=20, fps=3.5, eta_s=4.0, message=(
+        "The capture worker stopped unexpectedly (killed by SIGKILL). Every frame received before is kept "
+        "(7 frames)." if state == "failed" else "Done."), saved_path="/tmp/x.npz" if state != "idle" else "")
+    calls = draw(bpy.types.KINESICS_PT_capture)
+    ops = [c[1][0] for c in calls if c[0] == "operator"]
+    assert ops == (["kinesics.capture_cancel"] if state == "running" else ["kinesics.capture_start"])
+    if state == "running":
+        progress = next(c for c in calls if c[0] == "progress")
+        assert progress[2]["factor"] == pytest.approx(0.35) and "3.5 frames/s" in progress[2]["text"]
+    if state == "failed":
+        text = " ".join(c[2]["text"] for c in calls if c[0] == "label")
+        assert "stopped unexpectedly" in text and "7 frames" in text
+    draw(bpy.types.KINESICS_PT_rig)
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    type(prefs).draw(_with_layout(prefs), bpy.context)
+
+
+def _with_layout(prefs):
+    """The preferences object's properties, with a checked layout (its draw reads both)."""
+    class View:
+        layout = CheckedLayout([])
+
+        def __getattr__(self, name):
+            return getattr(prefs, name)
+
+    return View()
+
+
+# --- capture through the real worker ----------------------------------------------------------------------
+
+ENGINE_PRESENT = (REPO_ROOT / "core" / "engine.py").exists()
+needs_engine = pytest.mark.skipif(not ENGINE_PRESENT, reason="core/engine.py (the capture engine) is not in this checkout")
+
+
+def run_until_finished(session, until=lambda s: False, poll_s: float = 0.05, max_polls: int = 12_000) -> list[int]:
+    """Drive the timer's step function as Blender would; returns frames keyed after each step.
+
+    Stops early when until(SESSION) holds. max_polls only guards against a hung test (not a speed limit).
+    """
+    keyed = []
+    for _ in range(max_polls):
+        if session.step() is None:
+            return keyed
+        keyed.append(session.SESSION.frames_keyed)
+        if until(session.SESSION):
+            return keyed
+        time.sleep(poll_s)
+    pytest.fail(f"the capture never finished (state {session.SESSION.state}: {session.SESSION.message})")
+
+
+def fcurve_keys(obj, path: str, index: int = 0) -> np.ndarray:
+    bag = addon("keyframes").channelbag(obj, "unused")
+    fcurve = bag.fcurves.find(path, index=index)
+    co = np.empty(2 * len(fcurve.keyframe_points), np.float32)
+    fcurve.keyframe_points.foreach_get("co", co)
+    return co.reshape(-1, 2)
+
+
+@pytest.fixture
+def capture_session(scene):
+    return addon("session")
+
+
+def test_start_refuses_missing_footage_or_worker_and_stays_idle(capture_session, scene, tmp_path):
+    scene.kinesics.footage = str(tmp_path / "missing.mp4")
+    with pytest.raises(Exception, match="does not exist: choose a video file"):
+        capture_session.start(scene, sys.executable, None, [])
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\0" * 64)
+    scene.kinesics.footage = str(video)
+    with pytest.raises(Exception, match="Cannot run the worker's Python"):
+        capture_session.start(scene, str(tmp_path / "no-python"), None, [])
+    assert capture_session.SESSION.state == "idle"
+
+
+def test_failed_job_in_the_real_worker_is_shown_in_the_panel(capture_session, scene, tmp_path):
+    video = tmp_path / "damaged.mp4"
+    video.write_bytes(b"this is not a video" * 100)
+    scene.kinesics.footage = str(video)
+    objects = len(bpy.data.objects)
+    capture_session.start(scene, sys.executable, None, [])
+    run_until_finished(capture_session)
+    s = capture_session.SESSION
+    assert s.state == "failed" and s.message and s.frames_keyed == 0, s.message
+    assert len(bpy.data.objects) == objects  # nothing arrived, nothing was built
+    text = " ".join(c[2]["text"] for c in draw(bpy.types.KINESICS_PT_capture) if c[0] == "label")
+    assert s.message.split()[0] in text
+
+
+@needs_engine
+def test_capture_streams_keyframes_from_the_real_worker(capture_session, scene, footage, standin_model):
+    scene.kinesics.footage = str(footage / "frontal_talking_512.mp4")
+    scene.kinesics.frame_start, scene.kinesics.frame_end = 10, 40
+    capture_session.start(scene, sys.executable, str(standin_model), [])
+    run_until_finished(capture_session)
+    s = capture_session.SESSION
+    assert s.state == "done", s.message
+    assert s.frames_keyed == 30
+    rig = scene.kinesics.rig
+    keys = fcurve_keys(rig, 'pose.bones["jaw"].rotation_quaternion')
+    np.testing.assert_array_equal(keys[:, 0], 1 + np.arange(10, 40))  # video frame i at scene frame 1 + i
+    assert (scene.frame_start, scene.frame_end) == (11, 40)
+    saved = capture_file.load(s.saved_path)
+    np.testing.assert_array_equal(saved["frame_index"], np.arange(10, 40))
+    background = scene.camera.data.background_images[0]
+    assert scene.camera.data.show_background_images and background.clip.filepath.endswith("frontal_talking_512.mp4")
+
+
+def test_check_worker_button_reports_the_worker_version(scene):
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.worker_python = sys.executable
+    assert bpy.ops.kinesics.check_worker() == {'FINISHED'}
+    assert prefs.check_result.startswith("Worker OK: Kinesics 0.")
+
+
+@needs_engine
+def test_cancelled_capture_keeps_the_keyed_frames(capture_session, scene, footage, standin_model):
+    scene.kinesics.footage = str(footage / "frontal_talking_512.mp4")
+    capture_session.start(scene, sys.executable, str(standin_model), [])
+    run_until_finished(capture_session, until=lambda s: s.frames_keyed > 0)
+    assert bpy.ops.kinesics.capture_cancel() == {'FINISHED'}
+    run_until_finished(capture_session)
+    s = capture_session.SESSION
+    assert s.state == "cancelled" and 0 < s.frames_keyed < 400, s.message
+    rig = scene.kinesics.rig
+    assert len(fcurve_keys(rig, 'pose.bones["global"].location')) == s.frames_keyed
+    assert scene.frame_end == s.frames_keyed  # the scene is framed on what was kept
+    draw(bpy.types.KINESICS_PT_capture)
+
+
+@needs_engine
+def test_rig_deleted_mid_capture_ends_the_job_with_a_message(capture_session, scene, footage, standin_model):
+    scene.kinesics.footage = str(footage / "frontal_talking_512.mp4")
+    capture_session.start(scene, sys.executable, str(standin_model), [])
+    run_until_finished(capture_session, until=lambda s: s.frames_keyed > 0)
+    rig = scene.kinesics.rig
+    for obj in (rig["kinesics_mesh"], rig):
+        bpy.data.objects.remove(obj)
+    run_until_finished(capture_session)
+    s = capture_session.SESSION
+    assert s.state == "failed" and s.message.startswith("The capture stopped"), s.message
+    draw(bpy.types.KINESICS_PT_capture)
+
+
+@needs_engine
+def test_killed_worker_keeps_the_keyed_frames_and_says_so(capture_session, scene, footage, standin_model):
+    scene.kinesics.footage = str(footage / "frontal_talking_512.mp4")
+    scene.kinesics.frame_start, scene.kinesics.frame_end = 0, 300
+    capture_session.start(scene, sys.executable, str(standin_model), [])
+    # Keys arrive with each chunk while the job still runs.
+    for _ in range(2):
+        before = capture_session.SESSION.frames_keyed
+        run_until_finished(capture_session, until=lambda s: s.frames_keyed > before)
+        assert capture_session.SESSION.running
+        key = scene.kinesics.rig["kinesics_mesh"].data.shape_keys
+        assert len(fcurve_keys(key, 'key_blocks["expression_000"].value')) == capture_session.SESSION.frames_keyed
+    capture_session.SESSION.client.process.kill()
+    run_until_finished(capture_session)
+    s = capture_session.SESSION
+    assert s.state == "failed" and "stopped unexpectedly" in s.message
+    assert 0 < s.frames_keyed < 300
+    assert len(fcurve_keys(key, 'key_blocks["expression_000"].value')) == s.frames_keyed
+    assert len(capture_file.load(s.saved_path)["frame_index"]) == s.frames_keyed
+    text = " ".join(c[2]["text"] for c in draw(bpy.types.KINESICS_PT_capture) if c[0] == "label")
+    assert "stopped unexpectedly" in text
