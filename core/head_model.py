@@ -54,8 +54,9 @@ class HeadModel(torch.nn.Module):
     def subset(self, triangles: np.ndarray, barycentric: np.ndarray) -> "HeadModel":
         """A model whose vertices are points on this surface: triangles (L,3) vertex ids, barycentric (L,3).
 
-        Every per-vertex quantity is linear in the vertices, so the subset's forward pass equals the
-        barycentric interpolation of the full forward pass at a fraction of the cost (used while fitting).
+        Blendshapes and pose correctives interpolate exactly; skinning uses the interpolated weights, which
+        differs from interpolating the skinned triangle only by the weights' variation across one triangle
+        (well under a millimetre). A fraction of the cost of the full model: used while fitting.
         """
         sub = HeadModel.__new__(HeadModel)
         torch.nn.Module.__init__(sub)

@@ -69,6 +69,9 @@ _NUMPY = {
     ("copyreg", "_reconstructor"): copyreg._reconstructor,
     # Protocol-2 pickles written by Python 3 store bytes through codecs.encode (harmless).
     ("_codecs", "encode"): codecs.encode,
+    # chumpy's pickled state holds plain sets (its dirty-variable bookkeeping).
+    ("__builtin__", "set"): set,
+    ("builtins", "set"): set,
     ("__builtin__", "object"): object,
     ("builtins", "object"): object,
 }
