@@ -20,8 +20,10 @@ import torch
 from . import capture_file
 from .embedding import landmark_embedding
 from .errors import CaptureCancelled, FootageError
-from .fit import Camera, Fitter, FitSettings, FitState
+from .fit import Camera, Fitter, FitSettings, FitState, landmark_weights, spread_keyframes
 from .head_model import HeadModel
+from .arkit import ArkitSolver, ArkitStream
+from .arkit_names import ARKIT_NAMES
 from .builtin_capture import capture_builtin
 from .landmarks import N_LANDMARKS, FaceMeshTracker, LandmarkTrack
 from .model_data import HeadModelData, load_model_data
@@ -45,36 +47,15 @@ class EngineSettings:
     identity_window: int = 50        # frames whose keyframes fix identity and focal length
     batch: int = 32                  # frames fitted together
     lookahead: int = 8               # frames of future context before a frame is final
-    fov_candidates_deg: tuple[float, ...] = (20.0, 30.0, 40.0, 55.0, 70.0)
-
-
-def landmark_weights(spread: np.ndarray) -> np.ndarray:
-    """Trust a landmark less the more its surface position varies with the view (silhouettes, nose sides)."""
-    return 1.0 / (1.0 + (np.asarray(spread) / 0.003) ** 2)
-
-
-def spread_keyframes(pix: np.ndarray, valid: np.ndarray, count: int) -> np.ndarray:
-    """Indices of up to `count` valid frames that differ most in landmark configuration (farthest points)."""
-    idx = np.flatnonzero(valid)
-    if len(idx) <= count:
-        return idx
-    shapes = pix[idx] - pix[idx].mean(1, keepdims=True)
-    shapes /= np.linalg.norm(shapes, axis=(1, 2), keepdims=True)
-    flat = shapes.reshape(len(idx), -1)
-    chosen = [int(np.argmin(np.linalg.norm(flat - flat.mean(0), axis=1)))]  # the most typical frame first
-    dist = np.linalg.norm(flat - flat[chosen[0]], axis=1)
-    while len(chosen) < count:
-        nxt = int(np.argmax(dist))
-        chosen.append(nxt)
-        dist = np.minimum(dist, np.linalg.norm(flat - flat[nxt], axis=1))
-    return idx[np.sort(chosen)]
+    fov_candidates_deg: tuple[float, ...] = (25.0, 40.0, 60.0)
 
 
 class CaptureEngine:
     """A head model, its landmark embedding and the fitter, loaded once and reused for many captures."""
 
     def __init__(self, model_path: str | None = None, device: str = "cpu",
-                 settings: EngineSettings | None = None, data: HeadModelData | None = None):
+                 settings: EngineSettings | None = None, data: HeadModelData | None = None,
+                 arkit_basis: str | None = None):
         self.settings = settings or EngineSettings()
         self.device = device
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -83,7 +64,10 @@ class CaptureEngine:
         self.model_path = model_path
         self.data = data if data is not None else (load_model_data(model_path) if model_path else None)
         self.fitter: Fitter | None = None
+        self.arkit_basis = arkit_basis
+        self.arkit_solver: ArkitSolver | None = None
         if self.data is not None:
+            self.arkit_solver = ArkitSolver.load(arkit_basis, device)
             fs = self.settings.fit
             fs.bounded = self.data.kind == "ict"
             model = HeadModel(self.data.truncated(fs.n_shape, fs.n_expression), device=device)
@@ -228,14 +212,20 @@ class _Run:
         keys = spread_keyframes(pix, valid, self.engine.settings.fit.identity_keyframes)
         focal = self.focal_px or self.estimate_focal(pix[keys], w, h)
         self.camera = Camera(float(focal), w / 2.0, h / 2.0)
+        fitter.prepare(torch.zeros(len(fitter.shape_cols), dtype=fitter.dtype, device=fitter.device))
         if len(keys):
             state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), self.camera)
             fitter.solve_identity(state, pix[keys], self.camera)
+        solver = self.engine.arkit_solver
+        solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera)
+        self.arkit = ArkitStream(solver, self.fps / self.stride)
+        if solver.note:
+            self.warnings.append(solver.note)
         self.header = {"fps": float(self.fps), "image_size": np.array([w, h]),
                        "model": self.engine.model_name, "model_hash": self.engine.data.content_hash,
                        "shape": fitter.shape_vector(), "focal_px": float(focal), "cx": w / 2.0, "cy": h / 2.0,
                        "expression_names": np.array(self._expression_names()), "n_frames": self.total,
-                       "n_expression": fitter.n_expression_out}
+                       "n_expression": fitter.n_expression_out, "arkit_names": np.array(ARKIT_NAMES)}
         if self.on_header:
             self.on_header(dict(self.header))
 
@@ -253,17 +243,18 @@ class _Run:
         if len(pix) == 0:
             return max(w, h) / 2 / np.tan(np.radians(candidates[len(candidates) // 2]) / 2)
         errors = []
+        pix = pix[:8]
         valid = np.ones(len(pix), bool)
         for fov in candidates:
             cam = Camera(max(w, h) / 2 / np.tan(np.radians(fov) / 2), w / 2, h / 2)
-            state = fitter.solve(fitter.initial_state(pix, valid, cam), pix, valid, cam, iterations=3)
+            state = fitter.solve(fitter.initial_state(pix, valid, cam), pix, valid, cam, iterations=2)
             res = fitter.project_points(state, cam) - torch.as_tensor(pix[:, fitter.ids], dtype=fitter.dtype,
                                                                       device=fitter.device)
             errors.append(float(res.norm(dim=-1).median()))
         errors = np.asarray(errors)
         middle = len(candidates) // 2
         best = int(np.argmin(errors))
-        if errors[middle] <= errors[best] * 1.02:
+        if errors[middle] <= errors[best] * 1.05:
             best = middle
         return max(w, h) / 2 / np.tan(np.radians(candidates[best]) / 2)
 
@@ -280,6 +271,7 @@ class _Run:
             state = fitter.initial_state(pix, valid, self.camera, previous if warm else None)
             iterations = s.fit.iterations if warm else s.fit.cold_iterations
             self.states.append(fitter.solve(state, pix, valid, self.camera, iterations))
+            self.arkit.add(np.asarray(self.landmarks[rows]), valid, self.camera)
             self.fitted = rows.stop
         ready = self.fitted if final else self.fitted - s.lookahead
         if ready > self.emitted:
@@ -304,6 +296,7 @@ class _Run:
         chunk["frame_index"] = np.asarray(self.indices[self.emitted:ready], np.int64)
         chunk["valid"] = np.asarray(self.valid[self.emitted:ready], bool)
         chunk["landmarks"] = np.asarray(self.landmarks[self.emitted:ready], np.float32)
+        chunk["arkit"] = self.arkit.take(ready)
         self.chunks.append(chunk)
         self.last_global = chunk["global_pose"][-1]
         self.emitted = ready

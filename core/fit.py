@@ -21,13 +21,35 @@ IRIS = np.arange(468, 478)
 FIT_JOINTS = ("global", "jaw", "left_eye", "right_eye")  # the neck is split off the head pose afterwards
 
 
+def landmark_weights(spread: np.ndarray) -> np.ndarray:
+    """Trust a landmark less the more its surface position varies with the view (silhouettes, nose sides)."""
+    return 1.0 / (1.0 + (np.asarray(spread) / 0.003) ** 2)
+
+
+def spread_keyframes(pix: np.ndarray, valid: np.ndarray, count: int) -> np.ndarray:
+    """Indices of up to `count` valid frames that differ most in landmark configuration (farthest points)."""
+    idx = np.flatnonzero(valid)
+    if len(idx) <= count:
+        return idx
+    shapes = pix[idx] - pix[idx].mean(1, keepdims=True)
+    shapes /= np.linalg.norm(shapes, axis=(1, 2), keepdims=True)
+    flat = shapes.reshape(len(idx), -1)
+    chosen = [int(np.argmin(np.linalg.norm(flat - flat.mean(0), axis=1)))]  # the most typical frame first
+    dist = np.linalg.norm(flat - flat[chosen[0]], axis=1)
+    while len(chosen) < count:
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(flat - flat[nxt], axis=1))
+    return idx[np.sort(chosen)]
+
+
 @dataclass
 class FitSettings:
     n_shape: int = 100
     n_expression: int = 50
     iterations: int = 3              # per batch, warm-started from the previous frame
     cold_iterations: int = 6         # after a fresh PnP start (first batch, or after frames without a face)
-    identity_rounds: int = 6
+    identity_rounds: int = 4
     identity_keyframes: int = 16
     shape_prior: float = 0.05        # relative to the landmark motion one unit of a component causes
     expression_prior: float = 0.5

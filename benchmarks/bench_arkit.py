@@ -1,0 +1,86 @@
+"""ARKit-52 curves against the truth of the synthetic renders (made with ICT-FaceKit, a different identity).
+
+    .venv/bin/python benchmarks/bench_arkit.py [--basis PATH] [--focal engine|truth] [--geometric]
+
+Each render is captured by the real engine (MediaPipe, focal length estimated, model = the basis), then
+`core.arkit.arkit_for_capture` solves the curves from the capture's landmarks and camera. Prints per render
+the mean absolute error over the 51 channels ICT-FaceKit has (tongueOut excluded) and the correlation with the
+truth of the key channels ("n/a" where the truth does not move: standard deviation under 0.05). Targets:
+MAE <= 0.10, each correlation >= 0.8. --focal truth replaces the estimated focal length with the true one;
+--geometric runs the landmark-only fallback instead of the basis.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.arkit import ArkitSolver, GeometricSolver, arkit_for_capture  # noqa: E402
+from core.arkit_names import ARKIT_INDEX, ARKIT_NAMES, ict_to_arkit  # noqa: E402
+from core.engine import CaptureEngine  # noqa: E402
+from core.paths import assets_dir  # noqa: E402
+
+KEY = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "browInnerUp",
+       "mouthPucker", "mouthFunnel")
+SCORED = [i for i, n in enumerate(ARKIT_NAMES) if n != "tongueOut"]
+
+
+def scores(curves: np.ndarray, truth: np.ndarray) -> tuple[float, list[float | None]]:
+    """MAE over SCORED channels and the correlation per KEY channel (None where the truth is still)."""
+    mae = float(np.abs(curves[:, SCORED] - truth[:, SCORED]).mean())
+    cors = []
+    for name in KEY:
+        a, b = curves[:, ARKIT_INDEX[name]], truth[:, ARKIT_INDEX[name]]
+        cors.append(None if b.std() < 0.05 else 0.0 if a.std() < 1e-9 else float(np.corrcoef(a, b)[0, 1]))
+    return mae, cors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--basis", default=str(assets_dir() / "models/ict_facekit/ict_facekit.npz"))
+    parser.add_argument("--focal", choices=("engine", "truth"), default="engine")
+    parser.add_argument("--geometric", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    renders = sorted(p for p in (assets_dir() / "synthetic").iterdir() if (p / "truth.npz").is_file())
+    engine = CaptureEngine(args.basis)
+    solver = GeometricSolver("--geometric was asked for") if args.geometric else ArkitSolver.load(args.basis)
+    print(f"solver: {solver.kind}; focal length: {args.focal}")
+    header = f"{'render':<16}{'frames':>7}{'focal':>8}{'solve s':>9}{'MAE':>7}  " + "".join(f"{k:>16}" for k in KEY)
+    print(header)
+    print("-" * len(header))
+    maes, worst = [], {k: [] for k in KEY}
+    for render in renders:
+        truth_file = np.load(render / "truth.npz")
+        capture = engine.run(str(render / "video.mp4"))
+        if args.focal == "truth":
+            capture.update(focal_px=float(truth_file["focal_px"]), cx=float(truth_file["cx"]),
+                           cy=float(truth_file["cy"]))
+        started = time.perf_counter()
+        _, curves, note = arkit_for_capture(capture, solver=solver)
+        elapsed = time.perf_counter() - started
+        truth = ict_to_arkit(truth_file["expressions"], truth_file["expression_names"])
+        mae, cors = scores(curves, truth)
+        maes.append(mae)
+        for k, c in zip(KEY, cors):
+            if c is not None:
+                worst[k].append(c)
+        cells = "".join(f"{'n/a' if c is None else f'{c:.2f}':>16}" for c in cors)
+        print(f"{render.name:<16}{len(curves):>7}{capture['focal_px']:>8.0f}{elapsed:>9.1f}{mae:>7.3f}  {cells}")
+    print("-" * len(header))
+    cells = "".join(f"{'n/a' if not v else f'{min(v):.2f}':>16}" for v in worst.values())
+    print(f"{'worst':<16}{'':>7}{'':>8}{'':>9}{max(maes):>7.3f}  {cells}")
+    ok = max(maes) <= 0.10 and all(min(v) >= 0.8 for v in worst.values() if v)
+    print(f"targets (MAE <= 0.10, correlations >= 0.8): {'met' if ok else 'NOT met'}")
+    if note:
+        print(f"note: {note}")
+
+
+if __name__ == "__main__":
+    main()

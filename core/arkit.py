@@ -1,0 +1,251 @@
+"""ARKit-52 curves for every capture, whatever head model the capture itself used.
+
+With an ARKit expression basis installed (ICT-FaceKit: 53 ARKit-style shapes), a second, bounded fit of that
+basis to the same landmarks gives the curves: its identity is solved once from keyframes, then each batch of
+frames is fitted warm-started from the last, with every weight held in [0, 1]; ICT's shapes map onto Apple's
+52 channels by `core.arkit_names.ict_to_arkit`. Without a basis, the landmark-only geometric solver
+(`core.arkit_geometric`) stands in, calibrated on the same opening frames, and `note` says how to get a basis.
+
+Curves stream like the rest of a capture (`ArkitStream`): raw per-batch solves are smoothed by a light
+zero-lag Whittaker prior over a window that looks a few frames ahead, pinned to the frames already handed out,
+so consecutive chunks join without a seam and blinks (3-4 frames) survive.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import arkit_geometric as geometric
+from .arkit_names import ARKIT_NAMES, ict_to_arkit, ict_to_arkit_name
+from .embedding import landmark_embedding
+from .errors import ModelFileError
+from .fit import Camera, Fitter, FitSettings, FitState, landmark_weights, spread_keyframes
+from .head_model import HeadModel
+from .ict_install import NPZ_NAME, install_dir
+from .model_data import HeadModelData, load_model_data
+from .smoothing import whittaker
+
+# Cut-off (Hz) of the temporal prior on the curves: above the 2-4 Hz of speech and brows, below the jitter;
+# a blink (about 150 ms) keeps most of its height.
+SMOOTHING_HZ = 8.0
+BATCH = 32  # frames per solve in `arkit_for_capture`, as in the engine
+LOOKAHEAD = 8  # frames of future context before a smoothed frame is final
+# Expression priors of the basis fit (see `FitSettings.expression_prior`). While the identity is solved the
+# prior is strong, so that the face's own shape is not explained by steady expressions (a squint, lowered
+# lips); per frame it is weaker, so that real expressions keep their size while landmark noise does not
+# switch on opposing pairs (eyeLookUp with eyeLookDown). Chosen over all three synthetic renders together.
+IDENTITY_EXPRESSION_PRIOR = 1.0
+EXPRESSION_PRIOR = 0.03
+INSTALL_HINT = ("install ICT-FaceKit with `kinesics install-ict SOURCE` (SOURCE: its zip from "
+                "https://github.com/ICT-VGL/ICT-FaceKit or the unpacked folder) for curves fitted with its 53 "
+                "ARKit expression shapes")
+
+
+def default_basis_path() -> Path:
+    """Where `kinesics install-ict` puts ICT-FaceKit."""
+    return install_dir() / NPZ_NAME
+
+
+def _pixels(landmarks: np.ndarray, image_size) -> np.ndarray:
+    """Normalised landmarks (...,478,>=2) -> pixel positions (...,478,2)."""
+    return np.asarray(landmarks, np.float64)[..., :2] * np.asarray(image_size, np.float64)[:2]
+
+
+class ArkitSolver:
+    """Per-frame ARKit curves from landmarks. `load` picks the implementation; then `prepare` once on the
+    opening frames of a clip and `solve` batch after batch, in order.
+
+    kind: "ict" (a fitted basis) or "geometric" (landmarks only); note: a sentence for the user, "" when
+    nothing needs saying.
+    """
+
+    kind = ""
+    names: tuple[str, ...] = ARKIT_NAMES
+
+    def __init__(self) -> None:
+        self.note = ""
+        self.image_size: np.ndarray | None = None
+
+    @staticmethod
+    def load(basis_path: str | os.PathLike | None = None, device: str = "cpu") -> "ArkitSolver":
+        """The ICT-FaceKit basis at `basis_path` (an npz or ICT-FaceKit folder; None: the installed one), or the
+        geometric solver when None is given and none is installed. A named path that is missing or is not an
+        ARKit basis raises ModelFileError."""
+        if basis_path is None:
+            path = default_basis_path()
+            if not path.is_file():
+                return GeometricSolver(f"no ARKit basis is installed ({path} is absent)")
+        else:
+            path = Path(os.path.expanduser(str(basis_path)))
+        return BasisSolver(load_model_data(path), device)
+
+    def prepare(self, landmarks: np.ndarray, valid: np.ndarray, image_size, camera: Camera) -> None:
+        """Fix what is constant over the clip from its opening frames: landmarks (K,478,3) normalised as
+        MediaPipe gives them, valid (K,) bool, image_size (W,H), the capture's camera."""
+        raise NotImplementedError
+
+    def solve(self, landmarks: np.ndarray, valid: np.ndarray, camera: Camera) -> np.ndarray:
+        """Raw curves (B,52) in [0,1], Apple's order, for the next B frames (landmarks (B,478,3) normalised,
+        valid (B,) bool); frames without a face get 0."""
+        raise NotImplementedError
+
+    def _require_prepared(self) -> None:
+        if self.image_size is None:
+            raise RuntimeError("ArkitSolver.prepare must run on the clip's opening frames before solve")
+
+
+class BasisSolver(ArkitSolver):
+    """A bounded fit of ICT-FaceKit (identity, rigid head pose, 53 expression weights) to the landmarks."""
+
+    kind = "ict"
+
+    def __init__(self, data: HeadModelData, device: str = "cpu", settings: FitSettings | None = None):
+        super().__init__()
+        mapped = [ict_to_arkit_name(n) for n in data.expression_names]
+        if data.kind != "ict" or sum(m is not None for m in mapped) < 40:
+            raise ModelFileError(f"{data.source}: is not an ARKit expression basis (expected ICT-FaceKit's 53 "
+                                 "ARKit-style shapes); " + INSTALL_HINT)
+
+        self.expression_names = data.expression_names
+        self.settings = settings or FitSettings(n_shape=data.n_shape, n_expression=data.n_expression,
+                                                   expression_prior=EXPRESSION_PRIOR, bounded=True)
+        emb = landmark_embedding(data)
+        self.fitter = Fitter(HeadModel(data, device=device), emb.triangles, emb.barycentric, emb.valid,
+                             landmark_weights(emb.spread), self.settings)
+        self.previous: FitState | None = None
+
+    def prepare(self, landmarks, valid, image_size, camera) -> None:
+
+        self.image_size = np.asarray(image_size, np.float64)
+        pix = _pixels(landmarks, image_size)
+        keys = spread_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes)
+        self.fitter.prepare(torch.zeros_like(self.fitter.shape_active))  # each clip starts from the mean face
+        if len(keys):
+            per_frame, self.settings.expression_prior = self.settings.expression_prior, IDENTITY_EXPRESSION_PRIOR
+            try:
+                state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
+                self.fitter.solve_identity(state, pix[keys], camera)
+            finally:
+                self.settings.expression_prior = per_frame
+        self.previous = None
+
+    def solve(self, landmarks, valid, camera) -> np.ndarray:
+        self._require_prepared()
+        valid = np.asarray(valid, bool)
+        pix = _pixels(landmarks, self.image_size)
+        state = self.fitter.initial_state(pix, valid, camera, self.previous)
+        state = self.fitter.solve(state, pix, valid, camera)
+        self.previous = state if valid[-1] else None
+        out = ict_to_arkit(self.fitter.expression_matrix(state), self.expression_names[:self.fitter.n_expression_out])
+        out[~valid] = 0.0
+        return np.clip(out, 0.0, 1.0)
+
+
+class GeometricSolver(ArkitSolver):
+    """`core.arkit_geometric` per batch: the face-fixed frame and the neutral come from the opening frames."""
+
+    kind = "geometric"
+
+    def __init__(self, reason: str):
+        super().__init__()
+        self.reason = reason
+        self.note = self._note([])
+        self.reference: np.ndarray | None = None
+        self.calibration: geometric.Calibration | None = None
+
+    def _note(self, warnings: list[str]) -> str:
+        covered = len(geometric.covered_channels())
+        return " ".join([f"ARKit curves come from the landmark-only geometric solver ({covered} of 52 channels, "
+                         f"the others stay 0) because {self.reason}; {INSTALL_HINT}."] + warnings)
+
+    def prepare(self, landmarks, valid, image_size, camera) -> None:
+        self.image_size = np.asarray(image_size, np.float64)
+        frames = geometric.face_frames(landmarks, valid, image_size, camera.focal)
+        self.reference = np.median(frames.points[frames.valid], axis=0)
+        self.calibration = geometric.calibrate(frames)
+        self.note = self._note(self.calibration.warnings)
+
+    def _align(self, points: np.ndarray, valid: np.ndarray) -> geometric.FaceFrames:
+        """Align each valid frame of points (B,478,3) to the opening frames' face (fixed, unlike
+        `geometric.align_frames`, so that every batch shares one face-fixed frame)."""
+        n = len(points)
+        out = np.zeros_like(points)
+        scale, rotation, origin = np.ones(n), np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3))
+        for i in np.flatnonzero(valid):
+            s, r, t = geometric.robust_similarity(self.reference, points[i])
+            out[i] = (points[i] - t) @ r / s
+            scale[i], rotation[i], origin[i] = s, r, t
+        return geometric.FaceFrames(out, scale, rotation, origin, valid)
+
+    def solve(self, landmarks, valid, camera) -> np.ndarray:
+        self._require_prepared()
+        valid = np.asarray(valid, bool)
+        if not valid.any():
+            return np.zeros((len(valid), len(ARKIT_NAMES)))
+        first = self._align(geometric.pixel_points(landmarks, self.image_size), valid)
+        lifted = geometric.camera_points(landmarks, first, self.image_size, camera.focal)
+        curves, _ = geometric.solve(landmarks, valid, self.image_size, self._align(lifted, valid), self.calibration)
+        return curves
+
+
+def smoothing_weight(fps: float, cutoff_hz: float = SMOOTHING_HZ) -> float:
+    """Whittaker weight whose half-power period is fps / cutoff_hz frames."""
+    period = max(fps / max(cutoff_hz, 1e-6), 2.0)
+    return (period / (2 * np.pi)) ** 4
+
+
+class ArkitStream:
+    """Curves of one capture as it streams: `add` each fitted batch in order, `take` frames as they become
+    final (at most `LOOKAHEAD` frames before the last added, except at the end)."""
+
+    def __init__(self, solver: ArkitSolver, fps: float, cutoff_hz: float = SMOOTHING_HZ):
+        self.solver = solver
+        self.lam = smoothing_weight(fps, cutoff_hz)
+        self.raw: list[np.ndarray] = []
+        self.valid: list[np.ndarray] = []
+        self.emitted: list[np.ndarray] = []
+        self.n_emitted = 0
+
+    def add(self, landmarks: np.ndarray, valid: np.ndarray, camera: Camera) -> None:
+        """Solve the next batch: landmarks (B,478,3) normalised, valid (B,)."""
+        self.raw.append(self.solver.solve(landmarks, valid, camera))
+        self.valid.append(np.asarray(valid, bool))
+
+    def take(self, ready: int) -> np.ndarray:
+        """Smoothed curves (ready - already taken, 52) of frames [already taken, ready)."""
+        raw = np.concatenate(self.raw)
+        weights = np.concatenate(self.valid).astype(np.float64)
+        history = min(self.n_emitted, LOOKAHEAD)
+        a = self.n_emitted - history
+        values, weights = raw[a:].copy(), weights[a:].copy()
+        if history:  # frames already handed out stay as they were
+            values[:history] = np.concatenate(self.emitted)[-history:]
+            weights[:history] = 1e6
+        out = np.clip(whittaker(values, weights, self.lam), 0.0, 1.0)[history:history + ready - self.n_emitted]
+        self.emitted.append(out)
+        self.n_emitted = ready
+        return out
+
+
+def arkit_for_capture(capture: dict, basis_path: str | os.PathLike | None = None,
+                      solver: ArkitSolver | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """ARKit curves of a finished capture from its landmarks and camera: (names (52,), curves (T,52), note).
+
+    The whole clip serves as the opening frames. `solver` reuses an already loaded solver instead of
+    `ArkitSolver.load(basis_path)`.
+    """
+    solver = solver or ArkitSolver.load(basis_path)
+    landmarks = np.asarray(capture["landmarks"], np.float64)
+    valid = np.asarray(capture["valid"], bool)
+    camera = Camera(float(capture["focal_px"]), float(capture["cx"]), float(capture["cy"]))
+    solver.prepare(landmarks, valid, capture["image_size"], camera)
+    index = np.asarray(capture["frame_index"])
+    stride = float(np.median(np.diff(index))) if len(index) > 1 else 1.0
+    stream = ArkitStream(solver, float(capture["fps"]) / max(stride, 1.0))
+    for a in range(0, len(valid), BATCH):
+        stream.add(landmarks[a:a + BATCH], valid[a:a + BATCH], camera)
+    curves = stream.take(len(valid)) if len(valid) else np.zeros((0, len(ARKIT_NAMES)))
+    return np.array(ARKIT_NAMES), curves, solver.note

@@ -1,0 +1,160 @@
+"""ARKit-52 curves: names and ICT mapping, the bounded basis solve on exact landmarks, real MediaPipe landmarks
+on a synthetic render against its truth, the geometric fallback and streaming without seams."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.arkit import ArkitSolver, ArkitStream, BasisSolver, GeometricSolver, arkit_for_capture
+from core.arkit_names import ARKIT_INDEX, ARKIT_NAMES, ict_to_arkit
+from core.embedding import landmark_embedding
+from core.errors import ModelFileError
+from core.fit import Camera
+from core.head_model import HeadModel
+from core.landmarks import detect_video
+from core.model_data import load_ict_npz
+
+# ict_rom_21: the jaw opens in frames 2-9 and both eyes blink in frames 56-65.
+ROM_FRAMES = 72
+
+
+@pytest.fixture(scope="session")
+def ict_data(ict_npz):
+    return load_ict_npz(ict_npz)
+
+
+@pytest.fixture(scope="session")
+def basis_solver(ict_data) -> BasisSolver:
+    return BasisSolver(ict_data)
+
+
+@pytest.fixture(scope="session")
+def rom_capture(synthetic) -> tuple[dict, np.ndarray]:
+    """A capture-like dict of MediaPipe landmarks on the first ROM_FRAMES frames of ict_rom_21 (true camera),
+    and the true ARKit curves (T,52)."""
+    truth = np.load(synthetic / "ict_rom_21" / "truth.npz")
+    track = detect_video(synthetic / "ict_rom_21" / "video.mp4", 0, ROM_FRAMES)
+    capture = {"landmarks": track.landmarks, "valid": track.valid, "image_size": np.array(track.image_size),
+               "fps": track.fps, "frame_index": track.frame_index, "focal_px": float(truth["focal_px"]),
+               "cx": float(truth["cx"]), "cy": float(truth["cy"])}
+    return capture, ict_to_arkit(truth["expressions"][:ROM_FRAMES], truth["expression_names"])
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_names_and_ict_mapping(ict_data):
+    assert len(ARKIT_NAMES) == len(set(ARKIT_NAMES)) == 52
+    assert ARKIT_NAMES[0] == "eyeBlinkLeft" and ARKIT_NAMES[-1] == "tongueOut"
+    names = ict_data.expression_names
+    one_hot = ict_to_arkit(np.eye(len(names)), names)  # row k: ICT shape k alone at 1
+    row = {n: one_hot[i] for i, n in enumerate(names)}
+    # Sides carry straight across (both mean the subject's own side).
+    assert row["eyeBlink_L"][ARKIT_INDEX["eyeBlinkLeft"]] == 1 and row["eyeBlink_L"].sum() == 1
+    assert row["mouthSmile_R"][ARKIT_INDEX["mouthSmileRight"]] == 1 and row["mouthSmile_R"].sum() == 1
+    # Paired ICT shapes average into ARKit's single channel: one side alone is half, both full.
+    for base in ("browInnerUp", "cheekPuff"):
+        assert row[f"{base}_L"][ARKIT_INDEX[base]] == 0.5 == row[f"{base}_R"][ARKIT_INDEX[base]]
+        both = np.zeros((1, len(names)))
+        both[0, [names.index(f"{base}_L"), names.index(f"{base}_R")]] = 1
+        assert ict_to_arkit(both, names)[0, ARKIT_INDEX[base]] == 1
+    # Every ARKit channel but tongueOut is fed by ICT-FaceKit; tongueOut stays 0 whatever the weights.
+    fed = one_hot.max(0) > 0
+    assert not fed[ARKIT_INDEX["tongueOut"]] and fed.sum() == 51
+    assert ict_to_arkit(np.ones((3, len(names))), names)[:, ARKIT_INDEX["tongueOut"]].tolist() == [0, 0, 0]
+
+
+def test_bounded_solve_recovers_known_weights(ict_data, basis_solver):
+    """Landmarks projected from known ICT parameters (no MediaPipe) give back the known curves."""
+    rng = np.random.default_rng(7)
+    n_frames, size = 24, (512, 512)
+    camera = Camera(900.0, 256.0, 256.0)
+    weights = np.zeros((n_frames, ict_data.n_expression))
+    for row in weights[4:]:  # the opening frames are neutral, the others hold two or three shapes each
+        row[rng.choice(ict_data.n_expression, rng.integers(2, 4), replace=False)] = rng.uniform(0.4, 0.9)
+    emb = landmark_embedding(ict_data)
+    model = HeadModel(ict_data).subset(emb.triangles, emb.barycentric)
+    tilt = rng.normal(0, 0.12, (n_frames, 3))
+    tilt[:, 0] += np.pi  # ICT looks along +Z with +Y up; the camera looks along +Z with y down
+    out = model(shape=torch.as_tensor(rng.normal(0, 0.8, (1, ict_data.n_shape)), dtype=torch.float32).expand(
+                    n_frames, -1),
+                expression=torch.as_tensor(weights, dtype=torch.float32),
+                global_pose=torch.as_tensor(tilt, dtype=torch.float32),
+                translation=torch.as_tensor(rng.normal(0, 0.02, (n_frames, 3)) + [0, 0, 0.6], dtype=torch.float32))
+    pix = camera.project(out.vertices).numpy()
+    landmarks = np.concatenate([pix / np.asarray(size), np.zeros((n_frames, 478, 1))], -1)
+    valid = np.ones(n_frames, bool)
+    basis_solver.prepare(landmarks, valid, size, camera)
+    curves = np.concatenate([basis_solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
+                             for a in range(0, n_frames, 8)])
+    truth = ict_to_arkit(weights, ict_data.expression_names)
+    assert curves.shape == (n_frames, 52) and curves.min() >= 0 and curves.max() <= 1
+    err = np.abs(curves - truth)
+    # The per-frame prior (core.arkit.EXPRESSION_PRIOR) trades some height of true activations for no
+    # spurious ones on real footage: tolerances allow that shrinkage, not misplaced activations.
+    assert err.mean() < 0.05, f"mean error {err.mean():.3f}"
+    assert _corr(curves.ravel(), truth.ravel()) > 0.6
+    active = truth > 0.3
+    assert np.median(err[active]) < 0.35, f"median error on active channels {np.median(err[active]):.3f}"
+    assert np.median(curves[truth == 0]) < 0.01
+    assert np.all(curves[:, ARKIT_INDEX["tongueOut"]] == 0)
+
+
+def test_synthetic_render_correlates_with_truth(basis_solver, rom_capture):
+    capture, truth = rom_capture
+    names, curves, note = arkit_for_capture(capture, solver=basis_solver)
+    assert list(names) == list(ARKIT_NAMES) and note == ""
+    assert curves.shape == truth.shape and curves.min() >= 0 and curves.max() <= 1
+    for name in ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight"):
+        i = ARKIT_INDEX[name]
+        assert _corr(curves[:, i], truth[:, i]) > 0.7, name
+    # The blink survives the smoothing (the prior keeps it under its true height of 1).
+    blink = slice(56, 66)
+    assert curves[blink, ARKIT_INDEX["eyeBlinkRight"]].max() > 0.3 > curves[:40, ARKIT_INDEX["eyeBlinkRight"]].max()
+    assert np.abs(curves - truth)[:, :51].mean() < 0.12
+
+
+def test_fallback_without_basis_says_so(rom_capture, monkeypatch, tmp_path):
+    monkeypatch.setenv("KINESICS_CACHE", str(tmp_path))  # nothing installed there
+    solver = ArkitSolver.load(None)
+    assert solver.kind == "geometric"
+    assert "kinesics install-ict" in solver.note and str(tmp_path) in solver.note
+    capture, truth = rom_capture
+    names, curves, note = arkit_for_capture(capture, solver=solver)
+    assert "geometric" in note and "kinesics install-ict" in note
+    assert curves.shape == (len(truth), 52) and curves.min() >= 0 and curves.max() <= 1
+    jaw = ARKIT_INDEX["jawOpen"]
+    assert _corr(curves[:, jaw], truth[:, jaw]) > 0.7
+
+
+def test_named_basis_that_is_missing_is_an_error(tmp_path):
+    missing = tmp_path / "nowhere" / "ict_facekit.npz"
+    with pytest.raises(ModelFileError, match="nowhere"):
+        ArkitSolver.load(missing)
+
+
+def test_streamed_chunks_join_without_seams(rom_capture):
+    """Taking frames as they become final (8 frames of look-ahead) matches smoothing the whole clip."""
+    capture, _ = rom_capture
+    landmarks, valid = capture["landmarks"], capture["valid"]
+    camera = Camera(capture["focal_px"], capture["cx"], capture["cy"])
+    solver = GeometricSolver("the test asks for it")
+    solver.prepare(landmarks[:50], valid[:50], capture["image_size"], camera)
+    streamed, whole = ArkitStream(solver, capture["fps"]), ArkitStream(solver, capture["fps"])
+    parts = []
+    for a in range(0, len(valid), 16):
+        rows = slice(a, a + 16)
+        streamed.add(landmarks[rows], valid[rows], camera)
+        whole.add(landmarks[rows], valid[rows], camera)
+        ready = min(a + 16, len(valid)) - 8
+        if ready > streamed.n_emitted:
+            parts.append(streamed.take(ready))
+    parts.append(streamed.take(len(valid)))
+    joined, reference = np.concatenate(parts), whole.take(len(valid))
+    assert joined.shape == reference.shape
+    assert np.abs(joined - reference).max() < 0.05
+    # No seam: frame-to-frame steps at the chunk joins are no larger than elsewhere.
+    steps = np.abs(np.diff(joined, axis=0)).max(1)
+    assert steps.max() <= np.abs(np.diff(reference, axis=0)).max() + 0.05
