@@ -70,6 +70,9 @@ def save(path: str | os.PathLike, capture: dict) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez_compressed(fh, **arrays)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files owner-only; a capture is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,10 +1,242 @@
-"""The `kinesics` command line."""
+"""The `kinesics` command line: capture footage to a capture file (and a preview video), run the Blender
+add-on's worker, install ICT-FaceKit.
+
+Heavy modules (torch, MediaPipe, the worker) are imported only by the command that needs them, so
+`kinesics --help` answers at once.
+"""
+from __future__ import annotations
+
 import argparse
+import signal
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, TextIO
+
 from . import __version__
+from .errors import CaptureCancelled, FootageError, KinesicsError
+
+EXIT_ERROR = 1
+EXIT_CANCELLED = 130  # what shells report for a process ended by Ctrl-C
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="kinesics")
+def _delegate_worker(argv: list[str]) -> int:
+    from bridge.worker import main as worker_main
+    return worker_main(argv)
+
+
+def _delegate_install_ict(argv: list[str]) -> int:
+    from .ict_install import main as install_main
+    return install_main(argv)
+
+
+# Subcommands whose own parsers take every argument after their name.
+DELEGATES = {"worker": (_delegate_worker, "run the capture worker the Blender add-on talks to"),
+             "install-ict": (_delegate_install_ict, "install ICT-FaceKit (zip, folder or URL) as a head model")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kinesics", description="Facial performance capture for Blender: "
+                                     "video to FLAME/ICT-FaceKit/ARKit animation.")
     parser.add_argument("--version", action="version", version=f"kinesics {__version__}")
-    parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    cap = commands.add_parser("capture", help="capture a face video to a capture file (.npz)",
+                              description="Track the face in VIDEO and fit a head model to every selected frame.")
+    cap.add_argument("video", metavar="VIDEO", help="the footage (any format OpenCV reads, e.g. H.264 MP4)")
+    cap.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="the capture file to write")
+    cap.add_argument("--model", metavar="MODEL", default=None,
+                     help="head model: FLAME generic_model.pkl, ICT-FaceKit folder or .npz "
+                          "(default: the built-in rig made from the actor's own face)")
+    cap.add_argument("--preview", metavar="PREVIEW.mp4", default=None,
+                     help="also write the footage with the fitted mesh and the landmarks drawn over it")
+    cap.add_argument("--start", type=int, default=0, metavar="N", help="first frame (default 0)")
+    cap.add_argument("--end", type=int, default=None, metavar="N", help="frame to stop before (default: the end)")
+    cap.add_argument("--stride", type=int, default=1, metavar="N", help="use every Nth frame (default 1)")
+    cap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the fit runs (default cpu)")
+    cap.add_argument("--focal-px", type=float, default=None, metavar="F",
+                     help="the lens's focal length in pixels, when known (default: estimated from the footage)")
+    for name, (_, text) in DELEGATES.items():
+        commands.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATES:
+        return DELEGATES[argv[0]][0](argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "capture":
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return capture(args)
+    except KinesicsError as err:
+        _say(f"kinesics: error: {err}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:  # before or after the capture itself, where there is nothing to keep
+        _say("kinesics: cancelled")
+        return EXIT_CANCELLED
+
+
+def _say(line: str, stream: TextIO | None = None) -> None:
+    print(line, file=stream or sys.stderr, flush=True)
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before a long capture, not after it, when the output cannot be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise KinesicsError(f"{path}: is a folder; give a file name such as {path / 'capture.npz'}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kinesics-write-check-"):
+            pass
+    except OSError as err:
+        raise KinesicsError(f"{path}: cannot write there ({err.strerror or err}); choose another output path") \
+            from None
+
+
+class ProgressBar:
+    """A plain-text progress bar on a stream: redrawn in place on a terminal, one line every 10% otherwise
+    (logs and pipes stay readable)."""
+
+    WIDTH = 24
+
+    def __init__(self, stream: TextIO, label: str):
+        self.stream, self.label = stream, label
+        self.tty = stream.isatty()
+        self.last_draw = 0.0
+        self.last_decile = -1
+        self.drawn = False
+
+    def update(self, done: int, total: int, fps: float | None = None, eta_s: float | None = None,
+               faces: int | None = None) -> None:
+        total = max(total, 1)
+        share = min(done / total, 1.0)
+        decile = int(share * 10)
+        now = time.monotonic()
+        if self.tty and now - self.last_draw < 0.1 and done < total:
+            return
+        if not self.tty and decile == self.last_decile:
+            return
+        self.last_draw, self.last_decile = now, decile
+        filled = int(share * self.WIDTH)
+        parts = [f"{self.label} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} frames {share:4.0%}"]
+        if faces is not None:
+            parts.append(f"faces {faces}")
+        if fps:
+            parts.append(f"{fps:.1f} fps")
+        if eta_s is not None and done < total:
+            parts.append(f"eta {eta_s:.0f}s")
+        line = " | ".join(parts)
+        if self.tty:
+            self.stream.write("\r" + line + "\x1b[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.tty and self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+        self.drawn = False
+
+
+@contextmanager
+def _ctrl_c_sets(cancel: threading.Event) -> Iterator[None]:
+    """Ctrl-C asks the capture to stop (it keeps what is finished); a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers live in the main thread only
+        return
+
+    def on_sigint(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        _say("\nkinesics: stopping; the frames finished so far are kept (Ctrl-C again to quit at once)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def capture(args: argparse.Namespace) -> int:
+    """`kinesics capture`: returns the exit status."""
+    from .video import frame_numbers, probe  # OpenCV only: bad footage fails before the model loads
+
+    output = Path(args.output)
+    _check_writable(output)
+    if args.preview:
+        _check_writable(Path(args.preview))
+    info = probe(args.video)
+    if info.n_frames > 0 and not frame_numbers(info.n_frames, args.start, args.end, args.stride):
+        raise FootageError(f"{args.video}: the clip has {info.n_frames} frames, the range starts at frame {args.start}")
+    _say(f"footage: {args.video} ({info.width}x{info.height}, {info.fps:.2f} fps, {info.n_frames} frames)")
+    if args.model is None:
+        _say("model: the built-in rig, made from the actor's own face (give --model for FLAME or ICT-FaceKit)")
+    else:
+        _say(f"model: {args.model}")
+
+    from . import capture_file
+    from .engine import CaptureEngine
+
+    engine = CaptureEngine(args.model, args.device)
+    bar = ProgressBar(sys.stderr, "capture")
+    cancel = threading.Event()
+    started = time.perf_counter()
+    try:
+        with _ctrl_c_sets(cancel):
+            result = engine.run(args.video, args.start, args.end, args.stride, args.focal_px,
+                                on_progress=lambda p: bar.update(p.done, p.total, p.fps, p.eta_s, p.faces),
+                                cancel=cancel)
+    except CaptureCancelled as cancelled:
+        partial = cancelled.partial or {}
+        if len(partial.get("frame_index", ())) == 0:
+            _say("kinesics: cancelled before any frame was finished; nothing was saved")
+        else:
+            capture_file.save(output, partial)
+            _say(f"kinesics: cancelled; the {len(partial['frame_index'])} finished frames are saved in {output}")
+        return EXIT_CANCELLED
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    capture_file.save(output, result)
+    if args.preview:
+        from .preview import write_preview
+
+        preview_bar = ProgressBar(sys.stderr, "preview")
+        try:
+            write_preview(result, args.video, args.preview, None if result["model"] == "builtin" else engine.data,
+                          args.device, on_frame=preview_bar.update)
+        except KinesicsError as err:
+            raise KinesicsError(f"the capture is saved in {output}, but the preview failed: {err}") from None
+        finally:
+            preview_bar.close()
+    _summary(result, output, args.preview, elapsed)
     return 0
+
+
+def _summary(result: dict, output: Path, preview: str | None, elapsed: float) -> None:
+    import numpy as np
+
+    n = len(result["frame_index"])
+    faces = int(result["valid"].sum())
+    lines = [f"captured {n} frames in {elapsed:.1f} s ({n / max(elapsed, 1e-9):.1f} fps); a face was found in "
+             f"{faces} of them" + ("" if faces == n else f" ({n - faces} filled in from their neighbours)"),
+             f"model: {result['model']}, focal length {float(np.mean(result['focal_px'])):.0f} px",
+             f"saved: {output}"]
+    if preview:
+        lines.append(f"preview: {preview}")
+    lines += [f"warning: {w}" for w in result.get("warnings", ())]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -53,6 +53,7 @@ class FitSettings:
     identity_keyframes: int = 16
     shape_prior: float = 0.05        # relative to the landmark motion one unit of a component causes
     expression_prior: float = 0.5
+    identity_expression_prior: float = 5.0   # while solving identity: the static face is shape, not expression
     jaw_prior: tuple[float, float, float] = (1.0, 3e4, 3e4)   # px^2 per rad^2: the jaw mostly opens
     eye_prior: tuple[float, float, float] = (20.0, 20.0, 4000.0)  # roll is unobservable
     vergence_prior: float = 200.0    # both eyes look the same way unless the landmarks say otherwise
@@ -159,6 +160,7 @@ class Fitter:
                 if k in chain:
                     below.add(j)
             self.carried.append(sorted(below))
+        self._expression_prior = self.settings.expression_prior
         self.w = torch.as_tensor(self.landmark_weights[self.ids], dtype=self.dtype, device=self.device)
         # Priors are scaled by how far (RMS over landmarks, metres) one unit of each column moves the face.
         self.shape_scale = self.shapedirs_l.pow(2).sum(1).mean(0).sqrt()
@@ -283,7 +285,7 @@ class Fitter:
             diag.append(lam)
             grad.append(lam * angles[:, k])
         px_per_m = (camera.focal / depth.mean(1))[:, None]
-        expr_lam = s.expression_prior * (self.expr_scale * px_per_m) ** 2 * len(self.ids)
+        expr_lam = self._expression_prior * (self.expr_scale * px_per_m) ** 2 * len(self.ids)
         zeros = torch.zeros(b, 3, dtype=self.dtype, device=self.device)
         diag += [zeros, expr_lam]
         grad += [zeros, expr_lam * state.expr]
@@ -363,6 +365,18 @@ class Fitter:
         target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
         shape = self.shape_active.clone()
         n_shape = len(self.shape_cols)
+        self._expression_prior = s.identity_expression_prior
+        try:
+            state = self._identity_rounds(state, pix, valid, target, camera, shape, n_shape)
+        finally:
+            self._expression_prior = s.expression_prior
+        state = self.solve(state, pix, valid, camera, iterations=3)
+        res = self.residuals_and_jacobian(state, target, camera)[0]
+        rms = float((res.pow(2).sum(-1) * self.w).sum() / (self.w.sum() * len(pix))) ** 0.5
+        return state, rms
+
+    def _identity_rounds(self, state, pix, valid, target, camera, shape, n_shape) -> FitState:
+        s = self.settings
         for _ in range(s.identity_rounds):
             state = self.solve(state, pix, valid, camera, iterations=3)
             res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape=True)
@@ -375,7 +389,4 @@ class Fitter:
             prior = s.shape_prior * (self.shape_scale * px_per_m) ** 2 * len(self.ids) * len(pix)
             shape = shape - torch.linalg.solve(h + torch.diag(prior + 1e-6), g + prior * shape)
             self.prepare(shape)
-        state = self.solve(state, pix, valid, camera, iterations=3)
-        res = self.residuals_and_jacobian(state, target, camera)[0]
-        rms = float((res.pow(2).sum(-1) * self.w).sum() / (self.w.sum() * len(pix))) ** 0.5
-        return state, rms
+        return state

@@ -1,0 +1,218 @@
+"""The capture engine on real footage with real MediaPipe: fit quality, head rotation against rendered truth,
+parameter recovery, cancelling, streaming and the capture file."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from core import capture_file
+from core.capture_file import CaptureFileError
+from core.embedding import landmark_embedding
+from core.engine import CaptureEngine
+from core.errors import CaptureCancelled
+from core.fit import Camera
+from core.head_model import HeadModel
+
+TALKING_FRAMES = 60
+# Model frame (+Y up, face towards +Z) to OpenCV camera (y down, z forward) when facing the camera.
+FLIP = np.diag([1.0, -1.0, -1.0])
+
+
+@pytest.fixture(scope="module")
+def engine(standin_model: Path) -> CaptureEngine:
+    return CaptureEngine(str(standin_model))
+
+
+@pytest.fixture(scope="module")
+def talking(engine: CaptureEngine, footage: Path) -> dict:
+    """The first frames of the talking clip, with what was streamed while capturing."""
+    streamed: dict = {"headers": [], "chunks": []}
+    capture = engine.run(str(footage / "frontal_talking_512.mp4"), 0, TALKING_FRAMES,
+                         on_header=streamed["headers"].append, on_chunk=streamed["chunks"].append)
+    return {"capture": capture, **streamed}
+
+
+def landmark_points(engine: CaptureEngine, capture: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-space positions (T,478,3) of the embedded landmark points under the capture's parameters,
+    computed with the full head model (not the fitter's), and which landmarks are embedded (478,)."""
+    emb = landmark_embedding(engine.data)
+    model = HeadModel(engine.data).subset(emb.triangles, emb.barycentric)
+    as_t = lambda k: torch.as_tensor(np.asarray(capture[k], np.float32))  # noqa: E731
+    with torch.no_grad():
+        out = model(shape=as_t("shape")[None], expression=as_t("expression"), global_pose=as_t("global_pose"),
+                    neck_pose=as_t("neck_pose"), jaw_pose=as_t("jaw_pose"), eye_pose=as_t("eye_pose"),
+                    translation=as_t("translation"))
+    return out.vertices.double().numpy(), emb.valid
+
+
+def project(points: np.ndarray, capture: dict) -> np.ndarray:
+    focal = float(np.mean(capture["focal_px"]))
+    return np.stack([focal * points[..., 0] / points[..., 2] + float(capture["cx"]),
+                     focal * points[..., 1] / points[..., 2] + float(capture["cy"])], -1)
+
+
+def test_talking_capture_is_complete_and_finite(talking: dict):
+    capture = talking["capture"]
+    capture_file.validate(capture)
+    assert list(capture["frame_index"]) == list(range(TALKING_FRAMES))
+    assert capture["valid"].all(), "MediaPipe finds the face in every frame of this clip"
+    assert capture["model"] == "flame" and capture["fps"] == pytest.approx(25.0)
+    assert list(capture["image_size"]) == [512, 512]
+    for key in ("shape", "expression", "jaw_pose", "neck_pose", "eye_pose", "global_pose", "translation",
+                "focal_px"):
+        assert np.isfinite(capture[key]).all(), key
+    assert 0.2 < float(np.median(capture["translation"][:, 2])) < 3.0  # metres in front of the lens
+    assert np.abs(capture["shape"]).max() > 0, "an identity was fitted"
+    assert np.abs(capture["expression"]).max() > 0
+
+
+def test_fitted_landmarks_reproject_onto_mediapipe(engine: CaptureEngine, talking: dict):
+    capture = talking["capture"]
+    points, embedded = landmark_points(engine, capture)
+    pix = project(points, capture)
+    tracked = capture["landmarks"][..., :2] * capture["image_size"]
+    error = np.linalg.norm(pix - tracked, axis=-1)[:, embedded]   # (T, embedded landmarks)
+    per_frame = np.median(error, axis=1)
+    assert per_frame.max() < 3.0, f"median reprojection error per frame up to {per_frame.max():.2f} px"
+    assert np.percentile(error, 90) < 6.0
+
+
+def test_streamed_pieces_assemble_into_the_capture(talking: dict):
+    capture = talking["capture"]
+    assert len(talking["headers"]) == 1
+    assert talking["headers"][0]["n_frames"] == TALKING_FRAMES
+    assert sum(len(c["frame_index"]) for c in talking["chunks"]) == TALKING_FRAMES
+    assert len(talking["chunks"]) > 1, "frames are handed out as they become final, not all at the end"
+    assembled = capture_file.assemble(talking["headers"][0], talking["chunks"])
+    assert set(assembled) == set(capture) - {"warnings"}
+    for key, value in assembled.items():
+        assert np.array_equal(np.asarray(value), np.asarray(capture[key])), key
+
+
+def test_capture_file_round_trip(talking: dict, tmp_path: Path):
+    capture = talking["capture"]
+    path = capture_file.save(tmp_path / "talk.npz", capture)
+    loaded = capture_file.load(path)
+    assert set(loaded) == set(capture)
+    for key, value in capture.items():
+        if key == "model":
+            assert loaded[key] == value
+        else:
+            assert np.array_equal(loaded[key], np.asarray(value)), key
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CaptureFileError, match="cut.npz"):
+        capture_file.load(cut)
+    noise = tmp_path / "noise.npz"
+    noise.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(CaptureFileError, match="capture the video again"):
+        capture_file.load(noise)
+
+
+def test_head_rotation_matches_rendered_truth(engine: CaptureEngine, synthetic: Path):
+    folder = synthetic / "ict_rom_21"
+    truth = np.load(folder / "truth.npz")
+    capture = engine.run(str(folder / "video.mp4"), 0, 60)
+    assert capture["valid"].all()
+    rot = lambda k: Rotation.from_rotvec(np.asarray(capture[k], np.float64))  # noqa: E731
+    head = (rot("global_pose") * rot("neck_pose")).as_matrix()         # the neck turns under the global pose
+    expected = FLIP @ truth["rotation"][capture["frame_index"]].astype(np.float64)  # truth camera looks down -Z
+    angles = np.degrees(Rotation.from_matrix(np.swapaxes(head, 1, 2) @ expected).magnitude())
+    assert np.median(angles) < 6.0 and angles.max() < 8.0, f"head rotation off by up to {angles.max():.1f} deg"
+    # The motion, without the constant offset: the head turns by up to 25 degrees in these frames.
+    moved = lambda r: Rotation.from_matrix(r @ r[0].T)  # noqa: E731
+    motion_error = np.degrees((moved(head).inv() * moved(expected)).magnitude())
+    assert np.degrees(moved(expected).magnitude()).max() > 20.0
+    assert np.median(motion_error) < 3.0 and motion_error.max() < 7.0, f"motion off by {motion_error.max():.1f} deg"
+
+
+def known_frames(fitter, data, rng: np.random.Generator, b: int):
+    """B frames of plausible random parameters for the stand-in, and their landmarks (B,478,2) projected
+    with the full head model and a known camera: (params, expression (B,E), pixels, camera)."""
+    global_rot = Rotation.from_matrix(FLIP) * Rotation.from_euler("yxz", rng.uniform(-1, 1, (b, 3)) * [25, 12, 6],
+                                                                  degrees=True)
+    params = {"global_pose": global_rot.as_rotvec(),
+              "jaw_pose": np.stack([rng.uniform(0.0, 0.25, b), np.zeros(b), np.zeros(b)], 1),
+              "eye_pose": np.tile(rng.uniform(-0.2, 0.2, (b, 2)) @ [[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 1, 0]], 1),
+              "translation": np.stack([rng.uniform(-0.05, 0.05, b), rng.uniform(-0.05, 0.05, b),
+                                       rng.uniform(0.45, 0.8, b)], 1)}
+    active = fitter.expr_cols.numpy()
+    expression = np.zeros((b, fitter.n_expression_out))
+    for row in expression:  # a few shapes at a time, as in a real expression
+        row[rng.choice(active, 3, replace=False)] = rng.uniform(0.2, 0.7, 3)
+    camera = Camera(900.0, 320.0, 240.0)
+    emb = landmark_embedding(data)
+    model = HeadModel(data).subset(emb.triangles, emb.barycentric)
+    as_t = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+    with torch.no_grad():
+        points = model(shape=as_t(fitter.shape_vector())[None], expression=as_t(expression),
+                       **{k: as_t(v) for k, v in params.items()}).vertices
+    return params, expression, camera.project(points.double()).numpy(), camera
+
+
+def fit_errors(fitter, params: dict, expression: np.ndarray, pix: np.ndarray, camera: Camera) -> dict:
+    """Fit the frames from a PnP start and measure the worst errors against the known parameters."""
+    valid = np.ones(len(pix), bool)
+    start = fitter.initial_state(pix, valid, camera)
+    state = fitter.solve(start, pix, valid, camera, iterations=30)
+    reproject = lambda s: np.abs(fitter.project_points(s, camera).double().numpy() - pix[:, fitter.ids])  # noqa: E731
+    angles = state.axis_angles().double().numpy()
+    names = fitter.names
+    rotation_error = Rotation.from_rotvec(angles[:, names.index("global")]).inv() * \
+        Rotation.from_rotvec(params["global_pose"])
+    fitted_expr = fitter.expression_matrix(state)
+    active = fitter.expr_cols.numpy()
+    return {"start_px": reproject(start).max(), "median_px": np.median(reproject(state)),
+            "max_px": reproject(state).max(), "rotation_deg": np.degrees(rotation_error.magnitude()).max(),
+            "translation_m": np.abs(state.trans.double().numpy() - params["translation"]).max(),
+            "jaw_deg": np.degrees(np.abs(angles[:, names.index("jaw"), 0] - params["jaw_pose"][:, 0])).max(),
+            "expression": np.abs(fitted_expr - expression).max(),
+            "expression_corr": np.corrcoef(fitted_expr[:, active].ravel(), expression[:, active].ravel())[0, 1]}
+
+
+def test_fit_recovers_known_parameters(engine: CaptureEngine):
+    """Landmarks projected from known parameters (full head model, known camera) are fitted back: exactly
+    by the solver with its priors nearly off, and close by the engine's own settings."""
+    weak = dataclasses.replace(engine.fitter.settings, expression_prior=1e-6, shape_prior=1e-6,
+                               jaw_prior=(1e-3, 1e-3, 1e-3))
+    free = dataclasses.replace(engine.fitter, settings=weak)
+    free.prepare(engine.fitter.shape_active)
+    truth = known_frames(free, engine.data, np.random.default_rng(7), 6)
+    exact = fit_errors(free, *truth)
+    assert exact["start_px"] > 5.0, "the PnP start leaves work to do"
+    assert exact["median_px"] < 0.01 and exact["max_px"] < 0.3
+    assert exact["rotation_deg"] < 0.1 and exact["translation_m"] < 5e-4 and exact["jaw_deg"] < 0.1
+    assert exact["expression"] < 0.03 and exact["expression_corr"] > 0.999
+    # The engine's priors trade exactness for stability on noisy landmarks; the pose must still come back.
+    engine_fit = fit_errors(engine.fitter, *truth)
+    assert engine_fit["median_px"] < 0.5
+    assert engine_fit["rotation_deg"] < 2.0 and engine_fit["translation_m"] < 0.015 and engine_fit["jaw_deg"] < 2.0
+
+
+def test_cancel_keeps_every_frame_handed_out(engine: CaptureEngine, footage: Path):
+    cancel = threading.Event()
+    chunks: list[dict] = []
+    headers: list[dict] = []
+
+    def on_chunk(chunk: dict) -> None:
+        chunks.append(chunk)
+        cancel.set()
+
+    with pytest.raises(CaptureCancelled) as err:
+        engine.run(str(footage / "frontal_talking_512.mp4"), 100, 400, on_header=headers.append, on_chunk=on_chunk,
+                   cancel=cancel)
+    partial = err.value.partial
+    capture_file.validate(partial)
+    handed_out = np.concatenate([c["frame_index"] for c in chunks])
+    assert 0 < len(handed_out) < 300
+    assert np.array_equal(partial["frame_index"], handed_out)
+    assert handed_out[0] == 100 and (np.diff(handed_out) == 1).all()
+    assembled = capture_file.assemble(headers[0], chunks)
+    for key in capture_file.PER_FRAME:
+        assert np.array_equal(partial[key], assembled[key]), key

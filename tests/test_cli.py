@@ -1,0 +1,155 @@
+"""The installed `kinesics` console script, run as a user runs it (a real process on real footage)."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from core import capture_file
+from core.errors import KinesicsError
+
+KINESICS = Path(sys.executable).with_name("kinesics")
+FRAMES = 50
+
+
+def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(KINESICS), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def clip(footage: Path) -> Path:
+    return footage / "frontal_talking_512.mp4"
+
+
+@pytest.fixture(scope="module", params=["standin", "builtin"])
+def captured(request, clip: Path, tmp_path_factory) -> dict:
+    """`kinesics capture` with a preview, once with the FLAME-format stand-in and once with the built-in rig."""
+    out = tmp_path_factory.mktemp(f"cli-{request.param}")
+    model = ["--model", str(request.getfixturevalue("standin_model"))] if request.param == "standin" else []
+    done = run("capture", str(clip), *model, "-o", str(out / "take.npz"), "--preview", str(out / "take.mp4"),
+               "--start", "20", "--end", str(20 + FRAMES))
+    return {"kind": request.param, "proc": done, "npz": out / "take.npz", "preview": out / "take.mp4"}
+
+
+def test_capture_writes_capture_and_preview(captured: dict, clip: Path):
+    proc = captured["proc"]
+    assert proc.returncode == 0, proc.stderr
+    capture = capture_file.load(captured["npz"])
+    assert list(capture["frame_index"]) == list(range(20, 20 + FRAMES))
+    assert capture["model"] == ("flame" if captured["kind"] == "standin" else "builtin")
+    assert f"captured {FRAMES} frames" in proc.stdout and str(captured["npz"]) in proc.stdout
+    assert f"a face was found in {FRAMES}" in proc.stdout
+    if captured["kind"] == "builtin":
+        assert "built-in" in proc.stderr, "without --model the user is told which model is used"
+    assert f"{FRAMES}/{FRAMES} frames" in proc.stderr, "progress is reported on stderr"
+
+    preview = read_video(captured["preview"])
+    assert len(preview) == FRAMES
+    assert all(f.shape == (512, 512, 3) for f in preview)
+    source = dict((i, f) for i, f in enumerate(read_video(clip)[:20 + FRAMES]))
+    # The overlay covers the face and leaves the rest of the picture alone (up to mp4v's re-encoding).
+    lms = capture["landmarks"][0, :, :2] * capture["image_size"]
+    x0, y0 = lms.min(0).astype(int)
+    x1, y1 = lms.max(0).astype(int)
+    diff = np.abs(preview[0].astype(np.int16) - source[20].astype(np.int16)).mean(-1)
+    inside = diff[y0:y1, x0:x1].mean()
+    outside = np.concatenate([diff[:, :x0 - 30].ravel(), diff[:, x1 + 30:].ravel()]).mean()
+    assert inside > 15.0 and outside < 5.0, (inside, outside)
+
+
+def test_missing_video_is_one_clear_line(tmp_path: Path):
+    proc = run("capture", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope.mp4" in lines[0] and "no such video file" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_bad_model_and_bad_range_are_one_clear_line(clip: Path, tmp_path: Path):
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(np.random.default_rng(2).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    for args, words in ((["--model", str(junk)], "junk.pkl: not a readable model file"),
+                        (["--start", "500"], "the clip has 400 frames"),
+                        (["--start", "30", "--end", "10"], "invalid frame range")):
+        proc = run("capture", str(clip), *args, "-o", str(tmp_path / "out.npz"))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert words in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
+def test_unwritable_output_fails_before_capturing(clip: Path, tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run("capture", str(clip), "-o", str(blocker / "out.npz"))
+    assert proc.returncode != 0 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_and_version():
+    proc = run("--help")
+    assert proc.returncode == 0
+    for command in ("capture", "worker", "install-ict"):
+        assert command in proc.stdout
+    assert "--preview" in run("capture", "--help").stdout
+    assert run("--version").stdout.strip() == "kinesics 0.1.0"
+    # Delegated commands parse their own arguments.
+    install = run("install-ict", "--help")
+    assert install.returncode == 0 and "kinesics install-ict" in install.stdout
+
+
+def test_ctrl_c_saves_the_frames_finished(clip: Path, standin_model: Path, tmp_path: Path):
+    out = tmp_path / "take.npz"
+    proc = subprocess.Popen([str(KINESICS), "capture", str(clip), "--model", str(standin_model), "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:  # without a terminal the progress comes one line per 10%
+            if "/400 frames" in line and int(line.split("/400 frames")[0].split()[-1]) >= 120:
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "saved" in stderr
+    capture = capture_file.load(out)
+    assert 50 <= len(capture["frame_index"]) < 400
+    assert list(capture["frame_index"]) == list(range(len(capture["frame_index"])))
+
+
+@pytest.mark.parametrize("captured", ["builtin"], indirect=True)
+def test_preview_marks_frames_without_a_face(captured: dict, clip: Path, tmp_path: Path):
+    from core.preview import NO_FACE_BGR, write_preview
+
+    capture = capture_file.load(captured["npz"])
+    capture["valid"][3:6] = False
+    write_preview(capture, clip, tmp_path / "marked.mp4")
+    frames = read_video(tmp_path / "marked.mp4")
+    assert len(frames) == FRAMES
+    border = lambda f: f[:4].reshape(-1, 3).mean(0)  # noqa: E731  (top rows, BGR)
+    assert np.abs(border(frames[4]) - NO_FACE_BGR).max() < 40
+    assert np.abs(border(frames[0]) - NO_FACE_BGR).max() > 80
+    small = tmp_path / "small.mp4"
+    writer = cv2.VideoWriter(str(small), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (256, 256))
+    for frame in frames:  # 50 frames: enough to reach the first captured one (20)
+        writer.write(cv2.resize(frame, (256, 256)))
+    writer.release()
+    with pytest.raises(KinesicsError, match="the capture was made on 512x512 footage"):
+        write_preview(capture, small, tmp_path / "wrong.mp4")
+    assert not (tmp_path / "wrong.mp4").exists()

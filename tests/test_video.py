@@ -1,0 +1,139 @@
+"""Footage decoding: frame ranges and strides pick the right frames; bad files fail clearly or keep what decodes."""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import FootageError
+from core.video import frame_numbers, probe, read_frames
+
+# MP4 boxes that only hold other boxes, on the way from moov down to the chunk offset tables.
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf"}
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """(type, offset, size, header size) of the boxes in data[start:end]."""
+    pos = start
+    while pos < end:
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", data[pos + 8:pos + 16])[0], 16
+        elif size == 0:
+            size = end - pos
+        yield kind, pos, size, header
+        pos += size
+
+
+def _shift_chunk_offsets(moov: bytearray, start: int, end: int, shift: int) -> None:
+    for kind, pos, size, header in _boxes(moov, start, end):
+        if kind in _CONTAINERS:
+            _shift_chunk_offsets(moov, pos + header, pos + size, shift)
+        elif kind in (b"stco", b"co64"):
+            width, fmt = (4, ">I") if kind == b"stco" else (8, ">Q")
+            count = struct.unpack(">I", moov[pos + header + 4:pos + header + 8])[0]
+            table = pos + header + 8
+            for i in range(count):
+                at = table + i * width
+                moov[at:at + width] = struct.pack(fmt, struct.unpack(fmt, moov[at:at + width])[0] + shift)
+
+
+def faststart(data: bytes) -> bytes:
+    """The same MP4 with its index (moov) before the media data, as streaming encoders write it.
+
+    Cutting such a file leaves an index that announces more frames than the data still holds: the kind of
+    truncation a decoder can read up to the damage (with the index at the end, a cut file does not open)."""
+    boxes = list(_boxes(data, 0, len(data)))
+    moov = next(b for b in boxes if b[0] == b"moov")
+    moved = bytearray(data[moov[1]:moov[1] + moov[2]])
+    _shift_chunk_offsets(moved, moov[3], len(moved), len(moved))
+    head = [data[p:p + s] for k, p, s, _ in boxes if k == b"ftyp"]
+    rest = [data[p:p + s] for k, p, s, _ in boxes if k not in (b"ftyp", b"moov")]
+    assert all(p < moov[1] for k, p, s, _ in boxes if k == b"mdat"), "expected the index after the media data"
+    return b"".join(head) + bytes(moved) + b"".join(rest)
+
+
+@pytest.fixture(scope="module")
+def clip(footage: Path) -> Path:
+    return footage / "frontal_talking_512.mp4"
+
+
+def test_probe_reports_the_clip(clip: Path):
+    info = probe(clip)
+    assert (info.width, info.height, info.n_frames) == (512, 512, 400)
+    assert info.fps == pytest.approx(25.0)
+
+
+def test_range_and_stride_pick_the_right_frames(clip: Path):
+    every = dict(read_frames(clip, 0, 45))
+    picked = list(read_frames(clip, 10, 45, 7))
+    assert [i for i, _ in picked] == [10, 17, 24, 31, 38] == list(frame_numbers(400, 10, 45, 7))
+    for index, frame in picked:  # the pixels too, not only the numbers
+        assert np.array_equal(frame, every[index])
+    assert not np.array_equal(every[10], every[17])
+
+
+def test_range_is_clipped_to_the_clip_without_warning(clip: Path):
+    warnings: list[str] = []
+    assert [i for i, _ in read_frames(clip, 395, 1000, 2, warnings)] == [395, 397, 399]
+    assert warnings == []
+    assert list(frame_numbers(400, 395, 1000, 2)) == [395, 397, 399]
+
+
+@pytest.mark.parametrize("start, end, stride", [(-1, None, 1), (10, 10, 1), (20, 5, 1), (0, None, 0)])
+def test_invalid_range_is_refused(clip: Path, start, end, stride):
+    with pytest.raises(FootageError, match="invalid frame range"):
+        list(read_frames(clip, start, end, stride))
+
+
+def test_range_beyond_the_clip_says_so(clip: Path):
+    with pytest.raises(FootageError, match="400 frames"):
+        list(read_frames(clip, 500, 600))
+
+
+def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    return {"missing": (tmp_path / "missing.mp4", "no such video file"), "folder": (folder, "folder"),
+            "empty": (empty, "empty"), "noise": (noise, "cannot read this file as video")}
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "empty", "noise"])
+def test_bad_files_fail_clearly(tmp_path: Path, case: str):
+    path, words = _bad_files(tmp_path)[case]
+    for attempt in (lambda: probe(path), lambda: list(read_frames(path))):
+        with pytest.raises(FootageError, match=words) as err:
+            attempt()
+        assert str(path) in str(err.value)
+
+
+def test_cut_file_with_index_at_the_end_fails_clearly(clip: Path, tmp_path: Path):
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(FootageError, match="cannot read"):
+        probe(cut)
+
+
+def test_truncated_file_keeps_the_frames_before_the_damage(clip: Path, tmp_path: Path):
+    streamable = faststart(clip.read_bytes())
+    whole = tmp_path / "whole.mp4"
+    whole.write_bytes(streamable)
+    reference = dict(read_frames(whole, 0, 400, 1))
+    assert len(reference) == 400  # the rewrite itself loses nothing
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(streamable[:len(streamable) // 2])
+    warnings: list[str] = []
+    frames = list(read_frames(cut, 0, None, 1, warnings))
+    assert 50 < len(frames) < 400
+    assert [i for i, _ in frames] == list(range(len(frames)))
+    for index, frame in frames[:-1]:  # the last frame may be partly decoded
+        assert np.array_equal(frame, reference[index])
+    assert len(warnings) == 1 and "truncated" in warnings[0] and str(cut) in warnings[0]
