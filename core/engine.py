@@ -44,7 +44,7 @@ class Progress:
 class EngineSettings:
     fit: FitSettings = field(default_factory=FitSettings)
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
-    identity_window: int = 50        # frames whose keyframes fix identity and focal length
+    identity_window: int = 32        # frames whose keyframes fix identity and focal length
     batch: int = 32                  # frames fitted together
     lookahead: int = 8               # frames of future context before a frame is final
     fov_candidates_deg: tuple[float, ...] = (25.0, 40.0, 60.0)
@@ -100,7 +100,11 @@ class CaptureEngine:
                                  focal_px, on_header, on_chunk, on_progress, cancel, warnings)
         finally:
             stop.set()
-            producer.join(timeout=5)
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    frames.get(timeout=0.05)
+                except queue.Empty:
+                    pass
 
     def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,
                   on_header: Callable[[dict], None] | None = None, on_chunk: Callable[[dict], None] | None = None,
