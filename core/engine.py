@@ -1,14 +1,14 @@
 """The capture engine: footage in, per-frame head-model parameters out, streamed as frames become final.
 
-Decoding and MediaPipe run in a producer thread; the fit runs in the calling thread on batches of frames
-as they arrive (one torch thread, so both cores stay busy), so the fit costs little on top of landmarks.
+Decoding and MediaPipe run in a child process (`core.landmark_process`); the fit runs in the calling thread
+on batches of frames as they arrive (one torch thread), so both cores stay busy and the fit costs little on
+top of landmarks.
 Identity and focal length come from well-spread keyframes of the opening window; after that, each batch is
 fitted warm-started from the previous frame, smoothed with a window that looks a few frames ahead, and
 handed out.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,10 +25,11 @@ from .head_model import HeadModel
 from .arkit import ArkitSolver, ArkitStream
 from .arkit_names import ARKIT_NAMES
 from .builtin_capture import capture_builtin
-from .landmarks import N_LANDMARKS, FaceMeshTracker, LandmarkTrack
+from .landmark_process import LandmarkProcess
+from .landmarks import N_LANDMARKS, LandmarkTrack
 from .model_data import HeadModelData, load_model_data
 from .trajectory import RawTrack, SmoothingSettings, to_parameters
-from .video import probe, read_frames
+from .video import probe
 
 
 @dataclass
@@ -57,6 +58,7 @@ class CaptureEngine:
                  settings: EngineSettings | None = None, data: HeadModelData | None = None,
                  arkit_basis: str | None = None):
         self.settings = settings or EngineSettings()
+        self._landmarks: LandmarkProcess | None = None
         self.device = device
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise FootageError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu "
@@ -89,22 +91,12 @@ class CaptureEngine:
         info = probe(video)
         stop_frame = info.n_frames if end is None else min(end, info.n_frames) if info.n_frames > 0 else end
         total = len(range(start, stop_frame, stride))
-        frames: queue.Queue = queue.Queue(maxsize=256)
-        stop = threading.Event()
+        if self._landmarks is None or not self._landmarks.alive:
+            self._landmarks = LandmarkProcess()
         warnings: list[str] = []
-        producer = threading.Thread(target=_produce, args=(video, start, end, stride, max_faces, frames, stop,
-                                                           warnings), daemon=True)
-        producer.start()
-        try:
-            return self._consume(_drain(frames), info.path, info.fps, (info.width, info.height), total, stride,
-                                 focal_px, on_header, on_chunk, on_progress, cancel, warnings)
-        finally:
-            stop.set()
-            while producer.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    frames.get(timeout=0.05)
-                except queue.Empty:
-                    pass
+        items = self._landmarks.frames(video, start, end, stride, max_faces, warnings, cancel)
+        return self._consume(items, info.path, info.fps, (info.width, info.height), total, stride, focal_px,
+                             on_header, on_chunk, on_progress, cancel, warnings)
 
     def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,
                   on_header: Callable[[dict], None] | None = None, on_chunk: Callable[[dict], None] | None = None,
@@ -120,47 +112,27 @@ class CaptureEngine:
         torch.set_num_threads(1)
         run_cls = _Run if self.fitter is not None else _BuiltinRun
         run = run_cls(self, source, fps, size, focal_px, on_header, on_chunk, on_progress, total, warnings, stride)
+        cancelled = lambda: cancel is not None and cancel.is_set()  # noqa: E731
         for item in items:
-            if cancel is not None and cancel.is_set():
-                run.finish(final=False)
-                raise CaptureCancelled(f"capture cancelled after {run.emitted} frames; they are kept",
-                                       run.capture())
+            if cancelled():
+                break
             if isinstance(item, FootageError) and run.n_frames:
                 warnings.append(str(item))  # damage mid-file: keep what was decoded
                 break
             if isinstance(item, BaseException):
                 raise item
             run.add(*item)
+        if cancelled():
+            run.finish(final=False)
+            raise CaptureCancelled(f"capture cancelled after {run.emitted} frames; they are kept", run.capture())
         run.finish(final=True)
         return run.capture()
 
-
-def _drain(frames: queue.Queue):
-    """Yield the producer's items until its end marker (None); exceptions are yielded, not raised."""
-    while True:
-        item = frames.get()
-        if item is None:
-            return
-        yield item
-        if isinstance(item, BaseException):
-            return
-
-
-def _produce(video, start, end, stride, max_faces, out: queue.Queue, stop: threading.Event, warnings):
-    """Decode and track in a thread of its own: MediaPipe and the fit then use both cores."""
-    tracker = None
-    try:
-        tracker = FaceMeshTracker(max_faces)
-        for index, frame in read_frames(video, start, end, stride, warnings):
-            if stop.is_set():
-                return
-            out.put((index, tracker(frame), (frame.shape[1], frame.shape[0])))
-        out.put(None)
-    except BaseException as err:  # handed to the consumer, which reports it
-        out.put(err)
-    finally:
-        if tracker is not None:
-            tracker.close()
+    def close(self) -> None:
+        """Stop the landmark process (it also ends with this process)."""
+        if self._landmarks is not None:
+            self._landmarks.close()
+            self._landmarks = None
 
 
 class _Run:

@@ -1,0 +1,126 @@
+"""Decoding and MediaPipe in a child process of their own.
+
+MediaPipe holds Python's GIL while it runs a frame, so in a thread it and the fit would take turns instead
+of using both cores. A persistent child process (started once per engine, kept warm between captures)
+decodes and tracks; landmarks, a few kilobytes a frame, come back over a pipe. The child is spawned, so a
+script that captures must guard its entry point with `if __name__ == "__main__":`, as multiprocessing asks.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from .errors import KinesicsError
+
+Item = tuple[int, "np.ndarray | None", tuple[int, int]]
+
+
+def _serve(conn, stop) -> None:
+    """The child's loop: one job at a time, until a None job or the pipe closes."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it cancels the job)
+    from .landmarks import FaceMeshTracker
+    from .video import read_frames
+
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        video, start, end, stride, max_faces = job
+        warnings: list[str] = []
+        tracker = None
+        try:
+            tracker = FaceMeshTracker(max_faces)
+            for index, frame in read_frames(video, start, end, stride, warnings):
+                if stop.is_set():
+                    break
+                conn.send(("frame", index, tracker(frame), (frame.shape[1], frame.shape[0])))
+            conn.send(("end", warnings))
+        except Exception as err:  # reported to the parent, which raises it there
+            conn.send(("error", err if isinstance(err, KinesicsError) else KinesicsError(f"{type(err).__name__}: {err}")))
+        finally:
+            if tracker is not None:
+                tracker.close()
+
+
+class LandmarkProcess:
+    """A warm child process that turns a frame range of a video into landmarks."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no fork: the parent runs torch threads
+        self._conn, child = ctx.Pipe()
+        self._stop = ctx.Event()
+        self._process = ctx.Process(target=_serve, args=(child, self._stop), daemon=True, name="kinesics-landmarks")
+        self._process.start()
+        child.close()
+        self._lock = threading.Lock()
+
+    def frames(self, video: str, start: int, end: int | None, stride: int, max_faces: int,
+               warnings: list[str], cancel: threading.Event | None = None) -> Iterator[Item | BaseException]:
+        """Yield (frame number, landmarks or None, (width, height)) per frame; an error is yielded, not
+        raised, so the caller can keep what came before. Returns early once `cancel` is set."""
+        with self._lock:
+            self._stop.clear()
+            self._conn.send((video, start, end, stride, max_faces))
+            finished = False
+            try:
+                while True:
+                    if cancel is not None and cancel.is_set():
+                        return
+                    if not self._conn.poll(0.05):
+                        if not self._process.is_alive():
+                            finished = True
+                            yield KinesicsError(f"the landmark process stopped (exit code {self._process.exitcode})")
+                            return
+                        continue
+                    try:
+                        message = self._conn.recv()
+                    except (EOFError, OSError):
+                        finished = True
+                        yield KinesicsError(f"the landmark process stopped (exit code {self._process.exitcode})")
+                        return
+                    if message[0] == "frame":
+                        yield message[1:]
+                    elif message[0] == "end":
+                        finished = True
+                        warnings.extend(message[1])
+                        return
+                    else:
+                        finished = True
+                        yield message[1]
+                        return
+            finally:
+                if not finished:
+                    self._stop.set()
+                    self._drain()
+
+    def _drain(self) -> None:
+        """Discard what the child still sends for a stopped job, up to its end marker."""
+        try:
+            while self._process.is_alive():
+                if self._conn.poll(0.1) and self._conn.recv()[0] in ("end", "error"):
+                    return
+        except (EOFError, OSError):
+            return
+
+    @property
+    def alive(self) -> bool:
+        return self._process.is_alive()
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            try:
+                self._conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            self._process.join(timeout=2)
+            if self._process.is_alive():
+                self._process.kill()
+        self._conn.close()
