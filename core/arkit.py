@@ -111,7 +111,8 @@ class BasisSolver(ArkitSolver):
 
         self.expression_names = data.expression_names
         self.settings = settings or FitSettings(n_shape=data.n_shape, n_expression=data.n_expression,
-                                                   expression_prior=EXPRESSION_PRIOR, bounded=True)
+                                                   expression_prior=EXPRESSION_PRIOR,
+                                                   identity_expression_prior=IDENTITY_EXPRESSION_PRIOR, bounded=True)
         emb = landmark_embedding(data)
         self.fitter = Fitter(HeadModel(data, device=device), emb.triangles, emb.barycentric, emb.valid,
                              landmark_weights(emb.spread), self.settings)
@@ -124,12 +125,8 @@ class BasisSolver(ArkitSolver):
         keys = spread_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes)
         self.fitter.prepare(torch.zeros_like(self.fitter.shape_active))  # each clip starts from the mean face
         if len(keys):
-            per_frame, self.settings.expression_prior = self.settings.expression_prior, IDENTITY_EXPRESSION_PRIOR
-            try:
-                state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
-                self.fitter.solve_identity(state, pix[keys], camera)
-            finally:
-                self.settings.expression_prior = per_frame
+            state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
+            self.fitter.solve_identity(state, pix[keys], camera)
         self.previous = None
 
     def solve(self, landmarks, valid, camera) -> np.ndarray:

@@ -160,7 +160,7 @@ class Fitter:
                 if k in chain:
                     below.add(j)
             self.carried.append(sorted(below))
-        self._expression_prior = self.settings.expression_prior
+        self._solving_identity = False
         self.w = torch.as_tensor(self.landmark_weights[self.ids], dtype=self.dtype, device=self.device)
         # Priors are scaled by how far (RMS over landmarks, metres) one unit of each column moves the face.
         self.shape_scale = self.shapedirs_l.pow(2).sum(1).mean(0).sqrt()
@@ -285,7 +285,8 @@ class Fitter:
             diag.append(lam)
             grad.append(lam * angles[:, k])
         px_per_m = (camera.focal / depth.mean(1))[:, None]
-        expr_lam = self._expression_prior * (self.expr_scale * px_per_m) ** 2 * len(self.ids)
+        lam = s.identity_expression_prior if self._solving_identity else s.expression_prior
+        expr_lam = lam * (self.expr_scale * px_per_m) ** 2 * len(self.ids)
         zeros = torch.zeros(b, 3, dtype=self.dtype, device=self.device)
         diag += [zeros, expr_lam]
         grad += [zeros, expr_lam * state.expr]
@@ -365,11 +366,11 @@ class Fitter:
         target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
         shape = self.shape_active.clone()
         n_shape = len(self.shape_cols)
-        self._expression_prior = s.identity_expression_prior
+        self._solving_identity = True
         try:
             state = self._identity_rounds(state, pix, valid, target, camera, shape, n_shape)
         finally:
-            self._expression_prior = s.expression_prior
+            self._solving_identity = False
         state = self.solve(state, pix, valid, camera, iterations=3)
         res = self.residuals_and_jacobian(state, target, camera)[0]
         rms = float((res.pow(2).sum(-1) * self.w).sum() / (self.w.sum() * len(pix))) ** 0.5
