@@ -47,7 +47,7 @@ def spread_keyframes(pix: np.ndarray, valid: np.ndarray, count: int) -> np.ndarr
 class FitSettings:
     n_shape: int = 100
     n_expression: int = 50
-    iterations: int = 3              # per batch, warm-started from the previous frame
+    iterations: int = 2              # per batch, warm-started from the previous frame
     cold_iterations: int = 6         # after a fresh PnP start (first batch, or after frames without a face)
     identity_rounds: int = 4
     identity_keyframes: int = 16
