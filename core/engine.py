@@ -45,8 +45,8 @@ class Progress:
 class EngineSettings:
     fit: FitSettings = field(default_factory=FitSettings)
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
-    identity_window: int = 32        # frames whose keyframes fix identity and focal length
-    batch: int = 32                  # frames fitted together
+    identity_window: int = 24        # frames whose keyframes fix identity and focal length
+    batch: int = 24                  # frames fitted together
     lookahead: int = 8               # frames of future context before a frame is final
     fov_candidates_deg: tuple[float, ...] = (25.0, 40.0, 60.0)
 
