@@ -134,7 +134,9 @@ class BasisSolver(ArkitSolver):
         valid = np.asarray(valid, bool)
         pix = _pixels(landmarks, self.image_size)
         state = self.fitter.initial_state(pix, valid, camera, self.previous)
-        state = self.fitter.solve(state, pix, valid, camera)
+        warm = self.previous is not None  # as in the engine: a cold (PnP) start needs more iterations
+        state = self.fitter.solve(state, pix, valid, camera,
+                                  self.settings.iterations if warm else self.settings.cold_iterations)
         self.previous = state if valid[-1] else None
         out = ict_to_arkit(self.fitter.expression_matrix(state), self.expression_names[:self.fitter.n_expression_out])
         out[~valid] = 0.0
