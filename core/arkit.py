@@ -173,10 +173,9 @@ class GeometricSolver(ArkitSolver):
         n = len(points)
         out = np.zeros_like(points)
         scale, rotation, origin = np.ones(n), np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3))
-        for i in np.flatnonzero(valid):
-            s, r, t = geometric.robust_similarity(self.reference, points[i])
-            out[i] = (points[i] - t) @ r / s
-            scale[i], rotation[i], origin[i] = s, r, t
+        ids = np.flatnonzero(valid)
+        scale[ids], rotation[ids], origin[ids] = geometric.robust_similarity(self.reference, points[ids])
+        out[ids] = geometric.undo_similarity(scale[ids], rotation[ids], origin[ids], points[ids])
         return geometric.FaceFrames(out, scale, rotation, origin, valid)
 
     def solve(self, landmarks, valid, camera) -> np.ndarray:

@@ -97,29 +97,43 @@ def pixel_points(landmarks: np.ndarray, image_size) -> np.ndarray:
     return np.asarray(landmarks, np.float64) * np.array([w, h, w])
 
 
-def similarity(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Weighted Umeyama fit: dst ~ s * src @ R.T + t for point sets (N,3). Returns s, R (3,3), t (3,)."""
-    w = weights / weights.sum()
-    mu_s, mu_d = w @ src, w @ dst
-    a, b = src - mu_s, dst - mu_d
-    cov = (b * w[:, None]).T @ a
+def similarity(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted Umeyama fit, batched over leading axes: dst ~ s * src @ R.T + t for point sets (...,N,3)
+    with weights (...,N). Returns s (...), R (...,3,3), t (...,3)."""
+    w = weights / weights.sum(-1, keepdims=True)
+    mu_s, mu_d = np.einsum("...n,...nc->...c", w, src), np.einsum("...n,...nc->...c", w, dst)
+    a, b = src - mu_s[..., None, :], dst - mu_d[..., None, :]
+    cov = np.einsum("...n,...ni,...nj->...ij", w, b, a)
     u, sig, vt = np.linalg.svd(cov)
     d = np.sign(np.linalg.det(u @ vt))
-    fix = np.array([1.0, 1.0, d])
-    rot = (u * fix) @ vt
-    scale = float((sig * fix).sum() / (w @ (a * a).sum(1)))
-    return scale, rot, mu_d - scale * rot @ mu_s
+    fix = np.stack([np.ones_like(d), np.ones_like(d), d], -1)
+    rot = (u * fix[..., None, :]) @ vt
+    scale = (sig * fix).sum(-1) / np.einsum("...n,...n->...", w, (a * a).sum(-1))
+    return scale, rot, mu_d - scale[..., None] * np.einsum("...ij,...j->...i", rot, mu_s)
 
 
-def robust_similarity(src: np.ndarray, dst: np.ndarray, iterations: int = 4) -> tuple[float, np.ndarray, np.ndarray]:
-    """`similarity` on the STABLE points, reweighted (Cauchy) so that a few moving points do not drag it."""
-    s, d = src[STABLE], dst[STABLE]
-    w = np.ones(len(STABLE))
+def robust_similarity(src: np.ndarray, dst: np.ndarray, iterations: int = 4
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`similarity` on the STABLE points, reweighted (Cauchy) so that a few moving points do not drag it.
+    src and dst (...,478,3) broadcast against each other, so one call aligns a whole batch of frames."""
+    s, d = src[..., STABLE, :], dst[..., STABLE, :]
+    s, d = np.broadcast_arrays(s, d)
+    w = np.ones(s.shape[:-1])
     for _ in range(iterations):
         scale, rot, t = similarity(s, d, w)
-        r = np.linalg.norm(scale * s @ rot.T + t - d, axis=1)
-        w = 1.0 / (1.0 + (r / (1.5 * np.median(r) + 1e-9)) ** 2)
+        r = np.linalg.norm(scale[..., None, None] * s @ np.swapaxes(rot, -1, -2) + t[..., None, :] - d, axis=-1)
+        w = 1.0 / (1.0 + (r / (1.5 * np.median(r, axis=-1, keepdims=True) + 1e-9)) ** 2)
     return scale, rot, t
+
+
+def apply_similarity(scale: np.ndarray, rot: np.ndarray, trans: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """s * pts @ R.T + t, batched."""
+    return scale[..., None, None] * pts @ np.swapaxes(rot, -1, -2) + trans[..., None, :]
+
+
+def undo_similarity(scale: np.ndarray, rot: np.ndarray, trans: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """The inverse of `apply_similarity`: (pts - t) @ R / s, batched."""
+    return (pts - trans[..., None, :]) @ rot / scale[..., None, None]
 
 
 def _canonical(shape: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -175,20 +189,14 @@ def align_frames(pts: np.ndarray, valid: np.ndarray) -> FaceFrames:
     ids = np.flatnonzero(valid)
     ref = pts[ids[len(ids) // 2]]
     for _ in range(2):
-        aligned = []
-        for i in ids:
-            s, r, t = robust_similarity(pts[i], ref)
-            aligned.append(s * pts[i] @ r.T + t)
-        ref = np.median(aligned, axis=0)
+        ref = np.median(apply_similarity(*robust_similarity(pts[ids], ref), pts[ids]), axis=0)
     k, axes, origin = _canonical(ref)
     ref = k * (ref - origin) @ axes.T
     n = len(pts)
     out = np.zeros_like(pts)
     scale, rotation, trans = np.ones(n), np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3))
-    for i in ids:
-        s, r, t = robust_similarity(ref, pts[i])
-        out[i] = (pts[i] - t) @ r / s
-        scale[i], rotation[i], trans[i] = s, r, t
+    scale[ids], rotation[ids], trans[ids] = robust_similarity(ref, pts[ids])
+    out[ids] = undo_similarity(scale[ids], rotation[ids], trans[ids], pts[ids])
     return FaceFrames(out, scale, rotation, trans, valid)
 
 
