@@ -20,7 +20,7 @@ import torch
 from . import capture_file
 from .embedding import landmark_embedding
 from .errors import CaptureCancelled, FootageError
-from .fit import Camera, Fitter, FitSettings, FitState, landmark_weights, spread_keyframes
+from .fit import Camera, Fitter, FitSettings, FitState, fitted_landmarks, landmark_weights, spread_keyframes
 from .head_model import HeadModel
 from .arkit import ArkitSolver, ArkitStream
 from .arkit_names import ARKIT_NAMES
@@ -49,6 +49,7 @@ class EngineSettings:
     batch: int = 24                  # frames fitted together
     lookahead: int = 8               # frames of future context before a frame is final
     fov_candidates_deg: tuple[float, ...] = (25.0, 40.0, 60.0)
+    landmark_stride: int = 2         # of the dense (non-contour) landmarks, fit every n-th
 
 
 class CaptureEngine:
@@ -74,7 +75,8 @@ class CaptureEngine:
             fs.bounded = self.data.kind == "ict"
             model = HeadModel(self.data.truncated(fs.n_shape, fs.n_expression), device=device)
             emb = landmark_embedding(self.data)
-            self.fitter = Fitter(model, emb.triangles, emb.barycentric, emb.valid, landmark_weights(emb.spread),
+            usable = fitted_landmarks(emb.valid, self.settings.landmark_stride)
+            self.fitter = Fitter(model, emb.triangles, emb.barycentric, usable, landmark_weights(emb.spread),
                                  fs)
 
     @property

@@ -19,8 +19,8 @@ from .smoothing import whittaker
 class SmoothingSettings:
     """Cut-off frequencies (Hz) of the temporal prior per parameter group; higher keeps faster motion."""
 
-    head_hz: float = 4.0
-    expression_hz: float = 6.0
+    head_hz: float = 3.0
+    expression_hz: float = 5.0
     jaw_hz: float = 6.0
     eyes_hz: float = 8.0     # saccades are fast: smooth gaze the least
     body_hz: float = 0.5     # the global (body) part of head rotation; the neck carries the rest
