@@ -23,6 +23,13 @@ EXIT_ERROR = 1
 EXIT_CANCELLED = 130  # what shells report for a process ended by Ctrl-C
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _delegate_worker(argv: list[str]) -> int:
     from bridge.worker import main as worker_main
     return worker_main(argv)
@@ -58,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the fit runs (default cpu)")
     cap.add_argument("--focal-px", type=float, default=None, metavar="F",
                      help="the lens's focal length in pixels, when known (default: estimated from the footage)")
+    cap.add_argument("--faces", type=_at_least_one, default=1, metavar="N",
+                     help="faces to look for in each frame (default 1, the fastest); with more than one, the "
+                          "capture keeps following the person it started with")
     for name, (_, text) in DELEGATES.items():
         commands.add_parser(name, help=text, add_help=False)
     return parser
@@ -195,7 +205,7 @@ def capture(args: argparse.Namespace) -> int:
         with _ctrl_c_sets(cancel):
             result = engine.run(args.video, args.start, args.end, args.stride, args.focal_px,
                                 on_progress=lambda p: bar.update(p.done, p.total, p.fps, p.eta_s, p.faces),
-                                cancel=cancel)
+                                cancel=cancel, max_faces=args.faces)
     except CaptureCancelled as cancelled:
         partial = cancelled.partial or {}
         if len(partial.get("frame_index", ())) == 0:

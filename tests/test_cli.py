@@ -94,6 +94,12 @@ def test_bad_model_and_bad_range_are_one_clear_line(clip: Path, tmp_path: Path):
         assert words in proc.stderr.strip().splitlines()[-1], proc.stderr
 
 
+def test_faces_must_be_at_least_one(clip: Path, tmp_path: Path):
+    proc = run("capture", str(clip), "--faces", "0", "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode == 2 and "--faces: must be 1 or more" in proc.stderr
+    assert not (tmp_path / "out.npz").exists()
+
+
 def test_unwritable_output_fails_before_capturing(clip: Path, tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("")
