@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", default=str(assets_dir() / "footage" / "frontal_talking_512.mp4"))
     parser.add_argument("--model", help="head-model file (default: the FLAME-format stand-in from ICT-FaceKit)")
-    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--frames", type=int, default=400)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     model = args.model or str(standin_model_path(assets_dir() / "models" / "ict_facekit" / "ict_facekit.npz"))
 
