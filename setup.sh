@@ -19,4 +19,13 @@ else
 fi
 "$PY" -m pip install --quiet -r requirements.txt
 "$PY" -m pip install --quiet --no-deps -e .
+# Blender 4.5 LTS as a module too, in a venv of its own (bpy pins its own Python packages): the add-on's
+# tests run on both supported releases. It lives inside .venv, so nothing else has to ignore it.
+LTS=.venv/blender-4.5
+if [ ! -x "$LTS/bin/python" ]; then
+  "$PYTHON" -m venv "$LTS"
+fi
+"$LTS/bin/python" -m pip install --quiet --upgrade pip
+"$LTS/bin/python" -m pip install --quiet "torch==2.13.0"
+"$LTS/bin/python" -m pip install --quiet "bpy==4.5.15" "numpy>=1.24,<2" "scipy>=1.10,<2" "pytest==8.3.4"
 echo "Kinesics is set up: $(.venv/bin/kinesics --version)"
