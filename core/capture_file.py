@@ -16,13 +16,13 @@ Geometry: camera-space vertices = the FLAME forward pass (smplx semantics) + tra
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import KinesicsError
+from .paths import atomic_write
 
 PER_FRAME = ("frame_index", "valid", "expression", "jaw_pose", "neck_pose", "eye_pose", "global_pose",
              "translation", "landmarks")
@@ -63,21 +63,10 @@ def save(path: str | os.PathLike, capture: dict) -> Path:
     """Validate and write atomically: a temporary file in the same folder, then a rename."""
     validate(capture)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(v) for k, v in capture.items()}
     arrays["valid"] = arrays["valid"].astype(bool)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files owner-only; a capture is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as fh:
+        np.savez_compressed(fh, **arrays)
     return path
 
 

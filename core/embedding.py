@@ -9,7 +9,6 @@ The result is cached per model content under `cache_dir()/embeddings/`.
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import trimesh
 
 from .errors import ModelFileError
 from .model_data import HeadModelData
-from .paths import cache_dir
+from .paths import atomic_write, cache_dir
 from .render import Camera, RayScene, Render
 
 N_LANDMARKS = 478
@@ -297,10 +296,8 @@ def _load_cached(path: Path, n_vertices: int) -> Embedding | None:
 
 
 def _save(path: Path, emb: Embedding) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **{k: getattr(emb, k) for k in _FIELDS})
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        np.savez(fh, **{k: getattr(emb, k) for k in _FIELDS})
 
 
 def landmark_embedding(data: HeadModelData, *, cache: bool = True, progress: Progress | None = None) -> Embedding:

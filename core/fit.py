@@ -204,7 +204,6 @@ class Fitter:
     def _forward(self, state: FitState):
         """Camera-space points (B,L,3), per-joint carried points (B,J,L,3), world rotations (B,J,3,3) and
         posed joint positions (B,J,3), both before translation."""
-        b = state.rotations.shape[0]
         shaped = self.base + torch.einsum("lck,bk->blc", self.exprdirs_l, state.expr)
         joints = self.joint_base + torch.einsum("jck,bk->bjc", self.joint_exprdirs, state.expr)
         if self.posedirs_l.shape[2]:
@@ -375,7 +374,6 @@ class Fitter:
 
     def solve_identity(self, state: FitState, pix: np.ndarray, camera: Camera) -> tuple[FitState, float]:
         """Alternate per-keyframe fits and a shared shape update; returns the keyframe state and RMS error."""
-        s = self.settings
         valid = np.ones(len(pix), bool)
         target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
         shape = self.shape_active.clone()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import numpy as np
 
 from .errors import ModelFileError
 from .model_data import ICT_NEUTRAL, load_ict_npz, read_obj
-from .paths import cache_dir
+from .paths import atomic_write, cache_dir
 
 GITHUB_ZIP = "https://github.com/ICT-VGL/ICT-FaceKit/archive/refs/heads/master.zip"
 NPZ_NAME = "ict_facekit.npz"
@@ -67,20 +66,12 @@ def pack(folder: Path, out: Path) -> Path:
             out[i] = verts - neutral
         return out
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, neutral=neutral.astype(np.float32),
-                                face_vertex_counts=np.array([len(p) for p in polys], np.int32),
-                                face_vertex_indices=np.array([i for p in polys for i in p], np.int32),
-                                expression_names=np.array(expressions), expressions=deltas(expressions),
-                                identities=deltas(identities))
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(out) as fh:
+        np.savez_compressed(fh, neutral=neutral.astype(np.float32),
+                            face_vertex_counts=np.array([len(p) for p in polys], np.int32),
+                            face_vertex_indices=np.array([i for p in polys for i in p], np.int32),
+                            expression_names=np.array(expressions), expressions=deltas(expressions),
+                            identities=deltas(identities))
     return out
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import KinesicsError
 
-Item = tuple[int, "np.ndarray | None", tuple[int, int]]
+Item = tuple[int, np.ndarray | None, tuple[int, int]]
 
 
 def _serve(conn, stop) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .arkit_names import ARKIT_NAMES, LIVELINK_NAMES, LIVELINK_ORDER, arkit_from_capture
 from .errors import KinesicsError
+from .paths import atomic_write
 
 ROTATION_COLUMNS = ("HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
                     "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
@@ -148,14 +149,12 @@ def write_csv(path: str | os.PathLike, take: LiveLinkTake) -> Path:
         raise LiveLinkError(f"the ARKit curves have shape {take.arkit.shape}, expected (T, {len(ARKIT_NAMES)})")
     rotations = np.concatenate([take.head, take.eyes], 1)
     blend = np.asarray(take.arkit)[:, LIVELINK_ORDER]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_write(path, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(HEADER)
         for i in range(n):
             out.writerow([format_timecode(int(take.frame[i]), take.fps), BLENDSHAPE_COUNT]
                          + [f"{v:.8f}" for v in blend[i]] + [f"{v:.8f}" for v in rotations[i]])
-    os.replace(tmp, path)
     return path
 
 
