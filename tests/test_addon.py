@@ -29,9 +29,7 @@ from core import capture_file  # noqa: E402
 from core.head_model import HeadModel  # noqa: E402
 from core.model_data import FLAME_JOINTS, HeadModelData, load_model_data  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-REPO_MODULE = "kinesics_test"
-PACKAGE = f"bl_ext.{REPO_MODULE}.kinesics"
+from blender_extension import PACKAGE, REPO_ROOT, extension_enabled, raise_error  # noqa: E402
 TOLERANCE_M = 1e-4  # 0.1 mm
 
 
@@ -42,18 +40,8 @@ def addon(name: str):
 
 @pytest.fixture(scope="session")
 def extension():
-    folder = tempfile.mkdtemp(prefix="kinesics-repo-")
-    os.symlink(REPO_ROOT, os.path.join(folder, "kinesics"))
-    repos = bpy.context.preferences.extensions.repos
-    repo = repos.new(name=REPO_MODULE, module=REPO_MODULE, custom_directory=folder, source='USER')
-    addon_utils.enable(PACKAGE, default_set=True, handle_error=_raise)
-    yield PACKAGE
-    addon_utils.disable(PACKAGE, default_set=True, handle_error=_raise)
-    repos.remove(repo)
-
-
-def _raise(err):
-    raise err
+    with extension_enabled() as package:
+        yield package
 
 
 @pytest.fixture
@@ -173,11 +161,11 @@ def test_extension_registers_and_disables_cleanly(extension):
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     assert prefs.worker_python == str(REPO_ROOT / ".venv" / "bin" / "python")
 
-    addon_utils.disable(PACKAGE, default_set=True, handle_error=_raise)
+    addon_utils.disable(PACKAGE, default_set=True, handle_error=raise_error)
     assert not hasattr(bpy.types, "KINESICS_PT_capture")
     assert not hasattr(bpy.types.Scene, "kinesics")
     assert "import_rig" not in dir(bpy.ops.kinesics)
-    addon_utils.enable(PACKAGE, default_set=True, handle_error=_raise)
+    addon_utils.enable(PACKAGE, default_set=True, handle_error=raise_error)
     assert hasattr(bpy.types, "KINESICS_PT_capture")
 
 

@@ -7,7 +7,6 @@ import importlib.util
 import os
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,11 +18,8 @@ from core.livelink import CAMERA_TO_FACE, matrix_to_rotvec, ypr_to_matrix
 if "bpy" not in sys.modules:
     os.environ.setdefault("BLENDER_USER_EXTENSIONS", tempfile.mkdtemp(prefix="kinesics-ext-user-"))
 bpy = pytest.importorskip("bpy")
-import addon_utils  # noqa: E402  (comes with bpy)
 
-ROOT = Path(__file__).resolve().parent.parent
-REPO_MODULE = "kinesics_test"  # the user repository test_addon enables the extension from
-PACKAGE = f"bl_ext.{REPO_MODULE}.kinesics"
+from blender_extension import PACKAGE, REPO_ROOT as ROOT, extension_enabled  # noqa: E402
 
 
 def extension_module(name: str):
@@ -42,22 +38,10 @@ def extension_module(name: str):
 
 @pytest.fixture(scope="module")
 def enabled_extension():
-    """The extension enabled the way Blender enables a user extension (reused when test_addon's is on)."""
-    if PACKAGE in bpy.context.preferences.addons:
-        yield PACKAGE
-        return
-    folder = tempfile.mkdtemp(prefix="kinesics-repo-")
-    os.symlink(ROOT, os.path.join(folder, "kinesics"))
-    repos = bpy.context.preferences.extensions.repos
-    repo = repos.new(name=REPO_MODULE, module=REPO_MODULE, custom_directory=folder, source="USER")
-    addon_utils.enable(PACKAGE, default_set=True, handle_error=_raise)
-    yield PACKAGE
-    addon_utils.disable(PACKAGE, default_set=True, handle_error=_raise)
-    repos.remove(repo)
+    with extension_enabled() as package:
+        yield package
 
 
-def _raise(err):
-    raise err
 
 
 def other_convention(name: str, k: int) -> str:
