@@ -26,7 +26,7 @@ from .fit import Camera, Fitter, FitSettings, FitState, landmark_weights, spread
 from .head_model import HeadModel
 from .ict_install import NPZ_NAME, install_dir
 from .model_data import HeadModelData, load_model_data
-from .smoothing import whittaker
+from .smoothing import cutoff_weight, whittaker
 
 # Cut-off (Hz) of the temporal prior on the curves: above the 2-4 Hz of speech and brows, below the jitter;
 # a blink (about 150 ms) keeps most of its height.
@@ -189,19 +189,13 @@ class GeometricSolver(ArkitSolver):
         return curves
 
 
-def smoothing_weight(fps: float, cutoff_hz: float = SMOOTHING_HZ) -> float:
-    """Whittaker weight whose half-power period is fps / cutoff_hz frames."""
-    period = max(fps / max(cutoff_hz, 1e-6), 2.0)
-    return (period / (2 * np.pi)) ** 4
-
-
 class ArkitStream:
     """Curves of one capture as it streams: `add` each fitted batch in order, `take` frames as they become
     final (at most `LOOKAHEAD` frames before the last added, except at the end)."""
 
     def __init__(self, solver: ArkitSolver, fps: float, cutoff_hz: float = SMOOTHING_HZ):
         self.solver = solver
-        self.lam = smoothing_weight(fps, cutoff_hz)
+        self.lam = cutoff_weight(cutoff_hz, fps)
         self.raw: list[np.ndarray] = []
         self.valid: list[np.ndarray] = []
         self.emitted: list[np.ndarray] = []

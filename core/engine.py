@@ -60,14 +60,11 @@ class CaptureEngine:
                  arkit_basis: str | None = None):
         self.settings = settings or EngineSettings()
         self._landmarks: LandmarkProcess | None = None
-        self.device = device
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise FootageError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu "
                                "or install a CUDA build of torch (see README)")
-        self.model_path = model_path
         self.data = data if data is not None else (load_model_data(model_path) if model_path else None)
         self.fitter: Fitter | None = None
-        self.arkit_basis = arkit_basis
         self.arkit_solver: ArkitSolver | None = None
         if self.data is not None:
             self.arkit_solver = ArkitSolver.load(arkit_basis, device)

@@ -44,7 +44,8 @@ def _serve(conn, stop) -> None:
                 conn.send(("frame", index, tracker(frame), (frame.shape[1], frame.shape[0])))
             conn.send(("end", warnings))
         except Exception as err:  # reported to the parent, which raises it there
-            conn.send(("error", err if isinstance(err, KinesicsError) else KinesicsError(f"{type(err).__name__}: {err}")))
+            reported = err if isinstance(err, KinesicsError) else KinesicsError(f"{type(err).__name__}: {err}")
+            conn.send(("error", reported))
         finally:
             if tracker is not None:
                 tracker.close()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -62,13 +62,6 @@ class FaceMeshTracker:
         self._mesh.close()
 
 
-def track_frames(frames: Iterable[tuple[int, np.ndarray]], tracker: FaceMeshTracker
-                 ) -> Iterator[tuple[int, np.ndarray | None, tuple[int, int]]]:
-    """Yield (frame number, landmarks or None, (width, height)) for each decoded frame."""
-    for index, frame in frames:
-        yield index, tracker(frame), (frame.shape[1], frame.shape[0])
-
-
 def detect_video(path: str | os.PathLike, start: int = 0, end: int | None = None, stride: int = 1,
                  max_faces: int = 1, on_frame: Callable[[int], None] | None = None) -> LandmarkTrack:
     """Landmarks for every selected frame of a video (see `core.video.read_frames` for the range)."""
@@ -80,7 +73,8 @@ def detect_video(path: str | os.PathLike, start: int = 0, end: int | None = None
     indices, points, valid = [], [], []
     size = (info.width, info.height)
     try:
-        for index, lms, size in track_frames(read_frames(path, start, end, stride, warnings), tracker):
+        for index, frame in read_frames(path, start, end, stride, warnings):
+            lms, size = tracker(frame), (frame.shape[1], frame.shape[0])
             indices.append(index)
             valid.append(lms is not None)
             points.append(lms if lms is not None else np.zeros((N_LANDMARKS, 3), np.float32))

@@ -82,7 +82,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module.split(".")[0] == "chumpy":
             if name == "Ch":
                 return _ChumpyArray
-            raise ModelFileError(f"the model file holds a chumpy object of class {module}.{name}, which Kinesics cannot convert")
+            raise ModelFileError(f"the model file holds a chumpy object of class {module}.{name}, "
+                                 "which Kinesics cannot convert")
         if (module, name) in _NUMPY:
             return _NUMPY[(module, name)]
         if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix"):

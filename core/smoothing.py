@@ -31,3 +31,9 @@ def whittaker(values: np.ndarray, weights: np.ndarray, lam: float | np.ndarray) 
         ab[0, 2:] = lam_value * d2
         out[:, cols] = solveh_banded(ab, w[:, None] * values[:, cols])
     return out
+
+
+def cutoff_weight(cutoff_hz: float, fps: float) -> float:
+    """The `whittaker` weight whose half-power period is fps / cutoff_hz frames (a cut-off in hertz)."""
+    period = max(fps / max(cutoff_hz, 1e-6), 2.0)
+    return (period / (2 * np.pi)) ** 4

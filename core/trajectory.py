@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .lbs import batch_rodrigues, matrix_to_axis_angle, unwrap_axis_angle
-from .smoothing import whittaker
+from .smoothing import cutoff_weight, whittaker
 
 
 @dataclass
@@ -24,12 +24,6 @@ class SmoothingSettings:
     jaw_hz: float = 6.0
     eyes_hz: float = 8.0     # saccades are fast: smooth gaze the least
     body_hz: float = 0.5     # the global (body) part of head rotation; the neck carries the rest
-
-
-def _lam(cutoff_hz: float, fps: float) -> float:
-    """Whittaker weight whose half-power period is fps / cutoff_hz frames."""
-    period = max(fps / max(cutoff_hz, 1e-6), 2.0)
-    return (period / (2 * np.pi)) ** 4
 
 
 def _log(rot: np.ndarray) -> np.ndarray:
@@ -60,31 +54,32 @@ def to_parameters(raw: RawTrack, weights: np.ndarray, fps: float, joint_names: t
     are already final and get a large weight so that consecutive windows join without a seam.
     reference (3,3): the rotation that head rotations are smoothed around (keeps them away from the
     axis-angle wrap at pi). previous_global (3,): the global pose emitted just before this window, so the
-    axis-angle sequence stays continuous across windows. Returns global_pose, neck_pose, jaw_pose, eye_pose, translation, expression.
+    axis-angle sequence stays continuous across windows.
+    Returns global_pose, neck_pose, jaw_pose, eye_pose, translation, expression.
     """
     w = np.asarray(weights, np.float64).copy()
     w[:pinned] = 1e6
     t = len(w)
     ref = raw.rotations[0, 0] if reference is None else reference
     head = _log(np.einsum("ij,tjk->tik", ref.T, raw.rotations[:, 0]))
-    head = whittaker(unwrap_axis_angle(head), w, _lam(settings.head_hz, fps))
+    head = whittaker(unwrap_axis_angle(head), w, cutoff_weight(settings.head_hz, fps))
     head_rot = np.einsum("ij,tjk->tik", ref, _exp(head))
-    out = {"translation": whittaker(raw.translation, w, _lam(settings.head_hz, fps)),
-           "expression": whittaker(raw.expression, w, _lam(settings.expression_hz, fps)) if raw.expression.shape[1]
-           else raw.expression.copy()}
+    expression = (whittaker(raw.expression, w, cutoff_weight(settings.expression_hz, fps))
+                  if raw.expression.shape[1] else raw.expression.copy())
+    out = {"translation": whittaker(raw.translation, w, cutoff_weight(settings.head_hz, fps)), "expression": expression}
     zeros = np.zeros((t, 3))
     if "jaw" in joint_names:
         jaw = _log(raw.rotations[:, joint_names.index("jaw")])
-        out["jaw_pose"] = whittaker(jaw, w, _lam(settings.jaw_hz, fps))
+        out["jaw_pose"] = whittaker(jaw, w, cutoff_weight(settings.jaw_hz, fps))
     else:
         out["jaw_pose"] = zeros
     if "left_eye" in joint_names:
         eyes = np.concatenate([_log(raw.rotations[:, joint_names.index(n)]) for n in ("left_eye", "right_eye")], 1)
-        out["eye_pose"] = whittaker(eyes, w, _lam(settings.eyes_hz, fps))
+        out["eye_pose"] = whittaker(eyes, w, cutoff_weight(settings.eyes_hz, fps))
     else:
         out["eye_pose"] = np.zeros((t, 6))
     if "neck" in joint_names:
-        body = whittaker(head, w, _lam(settings.body_hz, fps))
+        body = whittaker(head, w, cutoff_weight(settings.body_hz, fps))
         body_rot = np.einsum("ij,tjk->tik", ref, _exp(body))
         neck_rot = np.einsum("tji,tjk->tik", body_rot, head_rot)
         # Same face, pivot moved: x = Rg (Rn (X - J1) + J1 - J0) + J0 + t'  equals  R (X - J0) + J0 + t.
