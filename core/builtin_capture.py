@@ -16,6 +16,7 @@ from . import arkit_geometric as geo
 from .arkit_names import ARKIT_NAMES
 from .builtin_model import IRIS_POINTS, KIND, build_model, capture_keys, mediapipe_triangles, rig_joints
 from .capture_file import validate
+from .lbs import unwrap_axis_angle
 
 KEEP_MOTION = 0.95        # share of the clip's motion energy the shape keys keep (the rest is mostly jitter)
 MAX_COMPONENTS = 24
@@ -89,19 +90,6 @@ def _fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(t, ok, values[ok, d]) for d in range(values.shape[1])], 1)
 
 
-def _continuous_rotvec(rot: np.ndarray) -> np.ndarray:
-    """Axis-angle (T,3) of rotations (T,3,3) without jumps: near 180 degrees the equivalent vector of
-    angle theta - 2 pi is taken when it is closer to the previous frame's."""
-    rv = Rotation.from_matrix(rot).as_rotvec()
-    for i in range(1, len(rv)):
-        angle = np.linalg.norm(rv[i])
-        if angle > 1e-9:
-            alt = rv[i] * (1 - 2 * np.pi / angle)
-            if np.linalg.norm(alt - rv[i - 1]) < np.linalg.norm(rv[i] - rv[i - 1]):
-                rv[i] = alt
-    return rv
-
-
 def _interpolate_rotations(rot: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Rotations (T,3,3) with invalid frames filled by normalised linear quaternion interpolation."""
     quat = Rotation.from_matrix(rot).as_quat()
@@ -160,7 +148,7 @@ def capture_builtin(track, focal_px: float | None = None) -> dict:
         "model": KIND, "model_hash": model.content_hash, "shape": np.zeros(0, np.float32),
         "expression": f32(expression), "expression_names": np.array(names, dtype=str),
         "jaw_pose": f32(jaw_pose), "neck_pose": np.zeros((len(local), 3), np.float32), "eye_pose": f32(eye_pose),
-        "global_pose": f32(_continuous_rotvec(rot)), "translation": f32(translation),
+        "global_pose": f32(unwrap_axis_angle(Rotation.from_matrix(rot).as_rotvec())), "translation": f32(translation),
         "focal_px": np.float64(focal), "cx": np.float64(cx), "cy": np.float64(cy),
         "landmarks": f32(track.landmarks),
         "arkit_names": np.array(ARKIT_NAMES), "arkit": f32(arkit),
