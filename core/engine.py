@@ -185,9 +185,10 @@ class _Run:
             if self.n_frames < self.total:
                 return  # wait for a face
         keys = spread_keyframes(pix, valid, self.engine.settings.fit.identity_keyframes)
+        # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one).
+        fitter.prepare(torch.zeros(len(fitter.shape_cols), dtype=fitter.dtype, device=fitter.device))
         focal = self.focal_px or self.estimate_focal(pix[keys], w, h)
         self.camera = Camera(float(focal), w / 2.0, h / 2.0)
-        fitter.prepare(torch.zeros(len(fitter.shape_cols), dtype=fitter.dtype, device=fitter.device))
         if len(keys):
             state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), self.camera)
             fitter.solve_identity(state, pix[keys], self.camera)

@@ -63,9 +63,9 @@ class FitSettings:
     n_expression: int = 50
     iterations: int = 2              # per batch, warm-started from the previous frame
     cold_iterations: int = 6         # after a fresh PnP start (first batch, or after frames without a face)
-    identity_rounds: int = 4
+    identity_rounds: int = 6
     identity_keyframes: int = 16
-    shape_prior: float = 0.05        # relative to the landmark motion one unit of a component causes
+    shape_prior: float = 0.02        # relative to the landmark motion one unit of a component causes
     expression_prior: float = 0.5
     identity_expression_prior: float = 5.0   # while solving identity: the static face is shape, not expression
     jaw_prior: tuple[float, float, float] = (1.0, 3e4, 3e4)   # px^2 per rad^2: the jaw mostly opens
@@ -389,17 +389,33 @@ class Fitter:
         return state, rms
 
     def _identity_rounds(self, state, pix, valid, target, camera, shape, n_shape) -> FitState:
+        """Joint Levenberg-Marquardt steps over every keyframe's parameters and the shared shape. The frames'
+        blocks are eliminated (Schur complement), so each step costs one small solve per frame plus one of the
+        shape's size. Alternating frame fits with shape updates instead crawls along the pose-shape valley
+        (a head pitched down and a longer nose look alike) and leaves the pose biased."""
         s = self.settings
+        state = self.solve(state, pix, valid, camera, iterations=3)  # from the PnP start to near the valley
         for _ in range(s.identity_rounds):
-            state = self.solve(state, pix, valid, camera, iterations=3)
             res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape=True)
             robust = 1.0 / (1.0 + (res.norm(dim=-1) / s.robust_px) ** 2)
-            js = jac[..., -n_shape:]
-            jw = (js * (self.w * robust)[..., None, None]).flatten(1, 2)
-            h = (jw.transpose(1, 2) @ js.flatten(1, 2)).sum(0)
-            g = (jw.transpose(1, 2) @ res.flatten(1, 2)[..., None])[..., 0].sum(0)
+            w = (self.w * robust)[..., None, None]
+            jw = (jac * w).flatten(1, 2).transpose(1, 2)      # (B,P+S,2L)
+            h = jw @ jac.flatten(1, 2)                        # (B,P+S,P+S)
+            g = (jw @ res.flatten(1, 2)[..., None])[..., 0]   # (B,P+S)
+            h_ff, h_fs, h_ss = h[:, :-n_shape, :-n_shape], h[:, :-n_shape, -n_shape:], h[:, -n_shape:, -n_shape:].sum(0)
+            prior_diag, prior_grad = self._prior(state, depth, camera)
+            g_f = g[:, :-n_shape] + prior_grad
+            h_ff = h_ff + torch.diag_embed(prior_diag + s.damping * torch.diagonal(h_ff, dim1=1, dim2=2) + 1e-6)
+            self._vergence(h_ff, g_f, state)
             px_per_m = float(camera.focal / depth.mean())
             prior = s.shape_prior * (self.shape_scale * px_per_m) ** 2 * len(self.ids) * len(pix)
-            shape = shape - torch.linalg.solve(h + torch.diag(prior + 1e-6), g + prior * shape)
+            g_s = g[:, -n_shape:].sum(0) + prior * shape
+            h_ss = h_ss + torch.diag(prior + s.damping * torch.diagonal(h_ss) + 1e-6)
+            solved = torch.linalg.solve(h_ff, torch.cat([h_fs, g_f[..., None]], -1))  # H_ff^-1 [H_fs, g_f]
+            schur = h_ss - (h_fs.transpose(1, 2) @ solved[..., :-1]).sum(0)
+            d_shape = -torch.linalg.solve(schur, g_s - (h_fs.transpose(1, 2) @ solved[..., -1:]).sum(0)[:, 0])
+            d_frames = -(solved[..., -1] + solved[..., :-1] @ d_shape)
+            state = self._apply(state, d_frames)
+            shape = shape + d_shape
             self.prepare(shape)
         return state

@@ -8,6 +8,7 @@ script that captures must guard its entry point with `if __name__ == "__main__":
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import threading
 from typing import Iterator
 
@@ -36,19 +37,34 @@ def _serve(conn, stop) -> None:
         video, start, end, stride, max_faces = job
         warnings: list[str] = []
         tracker = None
+        outbox: queue.SimpleQueue = queue.SimpleQueue()
+        sender = threading.Thread(target=_send_all, args=(conn, outbox), daemon=True)
+        sender.start()
         try:
             tracker = FaceMeshTracker(max_faces)
             for index, frame in read_frames(video, start, end, stride, warnings):
                 if stop.is_set():
                     break
-                conn.send(("frame", index, tracker(frame), (frame.shape[1], frame.shape[0])))
-            conn.send(("end", warnings))
+                outbox.put(("frame", index, tracker(frame), (frame.shape[1], frame.shape[0])))
+            outbox.put(("end", warnings))
         except Exception as err:  # reported to the parent, which raises it there
             reported = err if isinstance(err, KinesicsError) else KinesicsError(f"{type(err).__name__}: {err}")
-            conn.send(("error", reported))
+            outbox.put(("error", reported))
         finally:
+            outbox.put(None)
+            sender.join()
             if tracker is not None:
                 tracker.close()
+
+
+def _send_all(conn, outbox: queue.SimpleQueue) -> None:
+    """Send queued messages until None. A pipe holds only a dozen frames of landmarks: while the parent is busy
+    (solving the identity), a direct send would block the tracker; the queue lets it run on."""
+    while (message := outbox.get()) is not None:
+        try:
+            conn.send(message)
+        except (BrokenPipeError, OSError):
+            return
 
 
 class LandmarkProcess:
