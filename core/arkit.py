@@ -39,6 +39,11 @@ LOOKAHEAD = 8  # frames of future context before a smoothed frame is final
 # switch on opposing pairs (eyeLookUp with eyeLookDown). Chosen over all three synthetic renders together.
 IDENTITY_EXPRESSION_PRIOR = 1.0
 EXPRESSION_PRIOR = 0.03
+# Channels with a direct landmark measure (lid aperture, mouth-corner travel, jaw opening) average the basis
+# fit with the calibrated geometric measure: the fit spreads such a motion over correlated shapes (a blink over
+# eyeLookUp, squints and brows), the measure does not but is noisier; their errors differ, and the mean beats
+# either alone on every synthetic render.
+BLENDED = ("eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "jawOpen")
 INSTALL_HINT = ("install ICT-FaceKit with `kinesics install-ict SOURCE` (SOURCE: its zip from "
                 "https://github.com/ICT-VGL/ICT-FaceKit or the unpacked folder) for curves fitted with its 53 "
                 "ARKit expression shapes")
@@ -98,11 +103,13 @@ class ArkitSolver:
 
 
 class BasisSolver(ArkitSolver):
-    """A bounded fit of ICT-FaceKit (identity, rigid head pose, 53 expression weights) to the landmarks."""
+    """A bounded fit of ICT-FaceKit (identity, rigid head pose, 53 expression weights) to the landmarks, with
+    the BLENDED channels averaged with their geometric measure unless `blend` is False."""
 
     kind = "ict"
 
-    def __init__(self, data: HeadModelData, device: str = "cpu", settings: FitSettings | None = None):
+    def __init__(self, data: HeadModelData, device: str = "cpu", settings: FitSettings | None = None,
+                 blend: bool = True):
         super().__init__()
         mapped = [ict_to_arkit_name(n) for n in data.expression_names]
         if data.kind != "ict" or sum(m is not None for m in mapped) < 40:
@@ -117,9 +124,13 @@ class BasisSolver(ArkitSolver):
         self.fitter = Fitter(HeadModel(data, device=device), emb.triangles, emb.barycentric, emb.valid,
                              landmark_weights(emb.spread), self.settings)
         self.previous: FitState | None = None
+        self.direct = GeometricSolver("it measures the blended channels")
+        self.blended = [ARKIT_NAMES.index(n) for n in BLENDED] if blend else []
 
     def prepare(self, landmarks, valid, image_size, camera) -> None:
-
+        self.direct.prepare(landmarks, valid, image_size, camera)
+        warnings = self.direct.calibration.warnings
+        self.note = " ".join([f"ARKit {', '.join(BLENDED)} (partly measured from the neutral):"] + warnings) if warnings else ""
         self.image_size = np.asarray(image_size, np.float64)
         pix = _pixels(landmarks, image_size)
         keys = spread_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes)
@@ -139,6 +150,9 @@ class BasisSolver(ArkitSolver):
                                   self.settings.iterations if warm else self.settings.cold_iterations)
         self.previous = state if valid[-1] else None
         out = ict_to_arkit(self.fitter.expression_matrix(state), self.expression_names[:self.fitter.n_expression_out])
+        if self.blended:
+            direct = self.direct.solve(landmarks, valid, camera)
+            out[:, self.blended] = (out[:, self.blended] + direct[:, self.blended]) / 2
         out[~valid] = 0.0
         return np.clip(out, 0.0, 1.0)
 

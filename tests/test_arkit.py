@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.arkit import ArkitSolver, ArkitStream, BasisSolver, GeometricSolver, arkit_for_capture
+from core.arkit import BLENDED, ArkitSolver, ArkitStream, BasisSolver, GeometricSolver, arkit_for_capture
 from core.arkit_names import ARKIT_INDEX, ARKIT_NAMES, ict_to_arkit
 from core.embedding import landmark_embedding
 from core.errors import ModelFileError
@@ -27,6 +27,12 @@ def ict_data(ict_npz):
 @pytest.fixture(scope="session")
 def basis_solver(ict_data) -> BasisSolver:
     return BasisSolver(ict_data)
+
+
+@pytest.fixture(scope="session")
+def bounded_solver(ict_data) -> BasisSolver:
+    """The basis fit alone, without the geometric measure blended in."""
+    return BasisSolver(ict_data, blend=False)
 
 
 @pytest.fixture(scope="session")
@@ -66,13 +72,14 @@ def test_names_and_ict_mapping(ict_data):
     assert ict_to_arkit(np.ones((3, len(names))), names)[:, ARKIT_INDEX["tongueOut"]].tolist() == [0, 0, 0]
 
 
-def test_bounded_solve_recovers_known_weights(ict_data, basis_solver):
-    """Landmarks projected from known ICT parameters (no MediaPipe) give back the known curves."""
+def _known_landmarks(ict_data) -> tuple[np.ndarray, np.ndarray, Camera]:
+    """Landmarks (24,478,3) projected from known ICT parameters (no MediaPipe), their ARKit truth (24,52) and
+    the camera; the opening frames are neutral, the others hold two or three shapes each."""
     rng = np.random.default_rng(7)
     n_frames, size = 24, (512, 512)
     camera = Camera(900.0, 256.0, 256.0)
     weights = np.zeros((n_frames, ict_data.n_expression))
-    for row in weights[4:]:  # the opening frames are neutral, the others hold two or three shapes each
+    for row in weights[4:]:
         row[rng.choice(ict_data.n_expression, rng.integers(2, 4), replace=False)] = rng.uniform(0.4, 0.9)
     emb = landmark_embedding(ict_data)
     model = HeadModel(ict_data).subset(emb.triangles, emb.barycentric)
@@ -85,12 +92,20 @@ def test_bounded_solve_recovers_known_weights(ict_data, basis_solver):
                 translation=torch.as_tensor(rng.normal(0, 0.02, (n_frames, 3)) + [0, 0, 0.6], dtype=torch.float32))
     pix = camera.project(out.vertices).numpy()
     landmarks = np.concatenate([pix / np.asarray(size), np.zeros((n_frames, 478, 1))], -1)
-    valid = np.ones(n_frames, bool)
-    basis_solver.prepare(landmarks, valid, size, camera)
-    curves = np.concatenate([basis_solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
-                             for a in range(0, n_frames, 8)])
-    truth = ict_to_arkit(weights, ict_data.expression_names)
-    assert curves.shape == (n_frames, 52) and curves.min() >= 0 and curves.max() <= 1
+    return landmarks, ict_to_arkit(weights, ict_data.expression_names), camera
+
+
+def _solve_in_batches(solver, landmarks: np.ndarray, camera: Camera) -> np.ndarray:
+    valid = np.ones(len(landmarks), bool)
+    solver.prepare(landmarks, valid, (512, 512), camera)
+    return np.concatenate([solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
+                           for a in range(0, len(landmarks), 8)])
+
+
+def test_bounded_solve_recovers_known_weights(ict_data, bounded_solver):
+    landmarks, truth, camera = _known_landmarks(ict_data)
+    curves = _solve_in_batches(bounded_solver, landmarks, camera)
+    assert curves.shape == truth.shape and curves.min() >= 0 and curves.max() <= 1
     err = np.abs(curves - truth)
     # The per-frame prior (core.arkit.EXPRESSION_PRIOR) trades some height of true activations for no
     # spurious ones on real footage: tolerances allow that shrinkage, not misplaced activations.
@@ -100,6 +115,18 @@ def test_bounded_solve_recovers_known_weights(ict_data, basis_solver):
     assert np.median(err[active]) < 0.35, f"median error on active channels {np.median(err[active]):.3f}"
     assert np.median(curves[truth == 0]) < 0.01
     assert np.all(curves[:, ARKIT_INDEX["tongueOut"]] == 0)
+
+
+def test_blended_channels_average_the_fit_and_the_geometric_measure(ict_data, basis_solver, bounded_solver):
+    landmarks, truth, camera = _known_landmarks(ict_data)
+    blended = _solve_in_batches(basis_solver, landmarks, camera)
+    fitted = _solve_in_batches(bounded_solver, landmarks, camera)
+    measured = _solve_in_batches(GeometricSolver("test"), landmarks, camera)
+    both = [ARKIT_INDEX[n] for n in BLENDED]
+    rest = [i for i in range(52) if i not in both]
+    np.testing.assert_allclose(blended[:, both], (fitted[:, both] + measured[:, both]) / 2, atol=1e-6)
+    np.testing.assert_allclose(blended[:, rest], fitted[:, rest], atol=1e-6)
+    assert np.abs(measured[:, both]).max() > 0.1  # the measure is not silent, so the blend is tested
 
 
 def test_synthetic_render_correlates_with_truth(basis_solver, rom_capture):
