@@ -10,36 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.rotations import axis_angle_to_quaternion, quaternion_to_matrix
+
 # Which capture parameter (and column offset) drives each FLAME joint, as in core.head_model.
 JOINT_PARAMS = {"global": ("global_pose", 0), "neck": ("neck_pose", 0), "jaw": ("jaw_pose", 0),
                 "left_eye": ("eye_pose", 0), "right_eye": ("eye_pose", 3)}
-
-
-def axis_angle_to_quaternion(axis_angle: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
-    """Axis-angle (T,3) to unit quaternions (T,4) w,x,y,z, sign-aligned frame to frame (and to `previous`)
-    so keyframe interpolation never takes the long way round."""
-    aa = np.asarray(axis_angle, np.float64).reshape(-1, 3)
-    angle = np.linalg.norm(aa, axis=1)
-    half = 0.5 * angle
-    # sin(a/2)/a, with its limit 1/2 at a = 0.
-    scale = np.where(angle > 1e-12, np.sin(half) / np.maximum(angle, 1e-12), 0.5)
-    q = np.concatenate([np.cos(half)[:, None], aa * scale[:, None]], axis=1)
-    ref = previous
-    for t in range(len(q)):
-        if ref is not None and np.dot(q[t], ref) < 0:
-            q[t] = -q[t]
-        ref = q[t]
-    return q
-
-
-def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Quaternions (T,4) w,x,y,z (normalised here, as Blender does) to rotation matrices (T,3,3)."""
-    q = np.asarray(q, np.float64)
-    w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
-    return np.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1).reshape(-1, 3, 3)
 
 
 # (R - I)[r, c] of a quaternion (w, x, y, z), any length, as a driver's simple expression (no Python needed).

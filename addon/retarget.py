@@ -18,7 +18,8 @@ from mathutils import Matrix, Quaternion
 from ..core import capture_file, livelink
 from ..core.arkit_names import ARKIT_INDEX, ARKIT_NAMES, arkit_from_capture
 from ..core.errors import KinesicsError
-from ..core.livelink import head_rotation, matrix_to_rotvec, rotvec_to_matrix
+from ..core.livelink import head_rotation
+from ..core.rotations import matrix_to_rotvec, rotvec_to_matrix
 from . import keyframes
 
 PRESET_FORMAT = "kinesics-retarget"

@@ -17,6 +17,7 @@ from .arkit_names import ARKIT_NAMES
 from .builtin_model import IRIS_POINTS, KIND, build_model, capture_keys, mediapipe_triangles, rig_joints
 from .capture_file import validate
 from .lbs import unwrap_axis_angle
+from .rotations import rotvec_to_matrix
 
 KEEP_MOTION = 0.95        # share of the clip's motion energy the shape keys keep (the rest is mostly jitter)
 MAX_COMPONENTS = 24
@@ -30,10 +31,6 @@ def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     sin = np.linalg.norm(cross, axis=1)
     angle = np.arctan2(sin, b @ a)
     return cross / np.maximum(sin, 1e-12)[:, None] * angle[:, None]
-
-
-def _rodrigues(rotvec: np.ndarray) -> np.ndarray:
-    return Rotation.from_rotvec(rotvec.reshape(-1, 3)).as_matrix().reshape(rotvec.shape[:-1] + (3, 3))
 
 
 def _jaw_angle(local: np.ndarray, template: np.ndarray, pivot: np.ndarray) -> np.ndarray:
@@ -54,8 +51,8 @@ def unpose(local: np.ndarray, weights: np.ndarray, joints: np.ndarray, jaw_pose:
     """
     t = len(local)
     rots = np.tile(np.eye(3), (t, len(joints), 1, 1))
-    rots[:, 2] = _rodrigues(jaw_pose)
-    rots[:, 3], rots[:, 4] = _rodrigues(eye_pose[:, :3]), _rodrigues(eye_pose[:, 3:])
+    rots[:, 2] = rotvec_to_matrix(jaw_pose)
+    rots[:, 3], rots[:, 4] = rotvec_to_matrix(eye_pose[:, :3]), rotvec_to_matrix(eye_pose[:, 3:])
     offsets = joints[None] - np.einsum("tjab,jb->tja", rots, joints)
     mats = np.einsum("vj,tjab->tvab", weights, rots)
     shift = np.einsum("vj,tja->tva", weights, offsets)

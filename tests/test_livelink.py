@@ -9,7 +9,8 @@ import pytest
 
 from core import livelink
 from core.arkit_names import ARKIT_NAMES, LIVELINK_NAMES, arkit_from_capture, ict_to_arkit, ict_to_arkit_name
-from core.livelink import CAMERA_TO_FACE, matrix_to_rotvec, rotvec_to_matrix, ypr_to_matrix
+from core.livelink import CAMERA_TO_FACE
+from core.rotations import matrix_to_rotvec, rotvec_to_matrix, ypr_to_matrix
 
 # Live Link Face's own header, as the app writes it.
 APP_HEADER = (

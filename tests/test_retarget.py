@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from core.arkit_names import ARKIT_NAMES, arkit_from_capture
-from core.livelink import CAMERA_TO_FACE, rotvec_to_matrix
+from core.livelink import CAMERA_TO_FACE
+from core.rotations import rotvec_to_matrix
 from test_retarget_scene import BONES, bpy, empty_scene, extension_module, make_capture, make_character, \
     other_convention  # noqa: F401  (empty_scene is a fixture)
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from core.arkit_names import ARKIT_NAMES
-from core.livelink import CAMERA_TO_FACE, matrix_to_rotvec, ypr_to_matrix
+from core.livelink import CAMERA_TO_FACE
+from core.rotations import matrix_to_rotvec, ypr_to_matrix
 
 # Keep extension user data out of the real home; only effective before bpy is imported (as in test_addon).
 if "bpy" not in sys.modules:
