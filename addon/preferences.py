@@ -34,6 +34,10 @@ class KINESICS_AP_preferences(bpy.types.AddonPreferences):
     ict_model: bpy.props.StringProperty(
         name="ICT-FaceKit Folder", subtype='DIR_PATH',
         description="ICT-FaceKit's FaceXModel folder (or its packed .npz file)")
+    capture_folder: bpy.props.StringProperty(
+        name="Capture Folder", subtype='DIR_PATH',
+        description="Where each capture is saved as a .npz (one file per capture, never deleted by Kinesics); "
+                    "empty: the extension's own user folder")
     device: bpy.props.EnumProperty(
         name="Device", items=[('cpu', "CPU", "Capture on the processor"),
                               ('cuda', "CUDA GPU", "Capture on an NVIDIA GPU (needs torch with CUDA)")])
@@ -49,6 +53,7 @@ class KINESICS_AP_preferences(bpy.types.AddonPreferences):
         layout.prop(self, "device")
         layout.prop(self, "flame_model")
         layout.prop(self, "ict_model")
+        layout.prop(self, "capture_folder")
 
 
 def get(context: bpy.types.Context | None = None) -> KINESICS_AP_preferences:
@@ -64,6 +69,15 @@ def model_path(prefs: KINESICS_AP_preferences, choice: str) -> str | None:
         name = "FLAME Model" if choice == 'FLAME' else "ICT-FaceKit Folder"
         raise KinesicsError(f"No {name} is set: choose its file in Edit > Preferences > Add-ons > Kinesics.")
     return path.rstrip("/\\") if os.path.isdir(path) else path
+
+
+def capture_folder(prefs: KINESICS_AP_preferences) -> str:
+    """The folder captures are saved in (created when missing)."""
+    chosen = bpy.path.abspath(prefs.capture_folder)
+    if not chosen:
+        return bpy.utils.extension_path_user(ROOT_PACKAGE, path="captures", create=True)
+    os.makedirs(chosen, exist_ok=True)
+    return chosen
 
 
 def worker_python(prefs: KINESICS_AP_preferences) -> str:

@@ -16,10 +16,9 @@ from ..bridge.client import CaptureAccumulator, WorkerClient
 from ..bridge.errors import BridgeError
 from ..core import capture_file
 from ..core.errors import KinesicsError
-from . import models
+from . import models, preferences
 from .animate import Track, begin, ensure_rig, finish, key_frames
 from .camera_space import show_footage
-from .preferences import ROOT_PACKAGE
 
 POLL_S = 0.1
 FINAL = {"done": "done", "error": "failed", "cancelled": "cancelled", "worker_died": "failed"}
@@ -199,7 +198,7 @@ def _end(state: str, message: str) -> None:
 
 
 def _save(capture: dict):
-    folder = bpy.utils.extension_path_user(ROOT_PACKAGE, path="captures", create=True)
+    folder = preferences.capture_folder(preferences.get())
     stem = os.path.splitext(os.path.basename(SESSION.footage))[0] or "capture"
     return capture_file.save(os.path.join(folder, f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}.npz"), capture)
 

@@ -523,11 +523,16 @@ def test_failed_job_in_the_real_worker_is_shown_in_the_panel(capture_session, sc
 
 
 @needs_engine
-def test_capture_streams_keyframes_from_the_real_worker(capture_session, scene, footage, standin_model):
+def test_capture_streams_keyframes_from_the_real_worker(capture_session, scene, footage, standin_model, tmp_path):
     scene.kinesics.footage = str(footage / "frontal_talking_512.mp4")
     scene.kinesics.frame_start, scene.kinesics.frame_end = 10, 40
-    capture_session.start(scene, sys.executable, str(standin_model), [])
-    run_until_finished(capture_session)
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.capture_folder = str(tmp_path / "captures")  # not there yet: made on save
+    try:
+        capture_session.start(scene, sys.executable, str(standin_model), [])
+        run_until_finished(capture_session)
+    finally:
+        prefs.capture_folder = ""
     s = capture_session.SESSION
     assert s.state == "done", s.message
     assert s.frames_keyed == 30
@@ -535,6 +540,7 @@ def test_capture_streams_keyframes_from_the_real_worker(capture_session, scene, 
     keys = fcurve_keys(rig, 'pose.bones["jaw"].rotation_quaternion')
     np.testing.assert_array_equal(keys[:, 0], 1 + np.arange(10, 40))  # video frame i at scene frame 1 + i
     assert (scene.frame_start, scene.frame_end) == (11, 40)
+    assert Path(s.saved_path).parent == tmp_path / "captures" and Path(s.saved_path).name.startswith("frontal_talking")
     saved = capture_file.load(s.saved_path)
     np.testing.assert_array_equal(saved["frame_index"], np.arange(10, 40))
     background = scene.camera.data.background_images[0]
