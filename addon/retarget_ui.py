@@ -136,55 +136,32 @@ class KINESICS_OT_retarget_detect(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class _RowOperator(bpy.types.Operator):
-    """Adds a row to, or removes the selected row from, the settings' `collection`."""
+class KINESICS_OT_retarget_row(bpy.types.Operator):
+    """Add a row to, or remove the selected row from, the channel or bone mapping"""
 
+    bl_idname = "kinesics.retarget_row"
+    bl_label = "Edit Mapping Row"
     bl_options = {"REGISTER", "UNDO"}
-    collection = ""
-    add = True
+    collection: EnumProperty(name="List", items=[("channels", "Channels", "The shape-key mapping"),
+                                                  ("bones", "Bones", "The bone mapping")])
+    action: EnumProperty(name="Action", items=[("ADD", "Add", "Add a row"),
+                                               ("REMOVE", "Remove", "Remove the selected row")])
+
+    @classmethod
+    def description(cls, context, properties):
+        row = "channel" if properties.collection == "channels" else "bone"
+        return f"Add a {row} row" if properties.action == "ADD" else f"Remove the selected {row} row"
 
     def execute(self, context):
         s = settings(context)
         rows, index_name = getattr(s, self.collection), self.collection[:-1] + "_index"
-        if self.add:
+        if self.action == "ADD":
             rows.add()
             setattr(s, index_name, len(rows) - 1)
         elif 0 <= getattr(s, index_name) < len(rows):
             rows.remove(getattr(s, index_name))
             setattr(s, index_name, min(getattr(s, index_name), len(rows) - 1))
         return {"FINISHED"}
-
-
-class KINESICS_OT_retarget_channel_add(_RowOperator):
-    """Add a channel row"""
-
-    bl_idname = "kinesics.retarget_channel_add"
-    bl_label = "Add Channel Row"
-    collection = "channels"
-
-
-class KINESICS_OT_retarget_channel_remove(_RowOperator):
-    """Remove the selected channel row"""
-
-    bl_idname = "kinesics.retarget_channel_remove"
-    bl_label = "Remove Channel Row"
-    collection, add = "channels", False
-
-
-class KINESICS_OT_retarget_bone_add(_RowOperator):
-    """Add a bone row"""
-
-    bl_idname = "kinesics.retarget_bone_add"
-    bl_label = "Add Bone Row"
-    collection = "bones"
-
-
-class KINESICS_OT_retarget_bone_remove(_RowOperator):
-    """Remove the selected bone row"""
-
-    bl_idname = "kinesics.retarget_bone_remove"
-    bl_label = "Remove Bone Row"
-    collection, add = "bones", False
 
 
 class KINESICS_OT_retarget_preset_save(bpy.types.Operator, ExportHelper):
@@ -330,13 +307,14 @@ class KINESICS_OT_livelink_export(bpy.types.Operator, ExportHelper):
 
 # --- panels -----------------------------------------------------------------------------------------------
 
-def _rows(layout, list_id: str, data, prop: str, index: str, op_prefix: str) -> None:
+def _rows(layout, list_id: str, data, prop: str, index: str) -> None:
     """An editable list with its add and remove buttons."""
     row = layout.row()
     row.template_list(list_id, "", data, prop, data, index, rows=4)
     col = row.column(align=True)
-    col.operator(f"{op_prefix}_add", text="", icon="ADD")
-    col.operator(f"{op_prefix}_remove", text="", icon="REMOVE")
+    for action, icon in (("ADD", "ADD"), ("REMOVE", "REMOVE")):
+        op = col.operator("kinesics.retarget_row", text="", icon=icon)
+        op.collection, op.action = prop, action
 
 
 class KINESICS_PT_retarget(KinesicsPanel, bpy.types.Panel):
@@ -357,9 +335,9 @@ class KINESICS_PT_retarget(KinesicsPanel, bpy.types.Panel):
         row.operator("kinesics.retarget_preset_load", text="", icon="FILEBROWSER")
         row.operator("kinesics.retarget_preset_save", text="", icon="FILE_TICK")
         layout.label(text=f"Shape keys ({len(s.channels)})")
-        _rows(layout, "KINESICS_UL_channels", s, "channels", "channel_index", "kinesics.retarget_channel")
+        _rows(layout, "KINESICS_UL_channels", s, "channels", "channel_index")
         layout.label(text=f"Bones ({len(s.bones)})")
-        _rows(layout, "KINESICS_UL_bones", s, "bones", "bone_index", "kinesics.retarget_bone")
+        _rows(layout, "KINESICS_UL_bones", s, "bones", "bone_index")
         col = layout.column(align=True)
         col.prop(s, "jaw_open_from_pose")
         col.prop(s, "jaw_open_angle")
@@ -381,8 +359,7 @@ class KINESICS_PT_export(KinesicsPanel, bpy.types.Panel):
 
 
 classes = (KINESICS_PG_channel, KINESICS_PG_bone, KINESICS_PG_retarget, KINESICS_UL_channels, KINESICS_UL_bones,
-           KINESICS_OT_retarget_detect, KINESICS_OT_retarget_channel_add, KINESICS_OT_retarget_channel_remove,
-           KINESICS_OT_retarget_bone_add, KINESICS_OT_retarget_bone_remove,
+           KINESICS_OT_retarget_detect, KINESICS_OT_retarget_row,
            KINESICS_OT_retarget_preset_save, KINESICS_OT_retarget_preset_load, KINESICS_OT_retarget_bake,
            KINESICS_OT_export_fbx, KINESICS_OT_livelink_import, KINESICS_OT_livelink_export,
            KINESICS_PT_retarget, KINESICS_PT_export)

@@ -388,6 +388,16 @@ def test_capture_with_an_unknown_model_names_the_model_and_changes_nothing(scene
 
 # --- panels --------------------------------------------------------------------------------------------
 
+class CheckedOperatorProperties:
+    """What UILayout.operator returns: setting a property the operator does not have fails."""
+
+    def __init__(self, rna):
+        object.__setattr__(self, "rna", rna)
+
+    def __setattr__(self, name, value):
+        assert name in self.rna.properties, f"{self.rna.identifier} has no property {name!r}"
+
+
 class CheckedLayout:
     """Stands in for bpy.types.UILayout, which cannot be created without a window (popup_menu crashes in
     bpy-as-module): every call and attribute is checked against UILayout's real RNA definition, every
@@ -415,10 +425,11 @@ class CheckedLayout:
             if name == "prop":
                 data, prop = args[:2]
                 assert prop in data.bl_rna.properties, f"{data} has no property {prop!r}"
+            self.calls.append((name, args, kwargs))
             if name == "operator":
                 group, op = args[0].split(".")
-                getattr(getattr(bpy.ops, group), op).get_rna_type()  # raises KeyError when unknown
-            self.calls.append((name, args, kwargs))
+                # Unknown ids raise KeyError; the returned properties accept only the operator's own.
+                return CheckedOperatorProperties(getattr(getattr(bpy.ops, group), op).get_rna_type())
             return CheckedLayout(self.calls)
 
         return call

@@ -42,13 +42,13 @@ def test_detect_edit_and_preset_round_trip(empty_scene, tmp_path):
     assert len(s.channels) == 52 and {(b.source, b.bone) for b in s.bones} == set(BONES.items())
     s.channels[0].gain, s.channels[0].clamp = 1.7, False
     s.bones[0].gain = (1.0, 0.5, 0.25)
-    bpy.ops.kinesics.retarget_channel_add()
+    bpy.ops.kinesics.retarget_row(collection="channels", action="ADD")
     s.channels[-1].channel, s.channels[-1].target = "tongueOut", "Face.jawOpen"
     saved = s.to_map()
     preset = str(tmp_path / "hero.json")
     assert bpy.ops.kinesics.retarget_preset_save(filepath=preset) == {"FINISHED"}
     s.channel_index = 0
-    bpy.ops.kinesics.retarget_channel_remove()
+    bpy.ops.kinesics.retarget_row(collection="channels", action="REMOVE")
     assert len(s.channels) == 52
     assert bpy.ops.kinesics.retarget_preset_load(filepath=preset) == {"FINISHED"}
     assert s.to_map() == saved
@@ -114,8 +114,7 @@ def test_panels_and_lists_draw(empty_scene, source):
     _character(empty_scene, "Hero", 0)
     calls = draw(bpy.types.KINESICS_PT_retarget)
     ops = {c[1][0] for c in calls if c[0] == "operator"}
-    assert {"kinesics.retarget_detect", "kinesics.retarget_bake", "kinesics.retarget_channel_add",
-            "kinesics.retarget_bone_remove"} <= ops
+    assert {"kinesics.retarget_detect", "kinesics.retarget_bake", "kinesics.retarget_row"} <= ops
     assert any(c[1][1] == "livelink_fps" for c in calls if c[0] == "prop") == source.endswith(".csv")
     for ul, rows in ((bpy.types.KINESICS_UL_channels, s.channels), (bpy.types.KINESICS_UL_bones, s.bones)):
         calls = []
