@@ -130,7 +130,8 @@ class BasisSolver(ArkitSolver):
     def prepare(self, landmarks, valid, image_size, camera) -> None:
         self.direct.prepare(landmarks, valid, image_size, camera)
         warnings = self.direct.calibration.warnings
-        self.note = " ".join([f"ARKit {', '.join(BLENDED)} (partly measured from the neutral):"] + warnings) if warnings else ""
+        lead = f"ARKit {', '.join(BLENDED)} (partly measured against the neutral):"
+        self.note = " ".join([lead] + warnings) if warnings else ""
         self.image_size = np.asarray(image_size, np.float64)
         pix = _pixels(landmarks, image_size)
         keys = spread_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes)

@@ -402,14 +402,15 @@ class Fitter:
             jw = (jac * w).flatten(1, 2).transpose(1, 2)      # (B,P+S,2L)
             h = jw @ jac.flatten(1, 2)                        # (B,P+S,P+S)
             g = (jw @ res.flatten(1, 2)[..., None])[..., 0]   # (B,P+S)
-            h_ff, h_fs, h_ss = h[:, :-n_shape, :-n_shape], h[:, :-n_shape, -n_shape:], h[:, -n_shape:, -n_shape:].sum(0)
+            frame, shared = slice(None, -n_shape), slice(-n_shape, None)
+            h_ff, h_fs, h_ss = h[:, frame, frame], h[:, frame, shared], h[:, shared, shared].sum(0)
             prior_diag, prior_grad = self._prior(state, depth, camera)
-            g_f = g[:, :-n_shape] + prior_grad
+            g_f = g[:, frame] + prior_grad
             h_ff = h_ff + torch.diag_embed(prior_diag + s.damping * torch.diagonal(h_ff, dim1=1, dim2=2) + 1e-6)
             self._vergence(h_ff, g_f, state)
             px_per_m = float(camera.focal / depth.mean())
             prior = s.shape_prior * (self.shape_scale * px_per_m) ** 2 * len(self.ids) * len(pix)
-            g_s = g[:, -n_shape:].sum(0) + prior * shape
+            g_s = g[:, shared].sum(0) + prior * shape
             h_ss = h_ss + torch.diag(prior + s.damping * torch.diagonal(h_ss) + 1e-6)
             solved = torch.linalg.solve(h_ff, torch.cat([h_fs, g_f[..., None]], -1))  # H_ff^-1 [H_fs, g_f]
             schur = h_ss - (h_fs.transpose(1, 2) @ solved[..., :-1]).sum(0)
