@@ -124,14 +124,15 @@ class BasisSolver(ArkitSolver):
         self.fitter = Fitter(HeadModel(data, device=device), emb.triangles, emb.barycentric, emb.valid,
                              landmark_weights(emb.spread), self.settings)
         self.previous: FitState | None = None
-        self.direct = GeometricSolver("it measures the blended channels")
-        self.blended = [ARKIT_NAMES.index(n) for n in BLENDED] if blend else []
+        self.direct = GeometricSolver("it measures the blended channels") if blend else None
+        self.blended = [ARKIT_NAMES.index(n) for n in BLENDED]
 
     def prepare(self, landmarks, valid, image_size, camera) -> None:
-        self.direct.prepare(landmarks, valid, image_size, camera)
-        warnings = self.direct.calibration.warnings
-        lead = f"ARKit {', '.join(BLENDED)} (partly measured against the neutral):"
-        self.note = " ".join([lead] + warnings) if warnings else ""
+        if self.direct is not None:
+            self.direct.prepare(landmarks, valid, image_size, camera)
+            warnings = self.direct.calibration.warnings
+            lead = f"ARKit {', '.join(BLENDED)} (partly measured against the neutral):"
+            self.note = " ".join([lead] + warnings) if warnings else ""
         self.image_size = np.asarray(image_size, np.float64)
         pix = _pixels(landmarks, image_size)
         keys = spread_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes)
@@ -151,7 +152,7 @@ class BasisSolver(ArkitSolver):
                                   self.settings.iterations if warm else self.settings.cold_iterations)
         self.previous = state if valid[-1] else None
         out = ict_to_arkit(self.fitter.expression_matrix(state), self.expression_names[:self.fitter.n_expression_out])
-        if self.blended:
+        if self.direct is not None:
             direct = self.direct.solve(landmarks, valid, camera)
             out[:, self.blended] = (out[:, self.blended] + direct[:, self.blended]) / 2
         out[~valid] = 0.0

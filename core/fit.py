@@ -352,71 +352,70 @@ class Fitter:
                                            iterations or self.settings.iterations))
         return FitState.cat(parts)
 
+    def _normal_equations(self, state: FitState, target: torch.Tensor, camera: Camera, frame_weight: torch.Tensor,
+                          with_shape: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Robustly weighted normal equations of B frames: H (B,P,P), g (B,P) and depth (B,L), over the frame
+        parameters (priors, damping and eye coupling applied) and, `with_shape`, the shape columns after them
+        (left bare: the shape is shared, its prior belongs to the sum over frames). frame_weight (B,): 0 drops a
+        frame."""
+        s = self.settings
+        res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape=with_shape)
+        robust = 1.0 / (1.0 + (res.norm(dim=-1) / s.robust_px) ** 2)
+        jw = (jac * (self.w * robust * frame_weight[:, None])[..., None, None]).flatten(1, 2).transpose(1, 2)
+        h = jw @ jac.flatten(1, 2)
+        g = (jw @ res.flatten(1, 2)[..., None])[..., 0]
+        prior_diag, prior_grad = self._prior(state, depth, camera)
+        n = prior_diag.shape[1]
+        diag = torch.arange(n, device=self.device)
+        g[:, :n] += prior_grad
+        h[:, diag, diag] += prior_diag + s.damping * h[:, diag, diag] + 1e-6
+        self._vergence(h, g, state)
+        return h, g, depth
+
     def _solve_batch(self, state: FitState, pix: np.ndarray, valid: np.ndarray, camera: Camera,
                      iterations: int) -> FitState:
-        s = self.settings
         target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
         valid_t = torch.as_tensor(valid, dtype=self.dtype, device=self.device)
         for _ in range(iterations):
-            res, jac, depth = self.residuals_and_jacobian(state, target, camera)
-            robust = 1.0 / (1.0 + (res.norm(dim=-1) / s.robust_px) ** 2)
-            w = (self.w * robust * valid_t[:, None])[..., None, None]
-            jw = (jac * w).flatten(1, 2)
-            h = jw.transpose(1, 2) @ jac.flatten(1, 2)
-            g = (jw.transpose(1, 2) @ res.flatten(1, 2)[..., None])[..., 0]
-            prior_diag, prior_grad = self._prior(state, depth, camera)
-            g = g + prior_grad
-            h = h + torch.diag_embed(prior_diag + s.damping * torch.diagonal(h, dim1=1, dim2=2) + 1e-6)
-            self._vergence(h, g, state)
+            h, g, _ = self._normal_equations(state, target, camera, valid_t)
             step = -torch.linalg.solve(h, g[..., None])[..., 0]
             state = self._apply(state, step * valid_t[:, None])
         return state
 
     def solve_identity(self, state: FitState, pix: np.ndarray, camera: Camera) -> tuple[FitState, float]:
-        """Alternate per-keyframe fits and a shared shape update; returns the keyframe state and RMS error."""
-        valid = np.ones(len(pix), bool)
-        target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
-        shape = self.shape_active.clone()
-        n_shape = len(self.shape_cols)
+        """Solve the shared shape with the keyframes' own parameters (see `_identity_rounds`), then refit the
+        keyframes to it; returns the keyframe state and the RMS landmark error."""
         self._solving_identity = True
         try:
-            state = self._identity_rounds(state, pix, valid, target, camera, shape, n_shape)
+            state = self._identity_rounds(state, pix, camera)
         finally:
             self._solving_identity = False
-        state = self.solve(state, pix, valid, camera, iterations=3)
+        state = self.solve(state, pix, np.ones(len(pix), bool), camera, iterations=3)
+        target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
         res = self.residuals_and_jacobian(state, target, camera)[0]
         rms = float((res.pow(2).sum(-1) * self.w).sum() / (self.w.sum() * len(pix))) ** 0.5
         return state, rms
 
-    def _identity_rounds(self, state, pix, valid, target, camera, shape, n_shape) -> FitState:
+    def _identity_rounds(self, state: FitState, pix: np.ndarray, camera: Camera) -> FitState:
         """Joint Levenberg-Marquardt steps over every keyframe's parameters and the shared shape. The frames'
         blocks are eliminated (Schur complement), so each step costs one small solve per frame plus one of the
         shape's size. Alternating frame fits with shape updates instead crawls along the pose-shape valley
         (a head pitched down and a longer nose look alike) and leaves the pose biased."""
         s = self.settings
-        state = self.solve(state, pix, valid, camera, iterations=3)  # from the PnP start to near the valley
+        ones = torch.ones(len(pix), dtype=self.dtype, device=self.device)
+        target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
+        state = self.solve(state, pix, np.ones(len(pix), bool), camera, iterations=3)  # PnP start -> near the valley
+        frame, shared = slice(None, -len(self.shape_cols)), slice(-len(self.shape_cols), None)
         for _ in range(s.identity_rounds):
-            res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape=True)
-            robust = 1.0 / (1.0 + (res.norm(dim=-1) / s.robust_px) ** 2)
-            w = (self.w * robust)[..., None, None]
-            jw = (jac * w).flatten(1, 2).transpose(1, 2)      # (B,P+S,2L)
-            h = jw @ jac.flatten(1, 2)                        # (B,P+S,P+S)
-            g = (jw @ res.flatten(1, 2)[..., None])[..., 0]   # (B,P+S)
-            frame, shared = slice(None, -n_shape), slice(-n_shape, None)
+            h, g, depth = self._normal_equations(state, target, camera, ones, with_shape=True)
             h_ff, h_fs, h_ss = h[:, frame, frame], h[:, frame, shared], h[:, shared, shared].sum(0)
-            prior_diag, prior_grad = self._prior(state, depth, camera)
-            g_f = g[:, frame] + prior_grad
-            h_ff = h_ff + torch.diag_embed(prior_diag + s.damping * torch.diagonal(h_ff, dim1=1, dim2=2) + 1e-6)
-            self._vergence(h_ff, g_f, state)
             px_per_m = float(camera.focal / depth.mean())
             prior = s.shape_prior * (self.shape_scale * px_per_m) ** 2 * len(self.ids) * len(pix)
-            g_s = g[:, shared].sum(0) + prior * shape
+            g_f, g_s = g[:, frame], g[:, shared].sum(0) + prior * self.shape_active
             h_ss = h_ss + torch.diag(prior + s.damping * torch.diagonal(h_ss) + 1e-6)
             solved = torch.linalg.solve(h_ff, torch.cat([h_fs, g_f[..., None]], -1))  # H_ff^-1 [H_fs, g_f]
             schur = h_ss - (h_fs.transpose(1, 2) @ solved[..., :-1]).sum(0)
             d_shape = -torch.linalg.solve(schur, g_s - (h_fs.transpose(1, 2) @ solved[..., -1:]).sum(0)[:, 0])
-            d_frames = -(solved[..., -1] + solved[..., :-1] @ d_shape)
-            state = self._apply(state, d_frames)
-            shape = shape + d_shape
-            self.prepare(shape)
+            state = self._apply(state, -(solved[..., -1] + solved[..., :-1] @ d_shape))
+            self.prepare(self.shape_active + d_shape)
         return state

@@ -38,7 +38,7 @@ def _serve(conn, stop) -> None:
         warnings: list[str] = []
         tracker = None
         outbox: queue.SimpleQueue = queue.SimpleQueue()
-        sender = threading.Thread(target=_send_all, args=(conn, outbox), daemon=True)
+        sender = threading.Thread(target=_send_all, args=(conn, outbox, stop), daemon=True)
         sender.start()
         try:
             tracker = FaceMeshTracker(max_faces)
@@ -57,13 +57,15 @@ def _serve(conn, stop) -> None:
                 tracker.close()
 
 
-def _send_all(conn, outbox: queue.SimpleQueue) -> None:
+def _send_all(conn, outbox: queue.SimpleQueue, stop) -> None:
     """Send queued messages until None. A pipe holds only a dozen frames of landmarks: while the parent is busy
-    (solving the identity), a direct send would block the tracker; the queue lets it run on."""
+    (solving the identity), a direct send would block the tracker; the queue lets it run on. A parent that is
+    gone stops the job, as a failed direct send did."""
     while (message := outbox.get()) is not None:
         try:
             conn.send(message)
         except (BrokenPipeError, OSError):
+            stop.set()
             return
 
 
