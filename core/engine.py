@@ -3,7 +3,7 @@
 Decoding and MediaPipe run in a child process (`core.landmark_process`); the fit runs in the calling thread
 on batches of frames as they arrive (one torch thread), so both cores stay busy and the fit costs little on
 top of landmarks.
-Identity and focal length come from well-spread keyframes of the opening window; after that, each batch is
+Identity and focal length come from well-spread keyframes of the first frames with a face; after that, each batch is
 fitted warm-started from the previous frame, smoothed with a window that looks a few frames ahead, and
 handed out.
 """
@@ -45,7 +45,7 @@ class Progress:
 class EngineSettings:
     fit: FitSettings = field(default_factory=FitSettings)
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
-    identity_window: int = 24        # frames whose keyframes fix identity and focal length
+    identity_window: int = 24        # frames with a face whose keyframes fix identity and focal length
     batch: int = 24                  # frames fitted together
     lookahead: int = 8               # frames of future context before a frame is final
     fov_candidates_deg: tuple[float, ...] = (25.0, 40.0, 60.0)
@@ -145,6 +145,7 @@ class _Run:
         self.indices: list[int] = []
         self.landmarks: list[np.ndarray] = []
         self.valid: list[bool] = []
+        self.faces = 0                    # frames with a face so far
         self.image_size = size
         self.header: dict | None = None
         self.chunks: list[dict] = []
@@ -160,13 +161,18 @@ class _Run:
     def n_frames(self) -> int:
         return len(self.indices)
 
-    def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
+    def record(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
+        """Keep one frame's landmarks (None: no face)."""
         self.indices.append(index)
         self.valid.append(lms is not None)
+        self.faces += lms is not None
         self.landmarks.append(lms if lms is not None else np.zeros((N_LANDMARKS, 3), np.float32))
         self.image_size = size
-        s = self.engine.settings
-        if self.header is None and self.n_frames >= s.identity_window:
+
+    def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
+        self.record(index, lms, size)
+        # Identity needs faces, not frames: footage often opens on an empty set or a slate.
+        if self.header is None and self.faces >= self.engine.settings.identity_window:
             self.start_fit()
         if self.header is not None:
             self.advance(final=False)
@@ -176,22 +182,18 @@ class _Run:
         return np.asarray(self.landmarks[rows])[:, :, :2] * np.asarray(self.image_size, np.float64)
 
     def start_fit(self) -> None:
-        """Fix camera and identity from the opening window, then send the header."""
+        """Fix camera and identity from the faces received so far (at least one), then send the header."""
         fitter = self.engine.fitter
         w, h = self.image_size
         pix = self.pixels(slice(0, self.n_frames))
         valid = np.asarray(self.valid)
-        if not valid.any():
-            if self.n_frames < self.total:
-                return  # wait for a face
         keys = spread_keyframes(pix, valid, self.engine.settings.fit.identity_keyframes)
         # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one).
         fitter.prepare(torch.zeros(len(fitter.shape_cols), dtype=fitter.dtype, device=fitter.device))
         focal = self.focal_px or self.estimate_focal(pix[keys], w, h)
         self.camera = Camera(float(focal), w / 2.0, h / 2.0)
-        if len(keys):
-            state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), self.camera)
-            fitter.solve_identity(state, pix[keys], self.camera)
+        state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), self.camera)
+        fitter.solve_identity(state, pix[keys], self.camera)
         solver = self.engine.arkit_solver
         solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera)
         self.arkit = ArkitStream(solver, self.fps / self.stride)
@@ -315,7 +317,7 @@ class _Run:
         fps = self.n_frames / elapsed
         remaining = max(self.total - self.n_frames, 0)
         self.on_progress(Progress(self.n_frames, self.total, fps, remaining / fps if fps > 0 else 0.0,
-                                  int(sum(self.valid))))
+                                  self.faces))
 
     def capture(self) -> dict:
         if self.header is None:
@@ -330,10 +332,7 @@ class _BuiltinRun(_Run):
     """No head model installed: collect the whole track, then build the actor's own rig from it."""
 
     def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
-        self.indices.append(index)
-        self.valid.append(lms is not None)
-        self.landmarks.append(lms if lms is not None else np.zeros((N_LANDMARKS, 3), np.float32))
-        self.image_size = size
+        self.record(index, lms, size)
         self.report()
 
     def finish(self, final: bool) -> None:

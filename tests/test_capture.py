@@ -18,6 +18,7 @@ from core.engine import CaptureEngine
 from core.errors import CaptureCancelled
 from core.fit import Camera
 from core.head_model import HeadModel
+from core.landmarks import LandmarkTrack
 
 TALKING_FRAMES = 60
 # Model frame (+Y up, face towards +Z) to OpenCV camera (y down, z forward) when facing the camera.
@@ -113,6 +114,23 @@ def test_capture_file_round_trip(talking: dict, tmp_path: Path):
     noise.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     with pytest.raises(CaptureFileError, match="capture the video again"):
         capture_file.load(noise)
+
+
+def test_identity_waits_for_faces_when_footage_opens_without_one(engine: CaptureEngine, talking: dict):
+    """A clip that opens on frames without a face (a slate, an empty set) gets its identity from as many faces
+    as one that starts on the face, not from the first face alone."""
+    capture = talking["capture"]
+    size = tuple(int(v) for v in capture["image_size"])
+    clean = engine.run_track(LandmarkTrack(capture["frame_index"], capture["landmarks"], capture["valid"], 25.0, size))
+    empty = 40
+    landmarks = np.concatenate([np.zeros((empty, *capture["landmarks"].shape[1:]), np.float32), capture["landmarks"]])
+    valid = np.concatenate([np.zeros(empty, bool), capture["valid"]])
+    late = engine.run_track(LandmarkTrack(np.arange(len(valid)), landmarks, valid, 25.0, size))
+    assert not late["valid"][:empty].any() and late["valid"][empty:].all()
+    np.testing.assert_allclose(late["shape"], clean["shape"], atol=1e-6)
+    # Batches fall on other frames (warm starts differ), so expression agrees closely rather than exactly.
+    drift = np.abs(late["expression"][empty:] - clean["expression"]).max(1)
+    assert np.percentile(drift, 90) < 0.1 * np.abs(clean["expression"]).max(), drift
 
 
 def test_head_rotation_matches_rendered_truth(engine: CaptureEngine, synthetic: Path):
