@@ -3,8 +3,8 @@
 Decoding and MediaPipe run in a child process (`core.landmark_process`); the fit runs in the calling thread
 on batches of frames as they arrive (one torch thread), so both cores stay busy and the fit costs little on
 top of landmarks.
-Identity and focal length come from well-spread keyframes of the first frames with a face; after that, each batch is
-fitted warm-started from the previous frame, smoothed with a window that looks a few frames ahead, and
+Identity and focal length come from well-spread keyframes of the first frames with a face; after that, each
+batch is fitted warm-started from the previous frame, smoothed with a window that looks a few frames ahead, and
 handed out.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ class EngineSettings:
     identity_window: int = 24        # frames with a face whose keyframes fix identity and focal length
     batch: int = 24                  # frames fitted together
     lookahead: int = 8               # frames of future context before a frame is final
-    fov_candidates_deg: tuple[float, ...] = (25.0, 40.0, 60.0)
+    typical_fov_deg: float = 40.0    # across the longer image side: where the focal length estimate starts
     landmark_stride: int = 2         # of the dense (non-contour) landmarks, fit every n-th
 
 
@@ -190,10 +190,12 @@ class _Run:
         keys = spread_keyframes(pix, valid, self.engine.settings.fit.identity_keyframes)
         # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one).
         fitter.prepare(torch.zeros(len(fitter.shape_cols), dtype=fitter.dtype, device=fitter.device))
-        focal = self.focal_px or self.estimate_focal(pix[keys], w, h)
-        self.camera = Camera(float(focal), w / 2.0, h / 2.0)
-        state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), self.camera)
-        fitter.solve_identity(state, pix[keys], self.camera)
+        # Without a known lens, start from a typical one; the identity solve refines it with the shape.
+        focal = self.focal_px or max(w, h) / 2 / np.tan(np.radians(self.engine.settings.typical_fov_deg) / 2)
+        camera = Camera(float(focal), w / 2.0, h / 2.0)
+        state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
+        _, self.camera, _ = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.focal_px)
+        focal = self.camera.focal
         solver = self.engine.arkit_solver
         solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera)
         self.arkit = ArkitStream(solver, self.fps / self.stride)
@@ -211,30 +213,6 @@ class _Run:
         names = list(self.engine.data.expression_names)
         e = self.engine.fitter.n_expression_out
         return (names + [f"expression_{i:03d}" for i in range(len(names), e)])[:e]
-
-    def estimate_focal(self, pix: np.ndarray, w: int, h: int) -> float:
-        """Pick the field of view whose rigid+expression fit explains the keyframes best.
-
-        Landmarks constrain focal length weakly; ties go to the middle candidate (a typical lens)."""
-        fitter = self.engine.fitter
-        candidates = self.engine.settings.fov_candidates_deg
-        if len(pix) == 0:
-            return max(w, h) / 2 / np.tan(np.radians(candidates[len(candidates) // 2]) / 2)
-        errors = []
-        pix = pix[:8]
-        valid = np.ones(len(pix), bool)
-        for fov in candidates:
-            cam = Camera(max(w, h) / 2 / np.tan(np.radians(fov) / 2), w / 2, h / 2)
-            state = fitter.solve(fitter.initial_state(pix, valid, cam), pix, valid, cam, iterations=2)
-            res = fitter.project_points(state, cam) - torch.as_tensor(pix[:, fitter.ids], dtype=fitter.dtype,
-                                                                      device=fitter.device)
-            errors.append(float(res.norm(dim=-1).median()))
-        errors = np.asarray(errors)
-        middle = len(candidates) // 2
-        best = int(np.argmin(errors))
-        if errors[middle] <= errors[best] * 1.05:
-            best = middle
-        return max(w, h) / 2 / np.tan(np.radians(candidates[best]) / 2)
 
     def advance(self, final: bool) -> None:
         """Fit every complete batch received; hand out frames that have enough look-ahead."""

@@ -68,6 +68,7 @@ class FitSettings:
     shape_prior: float = 0.02        # relative to the landmark motion one unit of a component causes
     expression_prior: float = 0.5
     identity_expression_prior: float = 5.0   # while solving identity: the static face is shape, not expression
+    focal_prior: float = 0.1         # px^2 per landmark and keyframe, per unit of log focal length
     jaw_prior: tuple[float, float, float] = (1.0, 3e4, 3e4)   # px^2 per rad^2: the jaw mostly opens
     eye_prior: tuple[float, float, float] = (20.0, 20.0, 4000.0)  # roll is unobservable
     vergence_prior: float = 200.0    # both eyes look the same way unless the landmarks say otherwise
@@ -255,9 +256,9 @@ class Fitter:
 
     # ---- Gauss-Newton ------------------------------------------------------------------------------
     def residuals_and_jacobian(self, state: FitState, target: torch.Tensor, camera: Camera,
-                               with_shape: bool = False):
+                               with_shape: bool = False, with_focal: bool = False):
         """Pixel residuals (B,L,2), Jacobian (B,L,2,P) over [joint rotation increments (3 per fitted joint),
-        translation, expression(, shape)], and depth (B,L)."""
+        translation, expression(, shape)(, log focal length)], and depth (B,L)."""
         pts, per_joint, world_rot, posed_joints = self._forward(state)
         b, n = pts.shape[:2]
         cols = []
@@ -283,6 +284,9 @@ class Fitter:
         blocks = [d_proj @ d_rot, d_proj, basis(self.exprdirs_l)]
         if with_shape:
             blocks.append(basis(self.shapedirs_l))
+        if with_focal:  # d proj / d log f: the offset from the principal point
+            centre = torch.as_tensor([camera.cx, camera.cy], dtype=self.dtype, device=self.device)
+            blocks.append((proj - centre)[..., None])
         return proj - target, torch.cat(blocks, -1), z
 
     def _prior(self, state: FitState, depth: torch.Tensor, camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
@@ -353,13 +357,14 @@ class Fitter:
         return FitState.cat(parts)
 
     def _normal_equations(self, state: FitState, target: torch.Tensor, camera: Camera, frame_weight: torch.Tensor,
-                          with_shape: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          with_shape: bool = False, with_focal: bool = False
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Robustly weighted normal equations of B frames: H (B,P,P), g (B,P) and depth (B,L), over the frame
-        parameters (priors, damping and eye coupling applied) and, `with_shape`, the shape columns after them
-        (left bare: the shape is shared, its prior belongs to the sum over frames). frame_weight (B,): 0 drops a
+        parameters (priors, damping and eye coupling applied) and, `with_shape`/`with_focal`, the shape columns and
+        the log focal length after them (left bare: they are shared, their priors belong to the sum over frames). frame_weight (B,): 0 drops a
         frame."""
         s = self.settings
-        res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape=with_shape)
+        res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape, with_focal)
         robust = 1.0 / (1.0 + (res.norm(dim=-1) / s.robust_px) ** 2)
         jw = (jac * (self.w * robust * frame_weight[:, None])[..., None, None]).flatten(1, 2).transpose(1, 2)
         h = jw @ jac.flatten(1, 2)
@@ -382,40 +387,54 @@ class Fitter:
             state = self._apply(state, step * valid_t[:, None])
         return state
 
-    def solve_identity(self, state: FitState, pix: np.ndarray, camera: Camera) -> tuple[FitState, float]:
-        """Solve the shared shape with the keyframes' own parameters (see `_identity_rounds`), then refit the
-        keyframes to it; returns the keyframe state and the RMS landmark error."""
+    def solve_identity(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool = False
+                       ) -> tuple[FitState, Camera, float]:
+        """Solve the shared shape (and, `estimate_focal`, the focal length) with the keyframes' own parameters
+        (see `_identity_rounds`), then refit the keyframes to it; returns the keyframe state, the camera and the
+        RMS landmark error."""
         self._solving_identity = True
         try:
-            state = self._identity_rounds(state, pix, camera)
+            state, camera = self._identity_rounds(state, pix, camera, estimate_focal)
         finally:
             self._solving_identity = False
         state = self.solve(state, pix, np.ones(len(pix), bool), camera, iterations=3)
         target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
         res = self.residuals_and_jacobian(state, target, camera)[0]
         rms = float((res.pow(2).sum(-1) * self.w).sum() / (self.w.sum() * len(pix))) ** 0.5
-        return state, rms
+        return state, camera, rms
 
-    def _identity_rounds(self, state: FitState, pix: np.ndarray, camera: Camera) -> FitState:
-        """Joint Levenberg-Marquardt steps over every keyframe's parameters and the shared shape. The frames'
-        blocks are eliminated (Schur complement), so each step costs one small solve per frame plus one of the
-        shape's size. Alternating frame fits with shape updates instead crawls along the pose-shape valley
-        (a head pitched down and a longer nose look alike) and leaves the pose biased."""
+    def _identity_rounds(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool
+                         ) -> tuple[FitState, Camera]:
+        """Joint Levenberg-Marquardt steps over every keyframe's parameters and the shared shape (and log focal
+        length). The frames' blocks are eliminated (Schur complement), so each step costs one small solve per
+        frame plus one of the shared block's size. Alternating frame fits with shape updates instead crawls along
+        the pose-shape valley (a head pitched down and a longer nose look alike) and leaves the pose biased."""
         s = self.settings
         ones = torch.ones(len(pix), dtype=self.dtype, device=self.device)
         target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
         state = self.solve(state, pix, np.ones(len(pix), bool), camera, iterations=3)  # PnP start -> near the valley
-        frame, shared = slice(None, -len(self.shape_cols)), slice(-len(self.shape_cols), None)
+        n_shared = len(self.shape_cols) + estimate_focal
+        frame, shared = slice(None, -n_shared), slice(-n_shared, None)
+        focal0 = camera.focal
         for _ in range(s.identity_rounds):
-            h, g, depth = self._normal_equations(state, target, camera, ones, with_shape=True)
+            h, g, depth = self._normal_equations(state, target, camera, ones, True, estimate_focal)
             h_ff, h_fs, h_ss = h[:, frame, frame], h[:, frame, shared], h[:, shared, shared].sum(0)
             px_per_m = float(camera.focal / depth.mean())
-            prior = s.shape_prior * (self.shape_scale * px_per_m) ** 2 * len(self.ids) * len(pix)
-            g_f, g_s = g[:, frame], g[:, shared].sum(0) + prior * self.shape_active
+            count = len(self.ids) * len(pix)
+            prior = s.shape_prior * (self.shape_scale * px_per_m) ** 2 * count
+            current = self.shape_active
+            if estimate_focal:  # a log-normal prior about the starting lens: landmarks pin focal length weakly
+                log_focal = torch.as_tensor([np.log(camera.focal / focal0)], dtype=self.dtype, device=self.device)
+                prior = torch.cat([prior, torch.as_tensor([s.focal_prior * count], dtype=self.dtype,
+                                                          device=self.device)])
+                current = torch.cat([current, log_focal])
+            g_f, g_s = g[:, frame], g[:, shared].sum(0) + prior * current
             h_ss = h_ss + torch.diag(prior + s.damping * torch.diagonal(h_ss) + 1e-6)
             solved = torch.linalg.solve(h_ff, torch.cat([h_fs, g_f[..., None]], -1))  # H_ff^-1 [H_fs, g_f]
             schur = h_ss - (h_fs.transpose(1, 2) @ solved[..., :-1]).sum(0)
-            d_shape = -torch.linalg.solve(schur, g_s - (h_fs.transpose(1, 2) @ solved[..., -1:]).sum(0)[:, 0])
-            state = self._apply(state, -(solved[..., -1] + solved[..., :-1] @ d_shape))
-            self.prepare(self.shape_active + d_shape)
-        return state
+            d_shared = -torch.linalg.solve(schur, g_s - (h_fs.transpose(1, 2) @ solved[..., -1:]).sum(0)[:, 0])
+            state = self._apply(state, -(solved[..., -1] + solved[..., :-1] @ d_shared))
+            self.prepare(self.shape_active + d_shared[:len(self.shape_cols)])
+            if estimate_focal:
+                camera = Camera(camera.focal * float(torch.exp(d_shared[-1])), camera.cx, camera.cy)
+        return state, camera

@@ -234,3 +234,22 @@ def test_cancel_keeps_every_frame_handed_out(engine: CaptureEngine, footage: Pat
     assembled = capture_file.assemble(headers[0], chunks)
     for key in capture_file.PER_FRAME:
         assert np.array_equal(partial[key], assembled[key]), key
+
+
+def test_identity_solve_refines_the_focal_length(engine: CaptureEngine):
+    """With the face's shape pinned, perspective across poses tells the lens: a solve that starts a third too
+    short moves most of the way to the true focal length, and one that starts there stays. (With the shape free,
+    shape depth and focal length trade off: the engine starts from a typical lens and only refines it.)"""
+    pinned = dataclasses.replace(engine.fitter.settings, shape_prior=1e6, focal_prior=1e-6, robust_px=1e3,
+                                 identity_rounds=20)
+    fitter = dataclasses.replace(engine.fitter, settings=pinned)
+    fitter.prepare(torch.zeros_like(engine.fitter.shape_active))
+    params, expression, pix, camera = known_frames(fitter, engine.data, np.random.default_rng(11), 12)
+    every = np.ones(len(pix), bool)
+    short = Camera(camera.focal * 2 / 3, camera.cx, camera.cy)
+    _, fixed, _ = fitter.solve_identity(fitter.initial_state(pix, every, short), pix, short)
+    assert fixed.focal == short.focal, "the lens stays as given unless asked to estimate it"
+    _, estimated, _ = fitter.solve_identity(fitter.initial_state(pix, every, short), pix, short, estimate_focal=True)
+    assert abs(estimated.focal / camera.focal - 1) < 0.1, estimated.focal
+    _, kept, _ = fitter.solve_identity(fitter.initial_state(pix, every, camera), pix, camera, estimate_focal=True)
+    assert abs(kept.focal / camera.focal - 1) < 0.02, kept.focal
