@@ -31,6 +31,7 @@ from .model_data import HeadModelData, load_model_data
 from .trajectory import RawTrack, SmoothingSettings, to_parameters
 from .video import probe
 
+SEED_REACH = 3  # frames: how far from an identity keyframe a frame may be and still start from its state
 
 @dataclass
 class Progress:
@@ -156,6 +157,7 @@ class _Run:
         self.reference: np.ndarray | None = None
         self.last_global: np.ndarray | None = None
         self.camera: Camera | None = None
+        self.seeds: tuple[np.ndarray, FitState] | None = None   # identity keyframes and their solved state
 
     @property
     def n_frames(self) -> int:
@@ -194,7 +196,8 @@ class _Run:
         focal = self.focal_px or max(w, h) / 2 / np.tan(np.radians(self.engine.settings.typical_fov_deg) / 2)
         camera = Camera(float(focal), w / 2.0, h / 2.0)
         state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
-        _, self.camera, _ = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.focal_px)
+        state, self.camera, _ = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.focal_px)
+        self.seeds = (keys, state)
         focal = self.camera.focal
         solver = self.engine.arkit_solver
         solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera)
@@ -208,6 +211,20 @@ class _Run:
                        "n_expression": fitter.n_expression_out, "arkit_names": np.array(ARKIT_NAMES)}
         if self.on_header:
             self.on_header(dict(self.header))
+
+    def _seed(self, state: FitState, rows: slice, valid: np.ndarray) -> tuple[FitState, bool]:
+        """Start the frames of a cold batch that lie next to an identity keyframe from its solved state rather
+        than from PnP; True when every face in the batch was seeded, so that a warm start's iterations suffice."""
+        keys, key_state = self.seeds
+        frames = np.arange(rows.start, rows.stop)
+        nearest = np.abs(frames[:, None] - keys[None]).argmin(1)
+        near = valid & (np.abs(frames - keys[nearest]) <= SEED_REACH)
+        if near.any():
+            rows_t = torch.as_tensor(np.flatnonzero(near), device=state.trans.device)
+            seeded = key_state.take(torch.as_tensor(nearest[near], device=state.trans.device))
+            state.rotations[rows_t], state.trans[rows_t], state.expr[rows_t] = \
+                seeded.rotations, seeded.trans, seeded.expr
+        return state, bool(near[valid].all())
 
     def _expression_names(self) -> list[str]:
         names = list(self.engine.data.expression_names)
@@ -225,6 +242,8 @@ class _Run:
             previous = self.states[-1] if self.states else None
             warm = previous is not None and self.valid[self.fitted - 1]
             state = fitter.initial_state(pix, valid, self.camera, previous if warm else None)
+            if not warm:
+                state, warm = self._seed(state, rows, valid)
             iterations = s.fit.iterations if warm else s.fit.cold_iterations
             self.states.append(fitter.solve(state, pix, valid, self.camera, iterations))
             self.arkit.add(np.asarray(self.landmarks[rows]), valid, self.camera)
