@@ -32,6 +32,12 @@ class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
         row.prop(settings, "frame_end")
         col.prop(settings, "stride")
         col.prop(settings, "model")
+        row = col.row(align=True)
+        row.prop(settings, "use_lens")
+        sub = row.row(align=True)
+        sub.active = settings.use_lens
+        sub.prop(settings, "lens_mm", text="")
+        col.prop(settings, "faces")
         col.prop(settings, "time_mapping")
         col.prop(settings, "show_footage")
 

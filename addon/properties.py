@@ -30,6 +30,16 @@ class KinesicsSceneSettings(bpy.types.PropertyGroup):
                                      description="Video frame to stop before (0: to the end of the video)")
     stride: bpy.props.IntProperty(name="Every", min=1, default=1, description="Capture every n-th frame")
     model: bpy.props.EnumProperty(name="Head Model", items=MODEL_ITEMS, default='FLAME')
+    use_lens: bpy.props.BoolProperty(name="Known Lens", default=False,
+                                     description="Give the camera's focal length instead of estimating it from the "
+                                                 "face (landmarks pin it down only weakly)")
+    lens_mm: bpy.props.FloatProperty(name="Focal Length", min=1.0, soft_max=300.0, default=26.0, unit='CAMERA',
+                                     description="35 mm-equivalent focal length of the footage's lens (a phone's "
+                                                 "main camera is about 26 mm), as a Blender camera with a 36 mm "
+                                                 "sensor reads it")
+    faces: bpy.props.IntProperty(name="Faces", min=1, max=8, default=1,
+                                 description="Faces to look for in each frame: 1 is fastest; with more, the capture "
+                                             "keeps following the person it started with")
     time_mapping: bpy.props.EnumProperty(name="Timing", items=TIME_ITEMS, default='CAPTURE')
     show_footage: bpy.props.BoolProperty(name="Footage Behind Camera", default=True,
                                          description="Show the footage as the capture camera's background")

@@ -80,8 +80,10 @@ def start(scene: bpy.types.Scene, worker_python: str, model_path: str | None, mo
     client = SESSION.client if SESSION.client is not None and SESSION.client.alive else None
     if client is None:
         client = SESSION.client = WorkerClient.start(worker_python)  # kept, so shutdown() stops it
+    lens = {"lens_mm": settings.lens_mm} if settings.use_lens else {}
     job_id = client.submit(video=footage, model=model_path, start=settings.frame_start,
-                           end=settings.frame_end or None, stride=settings.stride, device=device)
+                           end=settings.frame_end or None, stride=settings.stride, device=device,
+                           max_faces=settings.faces, **lens)
     SESSION = Session(state="running", message="Starting the capture…", client=client,
                       job=CaptureAccumulator(job_id), scene_name=scene.name, footage=footage,
                       show_footage=settings.show_footage, time_mapping=settings.time_mapping,

@@ -30,6 +30,13 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def _delegate_worker(argv: list[str]) -> int:
     from bridge.worker import main as worker_main
     return worker_main(argv)
@@ -63,8 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--end", type=int, default=None, metavar="N", help="frame to stop before (default: the end)")
     cap.add_argument("--stride", type=int, default=1, metavar="N", help="use every Nth frame (default 1)")
     cap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the fit runs (default cpu)")
-    cap.add_argument("--focal-px", type=float, default=None, metavar="F",
-                     help="the lens's focal length in pixels, when known (default: estimated from the footage)")
+    lens = cap.add_mutually_exclusive_group()
+    lens.add_argument("--focal-px", type=_positive, default=None, metavar="F",
+                      help="the lens's focal length in pixels, when known (default: estimated from the footage)")
+    lens.add_argument("--lens-mm", type=_positive, default=None, metavar="MM",
+                      help="the lens's 35 mm-equivalent focal length, when known (a phone's main camera is about "
+                           "26; read as Blender's camera reads it: a 36 mm sensor across the longer side)")
     cap.add_argument("--faces", type=_at_least_one, default=1, metavar="N",
                      help="faces to look for in each frame (default 1, the fastest); with more than one, the "
                           "capture keeps following the person it started with")
@@ -205,7 +216,7 @@ def capture(args: argparse.Namespace) -> int:
         with _ctrl_c_sets(cancel):
             result = engine.run(args.video, args.start, args.end, args.stride, args.focal_px,
                                 on_progress=lambda p: bar.update(p.done, p.total, p.fps, p.eta_s, p.faces),
-                                cancel=cancel, max_faces=args.faces)
+                                cancel=cancel, max_faces=args.faces, lens_mm=args.lens_mm)
     except CaptureCancelled as cancelled:
         partial = cancelled.partial or {}
         if len(partial.get("frame_index", ())) == 0:

@@ -20,7 +20,8 @@ import torch
 from . import capture_file
 from .embedding import landmark_embedding
 from .errors import CaptureCancelled, FootageError
-from .fit import Camera, Fitter, FitSettings, FitState, fitted_landmarks, landmark_weights, spread_keyframes
+from .fit import (Camera, Fitter, FitSettings, FitState, fitted_landmarks, focal_from_lens, landmark_weights,
+                  spread_keyframes)
 from .head_model import HeadModel
 from .arkit import ArkitSolver, ArkitStream
 from .arkit_names import ARKIT_NAMES
@@ -85,10 +86,13 @@ class CaptureEngine:
     def run(self, video: str, start: int = 0, end: int | None = None, stride: int = 1,
             focal_px: float | None = None, on_header: Callable[[dict], None] | None = None,
             on_chunk: Callable[[dict], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
-            cancel: threading.Event | None = None, max_faces: int = 1) -> dict:
+            cancel: threading.Event | None = None, max_faces: int = 1, lens_mm: float | None = None) -> dict:
         """Capture `video`; returns the capture dict (see core.capture_file). Raises CaptureCancelled with
-        everything finished so far when `cancel` is set, FootageError for bad footage."""
+        everything finished so far when `cancel` is set, FootageError for bad footage. A known lens is given as
+        `focal_px` or as `lens_mm` (see `core.fit.focal_from_lens`)."""
         info = probe(video)
+        if lens_mm is not None:
+            focal_px = focal_from_lens(lens_mm, (info.width, info.height))
         stop_frame = info.n_frames if end is None else min(end, info.n_frames) if info.n_frames > 0 else end
         total = len(range(start, stop_frame, stride))
         if self._landmarks is None or not self._landmarks.alive:

@@ -115,6 +115,16 @@ class Camera:
         return torch.stack([self.focal * pts[..., 0] / z + self.cx, self.focal * pts[..., 1] / z + self.cy], -1)
 
 
+SENSOR_MM = 36.0  # a lens in millimetres is read as Blender's camera reads it: this sensor across the longer side
+
+
+def focal_from_lens(lens_mm: float, image_size: tuple[int, int]) -> float:
+    """Focal length in pixels of a `lens_mm` lens (35 mm-equivalent, as phones and Blender's camera give it)."""
+    if not lens_mm > 0:
+        raise ValueError(f"a lens of {lens_mm} mm is not possible: give the focal length in millimetres, above 0")
+    return float(lens_mm) / SENSOR_MM * max(image_size)
+
+
 def _rotation_columns(moved: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
     """d(points)/d(increment) for a rotation increment in a joint's frame: (frame e_i) x moved for i = 0..2.
 

@@ -558,6 +558,28 @@ def test_capture_streams_keyframes_from_the_real_worker(capture_session, scene, 
     assert scene.camera.data.show_background_images and background.clip.filepath.endswith("frontal_talking_512.mp4")
 
 
+@needs_engine
+def test_known_lens_and_faces_reach_the_real_worker(capture_session, scene, footage, standin_model, tmp_path):
+    """The lens set in the panel is the capture's focal length (not an estimate), and the camera shows it."""
+    settings = scene.kinesics
+    settings.footage = str(footage / "frontal_talking_512.mp4")
+    settings.frame_start, settings.frame_end = 0, 12
+    settings.use_lens, settings.lens_mm, settings.faces = True, 35.0, 2
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.capture_folder = str(tmp_path)
+    try:
+        capture_session.start(scene, sys.executable, str(standin_model), [])
+        run_until_finished(capture_session)
+    finally:
+        prefs.capture_folder = ""
+        settings.use_lens, settings.faces = False, 1
+    s = capture_session.SESSION
+    assert s.state == "done", s.message
+    saved = capture_file.load(s.saved_path)
+    assert float(saved["focal_px"]) == pytest.approx(35.0 / 36.0 * 512)
+    assert scene.camera.data.lens == pytest.approx(35.0)
+
+
 def test_check_worker_button_reports_the_worker_version(scene):
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.worker_python = sys.executable

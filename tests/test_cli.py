@@ -40,9 +40,11 @@ def clip(footage: Path) -> Path:
 
 @pytest.fixture(scope="module", params=["standin", "builtin"])
 def captured(request, clip: Path, tmp_path_factory) -> dict:
-    """`kinesics capture` with a preview, once with the FLAME-format stand-in and once with the built-in rig."""
+    """`kinesics capture` with a preview, once with the FLAME-format stand-in (lens estimated) and once with the
+    built-in rig (a known 30 mm lens)."""
     out = tmp_path_factory.mktemp(f"cli-{request.param}")
-    model = ["--model", str(request.getfixturevalue("standin_model"))] if request.param == "standin" else []
+    model = (["--model", str(request.getfixturevalue("standin_model"))] if request.param == "standin"
+             else ["--lens-mm", "30"])
     done = run("capture", str(clip), *model, "-o", str(out / "take.npz"), "--preview", str(out / "take.mp4"),
                "--start", "20", "--end", str(20 + FRAMES))
     return {"kind": request.param, "proc": done, "npz": out / "take.npz", "preview": out / "take.mp4"}
@@ -58,6 +60,7 @@ def test_capture_writes_capture_and_preview(captured: dict, clip: Path):
     assert f"a face was found in {FRAMES}" in proc.stdout
     if captured["kind"] == "builtin":
         assert "built-in" in proc.stderr, "without --model the user is told which model is used"
+        assert float(capture["focal_px"]) == pytest.approx(30.0 / 36.0 * 512), "the known lens is used as given"
     assert f"{FRAMES}/{FRAMES} frames" in proc.stderr, "progress is reported on stderr"
 
     preview = read_video(captured["preview"])
@@ -94,9 +97,11 @@ def test_bad_model_and_bad_range_are_one_clear_line(clip: Path, tmp_path: Path):
         assert words in proc.stderr.strip().splitlines()[-1], proc.stderr
 
 
-def test_faces_must_be_at_least_one(clip: Path, tmp_path: Path):
+def test_faces_and_lens_must_be_positive(clip: Path, tmp_path: Path):
     proc = run("capture", str(clip), "--faces", "0", "-o", str(tmp_path / "out.npz"))
     assert proc.returncode == 2 and "--faces: must be 1 or more" in proc.stderr
+    proc = run("capture", str(clip), "--lens-mm", "-5", "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode == 2 and "--lens-mm: must be above 0" in proc.stderr
     assert not (tmp_path / "out.npz").exists()
 
 
