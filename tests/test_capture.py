@@ -190,6 +190,8 @@ def fit_errors(fitter, params: dict, expression: np.ndarray, pix: np.ndarray, ca
             "max_px": reproject(state).max(), "rotation_deg": np.degrees(rotation_error.magnitude()).max(),
             "translation_m": np.abs(state.trans.double().numpy() - params["translation"]).max(),
             "jaw_deg": np.degrees(np.abs(angles[:, names.index("jaw"), 0] - params["jaw_pose"][:, 0])).max(),
+            "gaze_deg": np.degrees(np.abs(angles[:, [names.index("left_eye"), names.index("right_eye")], :2]
+                                          - params["eye_pose"].reshape(-1, 2, 3)[..., :2])).max(),
             "expression": np.abs(fitted_expr - expression).max(),
             "expression_corr": np.corrcoef(fitted_expr[:, active].ravel(), expression[:, active].ravel())[0, 1]}
 
@@ -206,11 +208,13 @@ def test_fit_recovers_known_parameters(engine: CaptureEngine):
     assert exact["start_px"] > 5.0, "the PnP start leaves work to do"
     assert exact["median_px"] < 0.01 and exact["max_px"] < 0.3
     assert exact["rotation_deg"] < 0.1 and exact["translation_m"] < 5e-4 and exact["jaw_deg"] < 0.1
+    assert exact["gaze_deg"] < 0.5, "gaze (eye pitch and yaw) comes back from the irises"
     assert exact["expression"] < 0.03 and exact["expression_corr"] > 0.999
     # The engine's priors trade exactness for stability on noisy landmarks; the pose must still come back.
     engine_fit = fit_errors(engine.fitter, *truth)
     assert engine_fit["median_px"] < 0.5
     assert engine_fit["rotation_deg"] < 2.0 and engine_fit["translation_m"] < 0.015 and engine_fit["jaw_deg"] < 2.0
+    assert engine_fit["gaze_deg"] < 4.0
 
 
 def test_cancel_keeps_every_frame_handed_out(engine: CaptureEngine, footage: Path):
