@@ -1,6 +1,10 @@
 """CPU ray-cast rendering of a triangle mesh (trimesh over Embree): shaded images a face detector can
 read, and the exact surface point (triangle, barycentric coordinates) behind any pixel.
 
+Where Embree has no wheel (Apple silicon), rays that share an origin (every ray here comes from a camera)
+are cast without it: a triangle-id buffer rasterised with OpenCV names the few triangles near each ray,
+and an exact ray-triangle test picks the first hit among them.
+
 Camera convention (the capture file's): a pinhole looking down its local -Z with +Y up; pixel (u, v) has
 v growing downwards and the pixel whose corner is (0, 0) spans [0, 1) x [0, 1), so its centre is (0.5, 0.5).
 """
@@ -9,8 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import trimesh
+
+EMBREE = bool(trimesh.ray.has_embree)  # trimesh's own fallback needs rtree and runs out of memory on a head
+_ID_BUFFER_PX = 1024   # the id buffer's longer side
+_CANDIDATES = 3        # a ray is tested against the triangles within this many id-buffer pixels of it
+_RAY_CHUNK = 16384
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,8 @@ class RayScene:
 
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> Hits:
         """The first surface each ray meets."""
+        if not EMBREE:
+            return self._cast_from_point(origins, directions)
         n = len(origins)
         triangle = np.full(n, -1, np.int64)
         barycentric = np.full((n, 3), np.nan)
@@ -108,6 +120,71 @@ class RayScene:
             points[ray] = loc
             barycentric[ray] = trimesh.triangles.points_to_barycentric(self.mesh.triangles[tri], loc)
         return Hits(triangle, barycentric, points)
+
+    def _cast_from_point(self, origins: np.ndarray, directions: np.ndarray) -> Hits:
+        """`cast` without Embree, for rays from one point: candidates from an id buffer, then an exact test."""
+        origins = np.asarray(origins, np.float64)
+        directions = np.asarray(directions, np.float64)
+        if len(origins) and not np.allclose(origins, origins[0]):
+            raise ValueError("without Embree, rays must share their origin (cast them from one camera)")
+        n = len(directions)
+        hits = Hits(np.full(n, -1, np.int64), np.full((n, 3), np.nan), np.full((n, 3), np.nan))
+        if n == 0:
+            return hits
+        ids, to_pixel = self._id_buffer(origins[0], directions)
+        height, width = ids.shape
+        offsets = np.arange(-_CANDIDATES, _CANDIDATES + 1)
+        for a in range(0, n, _RAY_CHUNK):
+            rows = slice(a, a + _RAY_CHUNK)
+            u, v = to_pixel(directions[rows])
+            cu = np.clip(np.floor(u).astype(np.int64)[:, None, None] + offsets[None, None, :], 0, width - 1)
+            cv = np.clip(np.floor(v).astype(np.int64)[:, None, None] + offsets[None, :, None], 0, height - 1)
+            candidates = ids[cv, cu].reshape(len(u), -1)
+            tri, t, bary = _first_hits(self.mesh.triangles, candidates, origins[0], directions[rows])
+            ok = tri >= 0
+            index = np.flatnonzero(ok) + a
+            hits.triangle[index] = tri[ok]
+            hits.barycentric[index] = bary[ok]
+            hits.points[index] = origins[0] + directions[index] * t[ok, None]
+        return hits
+
+    def _id_buffer(self, origin: np.ndarray, directions: np.ndarray):
+        """Triangle ids (H,W) int64 (-1: none) seen from `origin` through a pinhole around the rays, drawn far
+        to near, and the map from ray directions (N,3) to buffer pixel coordinates (u (N,), v (N,))."""
+        axis = directions.mean(0)
+        axis /= np.linalg.norm(axis)
+        helper = np.eye(3)[int(np.argmin(np.abs(axis)))]
+        right = np.cross(axis, helper)
+        right /= np.linalg.norm(right)
+        up = np.cross(right, axis)
+
+        def plane(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            depth = vectors @ axis
+            return vectors @ right / depth, vectors @ up / depth, depth
+
+        x, y, _ = plane(directions)
+        half = max(float(np.abs(x).max()), float(np.abs(y).max()), 1e-3) * 1.05
+        scale = (_ID_BUFFER_PX / 2) / half
+
+        def to_pixel(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            px, py, _ = plane(d)
+            return _ID_BUFFER_PX / 2 + px * scale, _ID_BUFFER_PX / 2 - py * scale
+
+        vx, vy, vdepth = plane(self.mesh.vertices - origin)
+        corners = np.stack([_ID_BUFFER_PX / 2 + vx * scale, _ID_BUFFER_PX / 2 - vy * scale], -1)[self.mesh.faces]
+        depth = vdepth[self.mesh.faces]
+        in_front = (depth > 0).all(1)
+        buffer = np.zeros((_ID_BUFFER_PX, _ID_BUFFER_PX, 3), np.uint8)
+        fixed = np.round(corners * 16).astype(np.int64)  # 4 bits of sub-pixel precision (shift=4)
+        limit = 1 << 28
+        drawable = in_front & (np.abs(fixed) < limit).all((1, 2))
+        for f in np.flatnonzero(drawable)[np.argsort(-depth[drawable].mean(1))]:
+            label = int(f) + 1
+            cv2.fillConvexPoly(buffer, fixed[f].astype(np.int32), (label & 255, (label >> 8) & 255, label >> 16),
+                               lineType=cv2.LINE_8, shift=4)
+        ids = (buffer[..., 0].astype(np.int64) | buffer[..., 1].astype(np.int64) << 8
+               | buffer[..., 2].astype(np.int64) << 16) - 1
+        return ids, to_pixel
 
     def normals(self, hits: Hits, directions: np.ndarray) -> np.ndarray:
         """Smooth (vertex-interpolated) unit normals (N,3) at hit points, turned to face the ray."""
@@ -137,3 +214,31 @@ class RayScene:
         # Linear light to sRGB-like gamma, as a camera would store it.
         image = (np.clip(colour, 0.0, 1.0) ** (1 / 2.2) * 255 + 0.5).astype(np.uint8)
         return Render(image.reshape(camera.height, camera.width, 3), hits, camera)
+
+
+def _first_hits(triangles: np.ndarray, candidates: np.ndarray, origin: np.ndarray, directions: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Möller-Trumbore over each ray's candidate triangles: triangle (N,) (-1: none), distance (N,) and
+    barycentric (N,3) of the nearest hit. triangles (F,3,3); candidates (N,C) ids, -1 for none."""
+    safe = np.maximum(candidates, 0)
+    a, b, c = (triangles[safe, k] for k in range(3))        # (N,C,3)
+    e1, e2 = b - a, c - a
+    d = directions[:, None, :]
+    p = np.cross(d, e2)
+    det = np.einsum("nck,nck->nc", e1, p)
+    ok = (candidates >= 0) & (np.abs(det) > 1e-12)
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    s = origin - a
+    u = np.einsum("nck,nck->nc", s, p) * inv
+    q = np.cross(s, e1)
+    v = np.einsum("nck,nck->nc", d, q) * inv
+    t = np.einsum("nck,nck->nc", e2, q) * inv
+    eps = 1e-9
+    ok &= (u >= -eps) & (v >= -eps) & (u + v <= 1 + eps) & (t > eps)
+    t = np.where(ok, t, np.inf)
+    best = np.argmin(t, axis=1)
+    rows = np.arange(len(candidates))
+    found = np.isfinite(t[rows, best])
+    tri = np.where(found, candidates[rows, best], -1)
+    uu, vv = u[rows, best], v[rows, best]
+    return tri, np.where(found, t[rows, best], np.nan), np.stack([1 - uu - vv, uu, vv], -1)

@@ -180,3 +180,29 @@ def test_bad_model_files_are_refused_with_the_file_named(tmp_path, ict_npz, stan
         with pytest.raises(ModelFileError, match=problem) as err:
             landmark_embedding(load_model_data(path), cache=False)
         assert str(path) in str(err.value)
+
+
+def test_rays_without_embree_meet_what_embree_meets(ict, monkeypatch):
+    """Where Embree has no wheel (Apple silicon), the id-buffer caster renders the same head and finds the same
+    surface behind the landmark rays (sub-pixel positions, not pixel centres)."""
+    from core import render
+
+    head = HeadRenderer(ict)
+    camera = head.camera(head.bounds.mean(0), 0.6, yaw_deg=30, pitch_deg=10)
+    pixels = np.random.default_rng(3).uniform(100, 412, (500, 2))
+    with_embree = head.render(camera), head.scene.cast(*camera.rays(pixels))
+    monkeypatch.setattr(render, "EMBREE", False)
+    without = head.render(camera), head.scene.cast(*camera.rays(pixels))
+    a, b = with_embree[0].hits, without[0].hits
+    assert np.mean(a.hit == b.hit) > 0.995
+    both = a.hit & b.hit
+    assert np.mean(a.triangle[both] == b.triangle[both]) > 0.998
+    assert np.abs(with_embree[0].image.astype(int) - without[0].image.astype(int)).mean() < 0.5
+    rays_a, rays_b = with_embree[1], without[1]
+    assert np.array_equal(rays_a.hit, rays_b.hit) and rays_a.hit.sum() > 300
+    same = rays_a.triangle == rays_b.triangle
+    assert same.mean() > 0.99
+    np.testing.assert_allclose(rays_b.points[same], rays_a.points[same], atol=1e-7)
+    np.testing.assert_allclose(rays_b.barycentric[same], rays_a.barycentric[same], atol=1e-5)
+    with pytest.raises(ValueError, match="share their origin"):
+        head.scene.cast(np.eye(3), np.tile([0.0, 0.0, -1.0], (3, 1)))
