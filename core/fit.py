@@ -4,7 +4,8 @@ Only the embedded landmark points are evaluated inside the loop. Every Jacobian 
 expression and shape enter linearly given the pose (skinning rotation times the basis), and each joint's
 rotation is updated by a small increment in its own frame, whose effect is a cross product with the
 points it carries. Frames are independent given the identity, so they are solved in batches; identity
-(`shape`) is shared by the clip and solved from keyframes by alternation.
+(`shape`), shared by the clip, is solved jointly with a few keyframes' parameters (and, unless the lens is
+known, a refinement of the focal length).
 """
 from __future__ import annotations
 
