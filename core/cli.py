@@ -188,6 +188,12 @@ def _ctrl_c_sets(cancel: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _say_preparing(fraction: float, message: str) -> None:
+    """First use of a head model: where MediaPipe's landmarks lie on it is derived once, then cached."""
+    _say(f"first use of this model, placing MediaPipe's landmarks on it (cached afterwards): {message} "
+         f"({fraction:.0%})")
+
+
 def capture(args: argparse.Namespace) -> int:
     """`kinesics capture`: returns the exit status."""
     from .video import frame_numbers, probe  # OpenCV only: bad footage fails before the model loads
@@ -208,7 +214,7 @@ def capture(args: argparse.Namespace) -> int:
     from . import capture_file
     from .engine import CaptureEngine
 
-    engine = CaptureEngine(args.model, args.device)
+    engine = CaptureEngine(args.model, args.device, on_prepare=_say_preparing)
     bar = ProgressBar(sys.stderr, "capture")
     cancel = threading.Event()
     started = time.perf_counter()

@@ -59,7 +59,9 @@ class CaptureEngine:
 
     def __init__(self, model_path: str | None = None, device: str = "cpu",
                  settings: EngineSettings | None = None, data: HeadModelData | None = None,
-                 arkit_basis: str | None = None):
+                 arkit_basis: str | None = None, on_prepare: Callable[[float, str], None] | None = None):
+        """`on_prepare(fraction, message)` follows the first use of a model (its landmark embedding is derived,
+        a few seconds; cached afterwards)."""
         self.settings = settings or EngineSettings()
         self._landmarks: LandmarkProcess | None = None
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -73,7 +75,7 @@ class CaptureEngine:
             fs = self.settings.fit
             fs.bounded = self.data.kind == "ict"
             model = HeadModel(self.data.truncated(fs.n_shape, fs.n_expression), device=device)
-            emb = landmark_embedding(self.data)
+            emb = landmark_embedding(self.data, progress=on_prepare)
             usable = fitted_landmarks(emb.valid, self.settings.landmark_stride)
             self.fitter = Fitter(model, emb.triangles, emb.barycentric, usable, landmark_weights(emb.spread),
                                  fs)

@@ -1,6 +1,7 @@
 """The installed `kinesics` console script, run as a user runs it (a real process on real footage)."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -122,6 +123,20 @@ def test_help_and_version():
     # Delegated commands parse their own arguments.
     install = run("install-ict", "--help")
     assert install.returncode == 0 and "kinesics install-ict" in install.stdout
+
+
+def test_first_use_of_a_model_says_what_it_prepares(clip: Path, standin_model: Path, tmp_path: Path):
+    """With an empty cache the landmark embedding is derived (seconds) and the user is told; the next run is
+    silent about it."""
+    env = {**os.environ, "KINESICS_CACHE": str(tmp_path / "cache")}
+    args = [str(KINESICS), "capture", str(clip), "--model", str(standin_model), "--end", "5"]
+    first = subprocess.run([*args, "-o", str(tmp_path / "a.npz")], capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "first use of this model" in first.stderr and "(100%)" in first.stderr
+    again = subprocess.run([*args, "-o", str(tmp_path / "b.npz")], capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert again.returncode == 0 and "first use of this model" not in again.stderr
 
 
 def test_ctrl_c_saves_the_frames_finished(clip: Path, standin_model: Path, tmp_path: Path):
