@@ -157,6 +157,8 @@ def _handle(event: dict) -> None:
     elif kind == "chunk":
         key_frames(s.track, event["data"])
         s.frames_keyed += len(event["data"]["frame_index"])
+    elif kind == "preparing":
+        s.message = f"First use of this model: {event.get('message', 'preparing')} ({event.get('fraction', 0):.0%})"
     elif kind == "progress":
         s.done, s.total = int(event["done"]), int(event["total"])
         s.fps, s.eta_s = float(event.get("fps") or 0.0), event.get("eta_s")

@@ -25,7 +25,7 @@ from .errors import BridgeError
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 _ENGINE_ARGUMENTS = frozenset({"video", "start", "end", "stride", "on_header", "on_chunk", "on_progress", "cancel"})
-EngineFactory = Callable[[str | None, str], object]
+EngineFactory = Callable[[str | None, str, Callable[[float, str], None]], object]  # model, device, on_prepare
 
 
 class BadRequest(BridgeError):
@@ -195,7 +195,7 @@ class DeviceRunner:
         warm = spec.model in self._engines
         job.emit("started", warm=warm, device=self.device)
         try:
-            engine = self._engine(spec.model)
+            engine = self._engine(spec.model, job)
             _check_options(engine, spec.options)
             if job.cancel.is_set():
                 raise CaptureCancelled("The capture was cancelled before its first frame.", partial=None)
@@ -229,13 +229,16 @@ class DeviceRunner:
                      message=f"The capture failed unexpectedly ({type(err).__name__}: {err}). "
                              "The worker's output has the details; please report it.")
 
-    def _engine(self, model: str | None):
+    def _engine(self, model: str | None, job: Job):
+        """The model's engine, loaded on first use; deriving a new model's landmark embedding (seconds) is
+        reported to the job's client as "preparing" events."""
         if model in self._engines:
             self._engines.move_to_end(model)
             return self._engines[model]
         while len(self._engines) >= self._max_engines:
             self._engines.popitem(last=False)
-        engine = self._factory(model, self.device)
+        engine = self._factory(model, self.device,
+                               lambda fraction, message: job.emit("preparing", fraction=fraction, message=message))
         self._engines[model] = engine
         return engine
 
@@ -247,7 +250,7 @@ def _check_options(engine, options: dict) -> None:
         raise BadRequest(f"unknown capture option(s) {', '.join(unknown)}; this worker accepts {sorted(accepted)}")
 
 
-def capture_engine(model: str | None, device: str):
+def capture_engine(model: str | None, device: str, on_prepare: Callable[[float, str], None] | None = None):
     """The real engine (imported here, so the worker starts listening before torch and MediaPipe load)."""
     try:
         import torch
@@ -261,4 +264,4 @@ def capture_engine(model: str | None, device: str):
                           "devices); choose the CPU, or install torch with CUDA (see setup.sh).", code="device")
     if device == "mps" and not torch.backends.mps.is_available():
         raise BridgeError("This worker has no Apple GPU (mps); choose the CPU.", code="device")
-    return CaptureEngine(model, device)
+    return CaptureEngine(model, device, on_prepare=on_prepare)

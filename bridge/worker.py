@@ -17,7 +17,8 @@ Requests (each may carry an "id", echoed as "reply_to" in its reply):
     status                -> status {pid, uptime_s, jobs, engines, connections}
     shutdown              -> cancels every job (each reports what it kept), then bye, and the worker exits
 Job events, to the connection that submitted the job, each with its job_id:
-    started {warm, device}, header {data}, progress {done, total, fps, eta_s, faces}, chunk {data},
+    started {warm, device}, preparing {fraction, message} (first use of a model: its landmark embedding),
+    header {data}, progress {done, total, fps, eta_s, faces}, chunk {data},
     done {summary, extras}, error {code, message, frames_kept}, cancelled {frames_kept, message, extras}
     (extras: static capture keys known only at the end, such as "warnings")
 Errors of a request are {type: "error", code, message, reply_to}.

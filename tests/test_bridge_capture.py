@@ -177,3 +177,23 @@ def test_shutdown_mid_job_reports_what_was_kept(worker, standin_model, video):
     assert acc.outcome == "cancelled" and acc.final["frames_kept"] == acc.frames > 0
     assert events[-1]["type"] == "bye" and worker.process.returncode == 0
     validate(acc.capture())
+
+
+def test_first_use_of_a_model_is_reported_while_it_is_prepared(standin_model, video, tmp_path, monkeypatch):
+    """A worker with an empty cache derives the model's landmark embedding (seconds) before the first frame and
+    says so, view by view; a warm model does not."""
+    monkeypatch.setenv("KINESICS_CACHE", str(tmp_path / "cache"))
+    client = WorkerClient.start(sys.executable)
+    try:
+        first = CaptureAccumulator(client.submit(video, model=standin_model, start=0, end=5))
+        events = _drain(client, first)
+        again = CaptureAccumulator(client.submit(video, model=standin_model, start=0, end=5))
+        later = _drain(client, again)
+    finally:
+        client.shutdown()
+    assert first.outcome == "done" and again.outcome == "done"
+    kinds = [e["type"] for e in events if e.get("job_id") == first.job_id]
+    preparing = [e for e in events if e["type"] == "preparing"]
+    assert len(preparing) > 5 and preparing[-1]["fraction"] == 1.0 and "view" in preparing[1]["message"]
+    assert kinds.index("preparing") < kinds.index("header")
+    assert not [e for e in later if e["type"] == "preparing"]
