@@ -20,6 +20,12 @@ class FootageError(KinesicsError, ValueError):
     code = "footage"
 
 
+class SettingError(KinesicsError, ValueError):
+    """A capture setting out of its range (a lens of no length, ...)."""
+
+    code = "setting"
+
+
 class CaptureCancelled(KinesicsError):
     """The capture was cancelled; `partial` holds the capture of every frame finished before."""
 

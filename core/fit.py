@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from .errors import SettingError
 from .head_model import HeadModel
 from .lbs import batch_rodrigues, matrix_to_axis_angle, pose_feature, rigid_transforms
 
@@ -122,7 +123,7 @@ SENSOR_MM = 36.0  # a lens in millimetres is read as Blender's camera reads it: 
 def focal_from_lens(lens_mm: float, image_size: tuple[int, int]) -> float:
     """Focal length in pixels of a `lens_mm` lens (35 mm-equivalent, as phones and Blender's camera give it)."""
     if not lens_mm > 0:
-        raise ValueError(f"a lens of {lens_mm} mm is not possible: give the focal length in millimetres, above 0")
+        raise SettingError(f"a lens of {lens_mm} mm is not possible: give the focal length in millimetres, above 0")
     return float(lens_mm) / SENSOR_MM * max(image_size)
 
 

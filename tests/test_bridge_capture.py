@@ -134,10 +134,12 @@ def test_jobs_of_a_client_that_leaves_are_cancelled(worker, standin_model, video
     assert any(f"job {running}:" in line for line in left) and any(f"job {queued}:" in line for line in left)
 
 
-def test_failing_jobs_report_clear_errors(worker, standin_model, tmp_path):
+def test_failing_jobs_report_clear_errors(worker, standin_model, video, tmp_path):
     capture = CaptureAccumulator(worker.submit(tmp_path / "missing.mp4", model=standin_model))
     load = CaptureAccumulator(worker.load(tmp_path / "missing.pkl"))
-    _drain(worker, capture, load)
+    lens = CaptureAccumulator(worker.submit(video, model=standin_model, end=5, lens_mm=-2.0))
+    _drain(worker, capture, load, lens)
+    assert lens.outcome == "error" and lens.final["code"] == "setting" and "-2.0 mm" in lens.final["message"]
     assert capture.outcome == "error" and capture.final["code"] == "footage"
     assert "missing.mp4" in capture.final["message"]
     assert load.outcome == "error" and load.final["code"] == "model" and "missing.pkl" in load.final["message"]
