@@ -149,8 +149,9 @@ class RayScene:
         return hits
 
     def _id_buffer(self, origin: np.ndarray, directions: np.ndarray):
-        """Triangle ids (H,W) int64 (-1: none) seen from `origin` through a pinhole around the rays, drawn far
-        to near, and the map from ray directions (N,3) to buffer pixel coordinates (u (N,), v (N,))."""
+        """Triangle ids (H,W) int64 (-1: none) seen from `origin` through a pinhole around the rays, and the map
+        from ray directions (N,3) to buffer pixel coordinates (u (N,), v (N,)). Triangles are drawn far to near
+        (painter's order); where that order errs, the exact test over a ray's neighbourhood still finds the hit."""
         axis = directions.mean(0)
         axis /= np.linalg.norm(axis)
         helper = np.eye(3)[int(np.argmin(np.abs(axis)))]
@@ -158,26 +159,24 @@ class RayScene:
         right /= np.linalg.norm(right)
         up = np.cross(right, axis)
 
-        def plane(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def plane(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             depth = vectors @ axis
-            return vectors @ right / depth, vectors @ up / depth, depth
+            return vectors @ right / depth, vectors @ up / depth
 
-        x, y, _ = plane(directions)
-        half = max(float(np.abs(x).max()), float(np.abs(y).max()), 1e-3) * 1.05
-        scale = (_ID_BUFFER_PX / 2) / half
+        x, y = plane(directions)
+        scale = (_ID_BUFFER_PX / 2) / (max(float(np.abs(x).max()), float(np.abs(y).max()), 1e-3) * 1.05)
 
         def to_pixel(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            px, py, _ = plane(d)
+            px, py = plane(d)
             return _ID_BUFFER_PX / 2 + px * scale, _ID_BUFFER_PX / 2 - py * scale
 
-        vx, vy, vdepth = plane(self.mesh.vertices - origin)
-        corners = np.stack([_ID_BUFFER_PX / 2 + vx * scale, _ID_BUFFER_PX / 2 - vy * scale], -1)[self.mesh.faces]
-        depth = vdepth[self.mesh.faces]
+        relative = self.mesh.vertices - origin
+        corners = np.stack(to_pixel(relative), -1)[self.mesh.faces]
+        depth = (relative @ axis)[self.mesh.faces]
         in_front = (depth > 0).all(1)
         buffer = np.zeros((_ID_BUFFER_PX, _ID_BUFFER_PX, 3), np.uint8)
         fixed = np.round(corners * 16).astype(np.int64)  # 4 bits of sub-pixel precision (shift=4)
-        limit = 1 << 28
-        drawable = in_front & (np.abs(fixed) < limit).all((1, 2))
+        drawable = in_front & (np.abs(fixed) < 1 << 28).all((1, 2))  # within OpenCV's fixed-point range
         for f in np.flatnonzero(drawable)[np.argsort(-depth[drawable].mean(1))]:
             label = int(f) + 1
             cv2.fillConvexPoly(buffer, fixed[f].astype(np.int32), (label & 255, (label >> 8) & 255, label >> 16),
