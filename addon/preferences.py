@@ -26,8 +26,8 @@ class KINESICS_AP_preferences(bpy.types.AddonPreferences):
 
     worker_python: bpy.props.StringProperty(
         name="Worker Python", subtype='FILE_PATH', default=_default_python(),
-        description="Python interpreter of the environment setup.sh made (with torch and MediaPipe); "
-                    "the capture runs in it, outside Blender")
+        description="Python interpreter of the environment setup.sh made, or of one with the worker installed "
+                    "(pip install \".[worker]\", see the README); the capture runs in it, outside Blender")
     flame_model: bpy.props.StringProperty(
         name="FLAME Model", subtype='FILE_PATH',
         description="FLAME model file (generic_model.pkl or flame2023.pkl from the FLAME website)")
@@ -83,8 +83,9 @@ def capture_folder(prefs: KINESICS_AP_preferences) -> str:
 def worker_python(prefs: KINESICS_AP_preferences) -> str:
     path = bpy.path.abspath(prefs.worker_python)
     if not path or not os.path.isfile(path):
-        raise KinesicsError("The worker's Python is not set or does not exist: run setup.sh, then set Worker "
-                            "Python in the Kinesics preferences to its .venv/bin/python.")
+        raise KinesicsError("The worker's Python is not set or does not exist: run setup.sh (or install the worker "
+                            "alone, see the README), then set Worker Python in the Kinesics preferences to that "
+                            "environment's python (.venv/bin/python after setup.sh).")
     return path
 
 

@@ -115,7 +115,8 @@ class WorkerClient:
                 creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
         except OSError as err:
             raise WorkerDied(f"Cannot run the worker's Python {python_exe!r} ({err}); set the path of the "
-                             "Python that setup.sh installed (.venv/bin/python).") from None
+                             "Python of the environment setup.sh made (.venv/bin/python), or of one with the worker "
+                             "installed (pip install \".[worker]\").") from None
         ready: queue.Queue = queue.Queue()
         self._output_thread = threading.Thread(target=self._drain_output, args=(self.process, ready),
                                                name="kinesics-worker-output", daemon=True)

@@ -257,7 +257,8 @@ def capture_engine(model: str | None, device: str, on_prepare: Callable[[float, 
         from core.engine import CaptureEngine
     except ImportError as err:
         raise BridgeError(f"The worker's Python cannot load the capture engine ({err}). Start the worker with "
-                          "the Python of the environment setup.sh made.", code="dependencies") from None
+                          "the Python of the environment setup.sh made, or of one with the worker installed "
+                          "(pip install \".[worker]\").", code="dependencies") from None
     if device.startswith("cuda") and not (torch.cuda.is_available()
                                           and int(device.partition(":")[2] or 0) < torch.cuda.device_count()):
         raise BridgeError(f"This worker has no {device} device (torch sees {torch.cuda.device_count()} CUDA "
