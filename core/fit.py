@@ -75,6 +75,10 @@ class FitSettings:
     eye_prior: tuple[float, float, float] = (20.0, 20.0, 4000.0)  # roll is unobservable
     vergence_prior: float = 200.0    # both eyes look the same way unless the landmarks say otherwise
     robust_px: float = 2.0           # Cauchy scale: sliding landmarks (rolling lips, silhouettes) lose pull
+    # The pixel-valued settings (robust scale, joint priors) hold for a face imaged at this many pixels per metre
+    # and scale with it: MediaPipe's errors are in units of its face crop, so they grow with the face's size in
+    # the image, and a close-up or a 4K frame must not read as noisier (less expressive) than a small face.
+    reference_px_per_m: float = 1000.0
     damping: float = 1e-3
     bounded: bool = False            # blendshape weights in [0, 1] (ICT-FaceKit), else unbounded (FLAME)
 
@@ -314,6 +318,8 @@ class Fitter:
             diag.append(lam)
             grad.append(lam * angles[:, k])
         px_per_m = (camera.focal / depth.mean(1))[:, None]
+        diag = [d * (px_per_m / s.reference_px_per_m) ** 2 for d in diag]
+        grad = [g * (px_per_m / s.reference_px_per_m) ** 2 for g in grad]
         lam = s.identity_expression_prior if self._solving_identity else s.expression_prior
         expr_lam = lam * (self.expr_scale * px_per_m) ** 2 * len(self.ids)
         zeros = torch.zeros(b, 3, dtype=self.dtype, device=self.device)
@@ -321,14 +327,15 @@ class Fitter:
         grad += [zeros, expr_lam * state.expr]
         return torch.cat(diag, 1), torch.cat(grad, 1)
 
-    def _vergence(self, h: torch.Tensor, g: torch.Tensor, state: FitState) -> None:
-        """Couple the two eyes' yaw and pitch (in place): penalise their difference."""
+    def _vergence(self, h: torch.Tensor, g: torch.Tensor, state: FitState, face_scale: torch.Tensor) -> None:
+        """Couple the two eyes' yaw and pitch (in place): penalise their difference. face_scale (B,): the face's
+        image scale relative to the reference."""
         if "left_eye" not in self.names:
             return
         angles = state.axis_angles()
         left, right = self.names.index("left_eye"), self.names.index("right_eye")
         i0, j0 = 3 * self.fit_joints.index(left), 3 * self.fit_joints.index(right)
-        lam = self.settings.vergence_prior
+        lam = self.settings.vergence_prior * face_scale ** 2
         for k in range(2):
             i, j = i0 + k, j0 + k
             diff = angles[:, left, k] - angles[:, right, k]
@@ -377,7 +384,8 @@ class Fitter:
         frame."""
         s = self.settings
         res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape, with_focal)
-        robust = 1.0 / (1.0 + (res.norm(dim=-1) / s.robust_px) ** 2)
+        face_scale = camera.focal / depth.mean(1) / s.reference_px_per_m
+        robust = 1.0 / (1.0 + (res.norm(dim=-1) / (s.robust_px * face_scale[:, None])) ** 2)
         jw = (jac * (self.w * robust * frame_weight[:, None])[..., None, None]).flatten(1, 2).transpose(1, 2)
         h = jw @ jac.flatten(1, 2)
         g = (jw @ res.flatten(1, 2)[..., None])[..., 0]
@@ -386,7 +394,7 @@ class Fitter:
         diag = torch.arange(n, device=self.device)
         g[:, :n] += prior_grad
         h[:, diag, diag] += prior_diag + s.damping * h[:, diag, diag] + 1e-6
-        self._vergence(h, g, state)
+        self._vergence(h, g, state, face_scale)
         return h, g, depth
 
     def _solve_batch(self, state: FitState, pix: np.ndarray, valid: np.ndarray, camera: Camera,
