@@ -70,7 +70,7 @@ class FitSettings:
     shape_prior: float = 0.02        # relative to the landmark motion one unit of a component causes
     expression_prior: float = 0.5
     identity_expression_prior: float = 5.0   # while solving identity: the static face is shape, not expression
-    focal_prior: float = 0.1         # px^2 per landmark and keyframe, per unit of log focal length
+    focal_prior: float = 0.1         # px^2 per landmark and keyframe (at the reference scale), per unit log focal
     jaw_prior: tuple[float, float, float] = (1.0, 3e4, 3e4)   # px^2 per rad^2: the jaw mostly opens
     eye_prior: tuple[float, float, float] = (20.0, 20.0, 4000.0)  # roll is unobservable
     vergence_prior: float = 200.0    # both eyes look the same way unless the landmarks say otherwise
@@ -445,8 +445,8 @@ class Fitter:
             current = self.shape_active
             if estimate_focal:  # a log-normal prior about the starting lens: landmarks pin focal length weakly
                 log_focal = torch.as_tensor([np.log(camera.focal / focal0)], dtype=self.dtype, device=self.device)
-                prior = torch.cat([prior, torch.as_tensor([s.focal_prior * count], dtype=self.dtype,
-                                                          device=self.device)])
+                focal_lam = s.focal_prior * count * (px_per_m / s.reference_px_per_m) ** 2
+                prior = torch.cat([prior, torch.as_tensor([focal_lam], dtype=self.dtype, device=self.device)])
                 current = torch.cat([current, log_focal])
             g_f, g_s = g[:, frame], g[:, shared].sum(0) + prior * current
             h_ss = h_ss + torch.diag(prior + s.damping * torch.diagonal(h_ss) + 1e-6)
