@@ -34,6 +34,7 @@ from .video import probe
 
 SEED_REACH = 3  # frames: how far from an identity keyframe a frame may be and still start from its state
 
+
 @dataclass
 class Progress:
     done: int

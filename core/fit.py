@@ -380,8 +380,8 @@ class Fitter:
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Robustly weighted normal equations of B frames: H (B,P,P), g (B,P) and depth (B,L), over the frame
         parameters (priors, damping and eye coupling applied) and, `with_shape`/`with_focal`, the shape columns and
-        the log focal length after them (left bare: they are shared, their priors belong to the sum over frames). frame_weight (B,): 0 drops a
-        frame."""
+        the log focal length after them (left bare: they are shared, their priors belong to the sum over frames).
+        frame_weight (B,): 0 drops a frame."""
         s = self.settings
         res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape, with_focal)
         face_scale = camera.focal / depth.mean(1) / s.reference_px_per_m
