@@ -203,7 +203,7 @@ class _Run:
         focal = self.focal_px or max(w, h) / 2 / np.tan(np.radians(self.engine.settings.typical_fov_deg) / 2)
         camera = Camera(float(focal), w / 2.0, h / 2.0)
         state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
-        state, self.camera, _ = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.focal_px)
+        state, self.camera = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.focal_px)
         self.seeds = (keys, state)
         focal = self.camera.focal
         solver = self.engine.arkit_solver

@@ -305,21 +305,20 @@ class Fitter:
             blocks.append((proj - centre)[..., None])
         return proj - target, torch.cat(blocks, -1), z
 
-    def _prior(self, state: FitState, depth: torch.Tensor, camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
-        """Diagonal prior weights (B,P) and the prior's gradient (B,P), in pixel^2 units."""
+    def _prior(self, state: FitState, px_per_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diagonal prior weights (B,P) and the prior's gradient (B,P), in pixel^2 units. px_per_m (B,1): the
+        face's image scale, which the joint priors (set at the reference scale) follow."""
         s = self.settings
         b = state.rotations.shape[0]
         angles = state.axis_angles()
+        joint_scale = (px_per_m / s.reference_px_per_m) ** 2
         diag, grad = [], []
         for k in self.fit_joints:
             name = self.names[k]
             lam = {"jaw": s.jaw_prior, "left_eye": s.eye_prior, "right_eye": s.eye_prior}.get(name, (0.0, 0.0, 0.0))
-            lam = torch.as_tensor(lam, dtype=self.dtype, device=self.device).expand(b, 3)
+            lam = torch.as_tensor(lam, dtype=self.dtype, device=self.device) * joint_scale
             diag.append(lam)
             grad.append(lam * angles[:, k])
-        px_per_m = (camera.focal / depth.mean(1))[:, None]
-        diag = [d * (px_per_m / s.reference_px_per_m) ** 2 for d in diag]
-        grad = [g * (px_per_m / s.reference_px_per_m) ** 2 for g in grad]
         lam = s.identity_expression_prior if self._solving_identity else s.expression_prior
         expr_lam = lam * (self.expr_scale * px_per_m) ** 2 * len(self.ids)
         zeros = torch.zeros(b, 3, dtype=self.dtype, device=self.device)
@@ -384,17 +383,18 @@ class Fitter:
         frame_weight (B,): 0 drops a frame."""
         s = self.settings
         res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape, with_focal)
-        face_scale = camera.focal / depth.mean(1) / s.reference_px_per_m
-        robust = 1.0 / (1.0 + (res.norm(dim=-1) / (s.robust_px * face_scale[:, None])) ** 2)
+        px_per_m = (camera.focal / depth.mean(1))[:, None]
+        face_scale = px_per_m / s.reference_px_per_m
+        robust = 1.0 / (1.0 + (res.norm(dim=-1) / (s.robust_px * face_scale)) ** 2)
         jw = (jac * (self.w * robust * frame_weight[:, None])[..., None, None]).flatten(1, 2).transpose(1, 2)
         h = jw @ jac.flatten(1, 2)
         g = (jw @ res.flatten(1, 2)[..., None])[..., 0]
-        prior_diag, prior_grad = self._prior(state, depth, camera)
+        prior_diag, prior_grad = self._prior(state, px_per_m)
         n = prior_diag.shape[1]
         diag = torch.arange(n, device=self.device)
         g[:, :n] += prior_grad
         h[:, diag, diag] += prior_diag + s.damping * h[:, diag, diag] + 1e-6
-        self._vergence(h, g, state, face_scale)
+        self._vergence(h, g, state, face_scale[:, 0])
         return h, g, depth
 
     def _solve_batch(self, state: FitState, pix: np.ndarray, valid: np.ndarray, camera: Camera,
@@ -408,20 +408,15 @@ class Fitter:
         return state
 
     def solve_identity(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool = False
-                       ) -> tuple[FitState, Camera, float]:
+                       ) -> tuple[FitState, Camera]:
         """Solve the shared shape (and, `estimate_focal`, the focal length) with the keyframes' own parameters
-        (see `_identity_rounds`), then refit the keyframes to it; returns the keyframe state, the camera and the
-        RMS landmark error."""
+        (see `_identity_rounds`), then refit the keyframes to it; returns the keyframe state and the camera."""
         self._solving_identity = True
         try:
             state, camera = self._identity_rounds(state, pix, camera, estimate_focal)
         finally:
             self._solving_identity = False
-        state = self.solve(state, pix, np.ones(len(pix), bool), camera, iterations=3)
-        target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
-        res = self.residuals_and_jacobian(state, target, camera)[0]
-        rms = float((res.pow(2).sum(-1) * self.w).sum() / (self.w.sum() * len(pix))) ** 0.5
-        return state, camera, rms
+        return self.solve(state, pix, np.ones(len(pix), bool), camera, iterations=3), camera
 
     def _identity_rounds(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool
                          ) -> tuple[FitState, Camera]:

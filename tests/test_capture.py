@@ -251,11 +251,11 @@ def test_identity_solve_refines_the_focal_length(engine: CaptureEngine):
     params, expression, pix, camera = known_frames(fitter, engine.data, np.random.default_rng(11), 12)
     every = np.ones(len(pix), bool)
     short = Camera(camera.focal * 2 / 3, camera.cx, camera.cy)
-    _, fixed, _ = fitter.solve_identity(fitter.initial_state(pix, every, short), pix, short)
+    _, fixed = fitter.solve_identity(fitter.initial_state(pix, every, short), pix, short)
     assert fixed.focal == short.focal, "the lens stays as given unless asked to estimate it"
-    _, estimated, _ = fitter.solve_identity(fitter.initial_state(pix, every, short), pix, short, estimate_focal=True)
+    _, estimated = fitter.solve_identity(fitter.initial_state(pix, every, short), pix, short, estimate_focal=True)
     assert abs(estimated.focal / camera.focal - 1) < 0.1, estimated.focal
-    _, kept, _ = fitter.solve_identity(fitter.initial_state(pix, every, camera), pix, camera, estimate_focal=True)
+    _, kept = fitter.solve_identity(fitter.initial_state(pix, every, camera), pix, camera, estimate_focal=True)
     assert abs(kept.focal / camera.focal - 1) < 0.02, kept.focal
 
 
