@@ -38,6 +38,7 @@ class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
         sub.active = settings.use_lens
         sub.prop(settings, "lens_mm", text="")
         col.prop(settings, "faces")
+        col.prop(settings, "smoothing")
         col.prop(settings, "time_mapping")
         col.prop(settings, "show_footage")
 

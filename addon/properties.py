@@ -40,6 +40,10 @@ class KinesicsSceneSettings(bpy.types.PropertyGroup):
     faces: bpy.props.IntProperty(name="Faces", min=1, max=8, default=1,
                                  description="Faces to look for in each frame: 1 is fastest; with more, the capture "
                                              "keeps following the person it started with")
+    smoothing: bpy.props.FloatProperty(name="Smoothing", min=0.0, soft_max=4.0, default=1.0, step=10,
+                                       description="Temporal smoothing against jitter: 1 is the default, 2 twice as "
+                                                   "smooth, 0.5 keeps faster motion, 0 is off. It never delays "
+                                                   "the motion (it looks ahead as well as back)")
     time_mapping: bpy.props.EnumProperty(name="Timing", items=TIME_ITEMS, default='CAPTURE')
     show_footage: bpy.props.BoolProperty(name="Footage Behind Camera", default=True,
                                          description="Show the footage as the capture camera's background")

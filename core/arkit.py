@@ -27,10 +27,8 @@ from .head_model import HeadModel
 from .ict_install import NPZ_NAME, install_dir
 from .model_data import HeadModelData, load_model_data
 from .smoothing import cutoff_weight, whittaker
+from .trajectory import SmoothingSettings
 
-# Cut-off (Hz) of the temporal prior on the curves: above the 2-4 Hz of speech and brows, below the jitter;
-# a blink (about 150 ms) keeps most of its height.
-SMOOTHING_HZ = 8.0
 BATCH = 32  # frames per solve in `arkit_for_capture`, as in the engine
 LOOKAHEAD = 8  # frames of future context before a smoothed frame is final
 # Expression priors of the basis fit (see `FitSettings.expression_prior`). While the identity is solved the
@@ -209,7 +207,7 @@ class ArkitStream:
     """Curves of one capture as it streams: `add` each fitted batch in order, `take` frames as they become
     final (at most `LOOKAHEAD` frames before the last added, except at the end)."""
 
-    def __init__(self, solver: ArkitSolver, fps: float, cutoff_hz: float = SMOOTHING_HZ):
+    def __init__(self, solver: ArkitSolver, fps: float, cutoff_hz: float = SmoothingSettings.arkit_hz):
         self.solver = solver
         self.lam = cutoff_weight(cutoff_hz, fps)
         self.raw: list[np.ndarray] = []

@@ -16,8 +16,10 @@ from . import arkit_geometric as geo
 from .arkit_names import ARKIT_NAMES
 from .builtin_model import IRIS_POINTS, KIND, build_model, capture_keys, mediapipe_triangles, rig_joints
 from .capture_file import validate
-from .lbs import unwrap_axis_angle
+from .model_data import FLAME_JOINTS
 from .rotations import rotvec_to_matrix
+from .smoothing import cutoff_weight, whittaker
+from .trajectory import RawTrack, SmoothingSettings, to_parameters
 
 KEEP_MOTION = 0.95        # share of the clip's motion energy the shape keys keep (the rest is mostly jitter)
 MAX_COMPONENTS = 24
@@ -98,13 +100,21 @@ def _interpolate_rotations(rot: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return Rotation.from_quat(quat / np.linalg.norm(quat, axis=1, keepdims=True)).as_matrix()
 
 
-def capture_builtin(track, focal_px: float | None = None) -> dict:
+def _sample_rate(track) -> float:
+    """Samples per second of a track: the footage's frame rate over the stride it was read with."""
+    steps = np.diff(np.asarray(track.frame_index))
+    return float(track.fps) / float(max(np.median(steps), 1.0)) if len(steps) else float(track.fps)
+
+
+def capture_builtin(track, focal_px: float | None = None,
+                    smoothing: SmoothingSettings = SmoothingSettings()) -> dict:
     """A complete, validated capture with the built-in model from a `core.landmarks.LandmarkTrack`.
 
     Keys: all of `core.capture_file` (model 'builtin', an empty shape, expression (T,E) on the clip's own
     shape keys, jaw and eye poses, arkit (T,52) from `core.arkit_geometric`), plus the rig in `builtin_*`
     keys (see `core.builtin_model.model_from_capture`) and `warnings` (strings for the user, e.g. an
-    uncertain calibration). Frames without a face get interpolated parameters and valid=False.
+    uncertain calibration). Parameters and curves are smoothed in time as a fitted capture's are (`smoothing`);
+    frames without a face get parameters filled in by that prior, and valid=False.
     Raises FootageError when no frame holds a face.
     """
     landmarks = np.asarray(track.landmarks, np.float64)
@@ -124,6 +134,7 @@ def capture_builtin(track, focal_px: float | None = None) -> dict:
     eye_pose = np.concatenate([_rotation_between(template[IRIS_POINTS[eye][0]] - joints[j],
                                                  local[:, IRIS_POINTS[eye][0]] - joints[j])
                                for j, eye in ((3, "left_eye"), (4, "right_eye"))], 1)
+    jaw_pose[~valid], eye_pose[~valid] = 0.0, 0.0  # no measurement there: the temporal prior fills them in
     rest = unpose(local[valid], rig.weights, joints, jaw_pose[valid], eye_pose[valid])
     coeffs, exprdirs = motion_basis(rest - template)
     names = tuple(f"motion_{i + 1:02d}" for i in range(exprdirs.shape[2]))
@@ -131,21 +142,26 @@ def capture_builtin(track, focal_px: float | None = None) -> dict:
 
     expression = np.zeros((len(local), len(names)))
     expression[valid] = coeffs
-    expression, jaw_pose, eye_pose = (_fill(x, valid) for x in (expression, jaw_pose, eye_pose))
     # Camera-space metres = R (F p) + t / (1000 s): the global rotation is R F, about the root joint.
     rot = _interpolate_rotations(frames.rotation @ np.diag(np.sign(FACE_TO_MODEL)), valid)
     shift = _fill(frames.origin / (1000.0 * frames.scale[:, None]), valid)
-    translation = shift - joints[0] + rot @ joints[0]
+    rotations = np.tile(np.eye(3), (len(local), len(joints), 1, 1))
+    rotations[:, 0], rotations[:, 2] = rot, rotvec_to_matrix(jaw_pose)
+    rotations[:, 3], rotations[:, 4] = rotvec_to_matrix(eye_pose[:, :3]), rotvec_to_matrix(eye_pose[:, 3:])
+    raw = RawTrack(rotations, shift - joints[0] + rot @ joints[0], expression,
+                   np.broadcast_to(joints, (len(local),) + joints.shape))
+    # The same zero-lag prior and neck split as a fitted capture; frames without a face are filled by it.
+    weights, rate = valid.astype(np.float64), _sample_rate(track)
+    params = to_parameters(raw, weights, rate, FLAME_JOINTS, smoothing)
 
     arkit, _ = geo.solve(landmarks, valid, (width, height), frames, cal)
+    arkit = np.clip(whittaker(arkit, weights, cutoff_weight(smoothing.arkit_hz, rate)), 0.0, 1.0)
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
     capture = {
         "fps": np.float64(track.fps), "image_size": np.array([width, height]),
         "frame_index": np.asarray(track.frame_index, np.int64), "valid": valid,
         "model": KIND, "model_hash": model.content_hash, "shape": np.zeros(0, np.float32),
-        "expression": f32(expression), "expression_names": np.array(names, dtype=str),
-        "jaw_pose": f32(jaw_pose), "neck_pose": np.zeros((len(local), 3), np.float32), "eye_pose": f32(eye_pose),
-        "global_pose": f32(unwrap_axis_angle(Rotation.from_matrix(rot).as_rotvec())), "translation": f32(translation),
+        **{k: f32(v) for k, v in params.items()}, "expression_names": np.array(names, dtype=str),
         "focal_px": np.float64(focal), "cx": np.float64(cx), "cy": np.float64(cy),
         "landmarks": f32(track.landmarks),
         "arkit_names": np.array(ARKIT_NAMES), "arkit": f32(arkit),

@@ -37,6 +37,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _not_negative(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def _delegate_worker(argv: list[str]) -> int:
     from bridge.worker import main as worker_main
     return worker_main(argv)
@@ -79,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--faces", type=_at_least_one, default=1, metavar="N",
                      help="faces to look for in each frame (default 1, the fastest); with more than one, the "
                           "capture keeps following the person it started with")
+    cap.add_argument("--smoothing", type=_not_negative, default=1.0, metavar="S",
+                     help="temporal smoothing against jitter (default 1; 2 is twice as smooth, 0.5 keeps faster "
+                          "motion, 0 turns it off); zero-lag, so smoothing never delays the motion")
     for name, (_, text) in DELEGATES.items():
         commands.add_parser(name, help=text, add_help=False)
     return parser
@@ -222,7 +232,8 @@ def capture(args: argparse.Namespace) -> int:
         with _ctrl_c_sets(cancel):
             result = engine.run(args.video, args.start, args.end, args.stride, args.focal_px,
                                 on_progress=lambda p: bar.update(p.done, p.total, p.fps, p.eta_s, p.faces),
-                                cancel=cancel, max_faces=args.faces, lens_mm=args.lens_mm)
+                                cancel=cancel, max_faces=args.faces, lens_mm=args.lens_mm,
+                                smoothing=args.smoothing)
     except CaptureCancelled as cancelled:
         partial = cancelled.partial or {}
         if len(partial.get("frame_index", ())) == 0:

@@ -89,10 +89,13 @@ class CaptureEngine:
     def run(self, video: str, start: int = 0, end: int | None = None, stride: int = 1,
             focal_px: float | None = None, on_header: Callable[[dict], None] | None = None,
             on_chunk: Callable[[dict], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
-            cancel: threading.Event | None = None, max_faces: int = 1, lens_mm: float | None = None) -> dict:
+            cancel: threading.Event | None = None, max_faces: int = 1, lens_mm: float | None = None,
+            smoothing: float = 1.0) -> dict:
         """Capture `video`; returns the capture dict (see core.capture_file). Raises CaptureCancelled with
-        everything finished so far when `cancel` is set, FootageError for bad footage. A known lens is given as
-        `focal_px` or as `lens_mm` (see `core.fit.focal_from_lens`)."""
+        everything finished so far when `cancel` is set, FootageError for bad footage, SettingError for a
+        setting out of range. A known lens is given as `focal_px` or as `lens_mm` (see
+        `core.fit.focal_from_lens`). `smoothing` scales the temporal prior: 1 as set, 0 off, 2 twice as smooth."""
+        smoothing_settings = self.settings.smoothing.scaled(smoothing)
         info = probe(video)
         if lens_mm is not None:
             focal_px = focal_from_lens(lens_mm, (info.width, info.height))
@@ -103,22 +106,24 @@ class CaptureEngine:
         warnings: list[str] = []
         items = self._landmarks.frames(video, start, end, stride, max_faces, warnings, cancel)
         return self._consume(items, info.path, info.fps, (info.width, info.height), total, stride, focal_px,
-                             on_header, on_chunk, on_progress, cancel, warnings)
+                             smoothing_settings, on_header, on_chunk, on_progress, cancel, warnings)
 
     def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,
                   on_header: Callable[[dict], None] | None = None, on_chunk: Callable[[dict], None] | None = None,
-                  cancel: threading.Event | None = None) -> dict:
+                  cancel: threading.Event | None = None, smoothing: float = 1.0) -> dict:
         """Capture from landmarks already tracked (or synthesised): the same fit, no video."""
         items = ((int(i), lm if ok else None, tuple(track.image_size))
                  for i, lm, ok in zip(track.frame_index, track.landmarks, track.valid))
         return self._consume(items, "landmark track", track.fps, tuple(track.image_size), len(track.valid), stride,
-                             focal_px, on_header, on_chunk, None, cancel, list(track.warnings))
+                             focal_px, self.settings.smoothing.scaled(smoothing), on_header, on_chunk, None, cancel,
+                             list(track.warnings))
 
-    def _consume(self, items, source, fps, size, total, stride, focal_px, on_header, on_chunk, on_progress,
-                 cancel, warnings) -> dict:
+    def _consume(self, items, source, fps, size, total, stride, focal_px, smoothing, on_header, on_chunk,
+                 on_progress, cancel, warnings) -> dict:
         torch.set_num_threads(1)
         run_cls = _Run if self.fitter is not None else _BuiltinRun
-        run = run_cls(self, source, fps, size, focal_px, on_header, on_chunk, on_progress, total, warnings, stride)
+        run = run_cls(self, source, fps, size, focal_px, on_header, on_chunk, on_progress, total, warnings, stride,
+                      smoothing)
         cancelled = lambda: cancel is not None and cancel.is_set()  # noqa: E731
         for item in items:
             if cancelled():
@@ -146,8 +151,10 @@ class _Run:
     """The state of one capture: frames received, fitted, smoothed and handed out."""
 
     def __init__(self, engine: CaptureEngine, source: str, fps: float, size: tuple[int, int], focal_px,
-                 on_header, on_chunk, on_progress, total: int, warnings: list[str], stride: int):
+                 on_header, on_chunk, on_progress, total: int, warnings: list[str], stride: int,
+                 smoothing: SmoothingSettings):
         self.engine, self.source, self.fps, self.focal_px, self.stride = engine, source, fps, focal_px, stride
+        self.smoothing = smoothing
         self.on_header, self.on_chunk, self.on_progress = on_header, on_chunk, on_progress
         self.total, self.warnings = max(total, 1), warnings
         self.indices: list[int] = []
@@ -208,7 +215,7 @@ class _Run:
         focal = self.camera.focal
         solver = self.engine.arkit_solver
         solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera)
-        self.arkit = ArkitStream(solver, self.fps / self.stride)
+        self.arkit = ArkitStream(solver, self.fps / self.stride, self.smoothing.arkit_hz)
         if solver.note:
             self.warnings.append(solver.note)
         self.header = {"fps": float(self.fps), "image_size": np.array([w, h]),
@@ -271,7 +278,7 @@ class _Run:
         if self.reference is None:
             self.reference = raw.rotations[0, 0]
         weights = np.asarray(self.valid[a:self.fitted], np.float64)
-        params = to_parameters(raw, weights, self.header["fps"] / self.stride, fitter.names, s.smoothing,
+        params = to_parameters(raw, weights, self.header["fps"] / self.stride, fitter.names, self.smoothing,
                                self.reference, pinned=history, previous_global=self.last_global)
         rows = slice(history, history + ready - self.emitted)
         chunk = {k: v[rows] for k, v in params.items()}
@@ -347,7 +354,7 @@ class _BuiltinRun(_Run):
             return
         track = LandmarkTrack(np.asarray(self.indices, np.int64), np.asarray(self.landmarks, np.float32),
                               np.asarray(self.valid, bool), self.fps, self.image_size, self.warnings)
-        capture = capture_builtin(track, self.focal_px)
+        capture = capture_builtin(track, self.focal_px, self.smoothing)
         per_frame = set(capture_file.PER_FRAME + capture_file.OPTIONAL_PER_FRAME)
         self.header = {k: v for k, v in capture.items() if k not in per_frame}
         self.header["n_frames"] = self.total

@@ -6,16 +6,17 @@ head rotation is split into a slow body/global part and the neck's part.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from .errors import SettingError
 from .lbs import batch_rodrigues, matrix_to_axis_angle, unwrap_axis_angle
 from .smoothing import cutoff_weight, whittaker
 
 
-@dataclass
+@dataclass(frozen=True)
 class SmoothingSettings:
     """Cut-off frequencies (Hz) of the temporal prior per parameter group; higher keeps faster motion."""
 
@@ -23,7 +24,18 @@ class SmoothingSettings:
     expression_hz: float = 5.0
     jaw_hz: float = 6.0
     eyes_hz: float = 8.0     # saccades are fast: smooth gaze the least
+    arkit_hz: float = 8.0    # above the 2-4 Hz of speech and brows; a blink (about 150 ms) keeps most of its height
     body_hz: float = 0.5     # the global (body) part of head rotation; the neck carries the rest
+
+    def scaled(self, strength: float) -> "SmoothingSettings":
+        """The user's smoothing strength applied: 1 as set, 2 twice as smooth (cut-offs halved), 0 off.
+        The body/neck split is a decomposition, not smoothing, and stays as set."""
+        if not 0 <= strength < float("inf"):
+            raise SettingError(f"a smoothing of {strength} is not possible: give 0 (off), 1 (the default) "
+                               "or more (smoother)")
+        cut = (lambda hz: hz / strength) if strength > 0 else (lambda hz: float("inf"))
+        return replace(self, head_hz=cut(self.head_hz), expression_hz=cut(self.expression_hz),
+                       jaw_hz=cut(self.jaw_hz), eyes_hz=cut(self.eyes_hz), arkit_hz=cut(self.arkit_hz))
 
 
 def _log(rot: np.ndarray) -> np.ndarray:

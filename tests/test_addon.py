@@ -580,6 +580,36 @@ def test_known_lens_and_faces_reach_the_real_worker(capture_session, scene, foot
     assert scene.camera.data.lens == pytest.approx(35.0)
 
 
+@needs_engine
+def test_smoothing_set_in_the_panel_reaches_the_worker(capture_session, scene, footage, tmp_path):
+    """The panel's Smoothing is the capture's: the built-in capture the real worker makes with smoothing off is
+    the one the library makes from the same landmarks with smoothing off."""
+    from core.builtin_capture import capture_builtin
+    from core.landmarks import LandmarkTrack
+    from core.trajectory import SmoothingSettings
+
+    settings = scene.kinesics
+    settings.footage = str(footage / "frontal_talking_512.mp4")
+    settings.frame_start, settings.frame_end, settings.smoothing = 0, 20, 0.0
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.capture_folder = str(tmp_path)
+    try:
+        capture_session.start(scene, sys.executable, None, [])
+        run_until_finished(capture_session)
+    finally:
+        prefs.capture_folder = ""
+        settings.smoothing = 1.0
+    s = capture_session.SESSION
+    assert s.state == "done", s.message
+    saved = capture_file.load(s.saved_path)
+    track = LandmarkTrack(saved["frame_index"], saved["landmarks"], saved["valid"], float(saved["fps"]),
+                          tuple(int(v) for v in saved["image_size"]))
+    off, default = (capture_builtin(track, float(saved["focal_px"]), SmoothingSettings().scaled(strength))
+                    for strength in (0, 1))
+    np.testing.assert_allclose(saved["jaw_pose"], off["jaw_pose"], atol=1e-6)
+    assert np.abs(saved["jaw_pose"] - default["jaw_pose"]).max() > 1e-3
+
+
 def test_check_worker_button_reports_the_worker_version(scene):
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.worker_python = sys.executable

@@ -138,8 +138,11 @@ def test_failing_jobs_report_clear_errors(worker, standin_model, video, tmp_path
     capture = CaptureAccumulator(worker.submit(tmp_path / "missing.mp4", model=standin_model))
     load = CaptureAccumulator(worker.load(tmp_path / "missing.pkl"))
     lens = CaptureAccumulator(worker.submit(video, model=standin_model, end=5, lens_mm=-2.0))
-    _drain(worker, capture, load, lens)
+    smoothing = CaptureAccumulator(worker.submit(video, end=5, smoothing=-1.0))
+    _drain(worker, capture, load, lens, smoothing)
     assert lens.outcome == "error" and lens.final["code"] == "setting" and "-2.0 mm" in lens.final["message"]
+    assert smoothing.outcome == "error" and smoothing.final["code"] == "setting"
+    assert "smoothing of -1.0" in smoothing.final["message"]
     assert capture.outcome == "error" and capture.final["code"] == "footage"
     assert "missing.mp4" in capture.final["message"]
     assert load.outcome == "error" and load.final["code"] == "model" and "missing.pkl" in load.final["message"]

@@ -15,7 +15,7 @@ from core import capture_file
 from core.capture_file import CaptureFileError
 from core.embedding import landmark_embedding
 from core.engine import CaptureEngine
-from core.errors import CaptureCancelled
+from core.errors import CaptureCancelled, SettingError
 from core.fit import Camera
 from core.head_model import HeadModel
 from core.landmarks import LandmarkTrack
@@ -278,3 +278,23 @@ def test_fit_does_not_depend_on_the_image_resolution(engine: CaptureEngine):
     assert np.abs(small).mean() > 0.5 * np.abs(expression).mean(), "the fit is not flattened to nothing"
     np.testing.assert_allclose(large, small, atol=1e-3)
     np.testing.assert_allclose(large_angles, small_angles, atol=1e-3)
+
+
+def test_smoothing_strength_trades_jitter_without_lag(engine: CaptureEngine, talking: dict):
+    """The user's smoothing strength scales the temporal prior: stronger is steadier, 0 is the raw fit, and no
+    strength delays the motion (the prior is zero-phase)."""
+    capture = talking["capture"]
+    size = tuple(int(v) for v in capture["image_size"])
+    track = LandmarkTrack(capture["frame_index"], capture["landmarks"], capture["valid"], 25.0, size)
+    runs = {s: engine.run_track(track, smoothing=s) for s in (0.0, 1.0, 3.0)}
+    jitter = {s: {k: np.abs(np.diff(r[k], 2, axis=0)).mean() for k in ("expression", "jaw_pose", "neck_pose")}
+              for s, r in runs.items()}
+    for key in ("expression", "jaw_pose", "neck_pose"):
+        assert jitter[0.0][key] > 1.5 * jitter[1.0][key] > 1.5 * jitter[3.0][key], (key, jitter)
+    np.testing.assert_array_equal(runs[0.0]["shape"], runs[3.0]["shape"])  # smoothing comes after the fit
+    jaw = {s: r["jaw_pose"][:, 0] - r["jaw_pose"][:, 0].mean() for s, r in runs.items()}
+    lags = np.arange(-4, 5)
+    xcorr = [np.dot(np.roll(jaw[3.0], lag), jaw[0.0]) for lag in lags]
+    assert lags[int(np.argmax(xcorr))] == 0, xcorr
+    with pytest.raises(SettingError, match="-1"):
+        engine.run_track(track, smoothing=-1.0)

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 from core import capture_file
+from core.builtin_capture import capture_builtin
 from core.errors import KinesicsError
+from core.landmarks import LandmarkTrack
+from core.trajectory import SmoothingSettings
 
 KINESICS = Path(sys.executable).with_name("kinesics")
 FRAMES = 50
@@ -98,11 +101,27 @@ def test_bad_model_and_bad_range_are_one_clear_line(clip: Path, tmp_path: Path):
         assert words in proc.stderr.strip().splitlines()[-1], proc.stderr
 
 
-def test_faces_and_lens_must_be_positive(clip: Path, tmp_path: Path):
+def test_smoothing_reaches_the_capture(clip: Path, tmp_path: Path):
+    """A capture made with --smoothing 2 is the one the library makes from the same landmarks with twice the
+    default smoothing, and not the default one."""
+    proc = run("capture", str(clip), "--end", "30", "--smoothing", "2", "-o", str(tmp_path / "take.npz"))
+    assert proc.returncode == 0, proc.stderr
+    capture = capture_file.load(tmp_path / "take.npz")
+    track = LandmarkTrack(capture["frame_index"], capture["landmarks"], capture["valid"], float(capture["fps"]),
+                          tuple(int(v) for v in capture["image_size"]))
+    smooth, default = (capture_builtin(track, float(capture["focal_px"]), SmoothingSettings().scaled(strength))
+                       for strength in (2, 1))
+    np.testing.assert_allclose(capture["jaw_pose"], smooth["jaw_pose"], atol=1e-6)
+    assert np.abs(capture["jaw_pose"] - default["jaw_pose"]).max() > 1e-3
+
+
+def test_faces_lens_and_smoothing_must_be_in_range(clip: Path, tmp_path: Path):
     proc = run("capture", str(clip), "--faces", "0", "-o", str(tmp_path / "out.npz"))
     assert proc.returncode == 2 and "--faces: must be 1 or more" in proc.stderr
     proc = run("capture", str(clip), "--lens-mm", "-5", "-o", str(tmp_path / "out.npz"))
     assert proc.returncode == 2 and "--lens-mm: must be above 0" in proc.stderr
+    proc = run("capture", str(clip), "--smoothing", "-1", "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode == 2 and "--smoothing: must be 0 or more" in proc.stderr
     assert not (tmp_path / "out.npz").exists()
 
 
