@@ -39,6 +39,7 @@ class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
         sub.prop(settings, "lens_mm", text="")
         col.prop(settings, "faces")
         col.prop(settings, "smoothing")
+        col.prop(settings, "mirror_pass")
         col.prop(settings, "time_mapping")
         col.prop(settings, "show_footage")
 

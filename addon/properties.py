@@ -44,6 +44,10 @@ class KinesicsSceneSettings(bpy.types.PropertyGroup):
                                        description="Temporal smoothing against jitter: 1 is the default, 2 twice as "
                                                    "smooth, 0.5 keeps faster motion, 0 is off. It never delays "
                                                    "the motion (it looks ahead as well as back)")
+    mirror_pass: bpy.props.BoolProperty(name="Mirror Pass", default=False,
+                                        description="Also track the mirrored footage and average the two: "
+                                                    "steadier, less biased landmarks and head pose, at twice the "
+                                                    "landmark time")
     time_mapping: bpy.props.EnumProperty(name="Timing", items=TIME_ITEMS, default='CAPTURE')
     show_footage: bpy.props.BoolProperty(name="Footage Behind Camera", default=True,
                                          description="Show the footage as the capture camera's background")

@@ -83,7 +83,8 @@ def start(scene: bpy.types.Scene, worker_python: str, model_path: str | None, mo
     lens = {"lens_mm": settings.lens_mm} if settings.use_lens else {}
     job_id = client.submit(video=footage, model=model_path, start=settings.frame_start,
                            end=settings.frame_end or None, stride=settings.stride, device=device,
-                           max_faces=settings.faces, smoothing=settings.smoothing, **lens)
+                           max_faces=settings.faces, smoothing=settings.smoothing,
+                           mirror_pass=settings.mirror_pass, **lens)
     SESSION = Session(state="running", message="Starting the capture…", client=client,
                       job=CaptureAccumulator(job_id), scene_name=scene.name, footage=footage,
                       show_footage=settings.show_footage, time_mapping=settings.time_mapping,

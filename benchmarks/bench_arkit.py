@@ -1,13 +1,13 @@
 """ARKit-52 curves against the truth of the synthetic renders (made with ICT-FaceKit, a different identity).
 
-    .venv/bin/python benchmarks/bench_arkit.py [--basis PATH] [--focal engine|truth] [--geometric]
+    .venv/bin/python benchmarks/bench_arkit.py [--basis PATH] [--focal engine|truth] [--geometric] [--mirror-pass]
 
 Each render is captured by the real engine (MediaPipe, focal length estimated, model = the basis), then
 `core.arkit.arkit_for_capture` solves the curves from the capture's landmarks and camera. Prints per render
 the mean absolute error over the 51 channels ICT-FaceKit has (tongueOut excluded) and the correlation with the
 truth of the key channels ("n/a" where the truth does not move: standard deviation under 0.05). Targets:
 MAE <= 0.10, each correlation >= 0.8. --focal truth replaces the estimated focal length with the true one;
---geometric runs the landmark-only fallback instead of the basis.
+--geometric runs the landmark-only fallback instead of the basis; --mirror-pass captures with the mirror pass.
 """
 from __future__ import annotations
 
@@ -46,19 +46,20 @@ def main() -> None:
     parser.add_argument("--basis", default=str(assets_dir() / "models/ict_facekit/ict_facekit.npz"))
     parser.add_argument("--focal", choices=("engine", "truth"), default="engine")
     parser.add_argument("--geometric", action="store_true")
+    parser.add_argument("--mirror-pass", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     renders = sorted(p for p in (assets_dir() / "synthetic").iterdir() if (p / "truth.npz").is_file())
     engine = CaptureEngine(args.basis)
     solver = GeometricSolver("--geometric was asked for") if args.geometric else ArkitSolver.load(args.basis)
-    print(f"solver: {solver.kind}; focal length: {args.focal}")
+    print(f"solver: {solver.kind}; focal length: {args.focal}; mirror pass: {'on' if args.mirror_pass else 'off'}")
     header = f"{'render':<16}{'frames':>7}{'focal':>8}{'solve s':>9}{'MAE':>7}  " + "".join(f"{k:>16}" for k in KEY)
     print(header)
     print("-" * len(header))
     maes, worst = [], {k: [] for k in KEY}
     for render in renders:
         truth_file = np.load(render / "truth.npz")
-        capture = engine.run(str(render / "video.mp4"))
+        capture = engine.run(str(render / "video.mp4"), mirror_pass=args.mirror_pass)
         if args.focal == "truth":
             capture.update(focal_px=float(truth_file["focal_px"]), cx=float(truth_file["cx"]),
                            cy=float(truth_file["cy"]))

@@ -1,16 +1,17 @@
 """Fidelity of the capture engine on synthetic renders with known truth.
 
-    .venv/bin/python benchmarks/bench_fidelity.py [SEQUENCE ...]
+    .venv/bin/python benchmarks/bench_fidelity.py [--mirror-pass] [SEQUENCE ...]
 
 Fits the FLAME-format stand-in (built from ICT-FaceKit by the shared tool) to each render in
 <assets>/synthetic and prints, per sequence: detection rate, 68-landmark reprojection error (median, px),
 face-region expression-displacement error relative to predicting no expression, head-rotation error
 (median, degrees), and acceleration error of the 68 landmarks against the truth (px/frame^2, jitter).
 A second table fits the true landmarks (the embedded MediaPipe points of the true mesh) plus 1 px noise,
-which separates the detector's error from the fitter's.
+which separates the detector's error from the fitter's. --mirror-pass captures the videos with the mirror pass.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -123,8 +124,12 @@ def table(rows: list[tuple[str, dict]], title: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mirror-pass", action="store_true")
+    parser.add_argument("sequences", nargs="*")
+    args = parser.parse_args(argv)
     root = assets_dir()
-    sequences = argv or sorted(p.name for p in (root / "synthetic").iterdir() if (p / "truth.npz").exists())
+    sequences = args.sequences or sorted(p.name for p in (root / "synthetic").iterdir() if (p / "truth.npz").exists())
     ict = load_ict_npz(root / "models/ict_facekit/ict_facekit.npz")
     engine = CaptureEngine(str(standin_model_path(root / "models/ict_facekit/ict_facekit.npz")))
     model = HeadModel(engine.data.truncated(engine.settings.fit.n_shape, engine.settings.fit.n_expression),
@@ -133,12 +138,12 @@ def main(argv: list[str]) -> int:
     for name in sequences:
         truth = Truth(root / "synthetic" / name, ict)
         t0 = time.perf_counter()
-        capture = engine.run(str(root / "synthetic" / name / "video.mp4"))
+        capture = engine.run(str(root / "synthetic" / name / "video.mp4"), mirror_pass=args.mirror_pass)
         detector.append((name, {**evaluate(capture, truth, model), "secs": time.perf_counter() - t0}))
         t0 = time.perf_counter()
         capture = engine.run_track(true_landmark_track(truth, engine, noise_px=1.0))
         fitter_only.append((name, {**evaluate(capture, truth, model), "secs": time.perf_counter() - t0}))
-    table(detector, "Video -> MediaPipe -> fit (FLAME-format stand-in)")
+    table(detector, f"Video -> MediaPipe{' (mirror pass)' if args.mirror_pass else ''} -> fit (FLAME-format stand-in)")
     table(fitter_only, "True landmarks + 1 px noise -> fit (fitter alone)")
     return 0
 

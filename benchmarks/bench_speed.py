@@ -1,14 +1,16 @@
 """Speed of the capture engine against its floor, on real footage.
 
-    .venv/bin/python benchmarks/bench_speed.py [VIDEO ...]
+    .venv/bin/python benchmarks/bench_speed.py [--mirror-pass] [VIDEO ...]
 
 For each clip, in one run: frames/s of decoding alone, of decoding plus MediaPipe (the floor: no
 landmark-driven tracker can be faster), and of the full capture (decode, landmarks, fit, smoothing,
 writing the capture file), each the best of 5 interleaved runs; the ratio full/floor (target >= 0.8) and
-the engine's start-up time (model file, cached landmark embedding, fitter).
+the engine's start-up time (model file, cached landmark embedding, fitter). --mirror-pass runs the full capture
+with the mirror pass (MediaPipe twice a frame), against the same one-pass floor.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -43,26 +45,31 @@ def floor_fps(video: str) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def full_fps(engine: CaptureEngine, video: str) -> float:
+def full_fps(engine: CaptureEngine, video: str, mirror_pass: bool) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        capture = engine.run(video)
+        capture = engine.run(video, mirror_pass=mirror_pass)
         capture_file.save(Path(tmp) / "capture.npz", capture)
         return len(capture["frame_index"]) / (time.perf_counter() - t0)
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mirror-pass", action="store_true")
+    parser.add_argument("videos", nargs="*")
+    args = parser.parse_args(argv)
     root = assets_dir()
-    videos = argv or [str(p) for p in sorted((root / "footage").glob("*.mp4"))]
+    videos = args.videos or [str(p) for p in sorted((root / "footage").glob("*.mp4"))]
     model = standin_model_path(root / "models/ict_facekit/ict_facekit.npz")
     t0 = time.perf_counter()
     engine = CaptureEngine(str(model))
     startup = time.perf_counter() - t0
     rows = []
     for video in videos:
-        full_fps(engine, video)  # warm-up: first-run allocations and MediaPipe graph start
+        full_fps(engine, video, args.mirror_pass)  # warm-up: first-run allocations and MediaPipe graph start
         # Best of REPEATS, interleaved, so that a burst of load elsewhere on the machine hits all three alike.
-        runs = [(decode_fps(video), floor_fps(video), full_fps(engine, video)) for _ in range(REPEATS)]
+        runs = [(decode_fps(video), floor_fps(video), full_fps(engine, video, args.mirror_pass))
+                for _ in range(REPEATS)]
         n = runs[0][0][0]
         dec = max(r[0][1] for r in runs)
         floor, full = max(r[1] for r in runs), max(r[2] for r in runs)

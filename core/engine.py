@@ -90,11 +90,12 @@ class CaptureEngine:
             focal_px: float | None = None, on_header: Callable[[dict], None] | None = None,
             on_chunk: Callable[[dict], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
             cancel: threading.Event | None = None, max_faces: int = 1, lens_mm: float | None = None,
-            smoothing: float = 1.0) -> dict:
+            smoothing: float = 1.0, mirror_pass: bool = False) -> dict:
         """Capture `video`; returns the capture dict (see core.capture_file). Raises CaptureCancelled with
         everything finished so far when `cancel` is set, FootageError for bad footage, SettingError for a
         setting out of range. A known lens is given as `focal_px` or as `lens_mm` (see
-        `core.fit.focal_from_lens`). `smoothing` scales the temporal prior: 1 as set, 0 off, 2 twice as smooth."""
+        `core.fit.focal_from_lens`). `smoothing` scales the temporal prior: 1 as set, 0 off, 2 twice as smooth.
+        `mirror_pass` also tracks the mirrored footage and averages (see `core.landmarks.FaceMeshTracker`)."""
         smoothing_settings = self.settings.smoothing.scaled(smoothing)
         info = probe(video)
         if lens_mm is not None:
@@ -104,7 +105,7 @@ class CaptureEngine:
         if self._landmarks is None or not self._landmarks.alive:
             self._landmarks = LandmarkProcess()
         warnings: list[str] = []
-        items = self._landmarks.frames(video, start, end, stride, max_faces, warnings, cancel)
+        items = self._landmarks.frames(video, start, end, stride, max_faces, mirror_pass, warnings, cancel)
         return self._consume(items, info.path, info.fps, (info.width, info.height), total, stride, focal_px,
                              smoothing_settings, on_header, on_chunk, on_progress, cancel, warnings)
 

@@ -34,14 +34,14 @@ def _serve(conn, stop) -> None:
             return
         if job is None:
             return
-        video, start, end, stride, max_faces = job
+        video, start, end, stride, max_faces, mirror_pass = job
         warnings: list[str] = []
         tracker = None
         outbox: queue.SimpleQueue = queue.SimpleQueue()
         sender = threading.Thread(target=_send_all, args=(conn, outbox, stop), daemon=True)
         sender.start()
         try:
-            tracker = FaceMeshTracker(max_faces)
+            tracker = FaceMeshTracker(max_faces, mirror_pass=mirror_pass)
             for index, frame in read_frames(video, start, end, stride, warnings):
                 if stop.is_set():
                     break
@@ -81,13 +81,13 @@ class LandmarkProcess:
         child.close()
         self._lock = threading.Lock()
 
-    def frames(self, video: str, start: int, end: int | None, stride: int, max_faces: int,
+    def frames(self, video: str, start: int, end: int | None, stride: int, max_faces: int, mirror_pass: bool,
                warnings: list[str], cancel: threading.Event | None = None) -> Iterator[Item | BaseException]:
         """Yield (frame number, landmarks or None, (width, height)) per frame; an error is yielded, not
         raised, so the caller can keep what came before. Returns early once `cancel` is set."""
         with self._lock:
             self._stop.clear()
-            self._conn.send((video, start, end, stride, max_faces))
+            self._conn.send((video, start, end, stride, max_faces, mirror_pass))
             finished = False
             try:
                 while True:

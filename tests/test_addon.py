@@ -581,16 +581,16 @@ def test_known_lens_and_faces_reach_the_real_worker(capture_session, scene, foot
 
 
 @needs_engine
-def test_smoothing_set_in_the_panel_reaches_the_worker(capture_session, scene, footage, tmp_path):
-    """The panel's Smoothing is the capture's: the built-in capture the real worker makes with smoothing off is
-    the one the library makes from the same landmarks with smoothing off."""
+def test_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(capture_session, scene, footage, tmp_path):
+    """The panel's Smoothing and Mirror Pass are the capture's: the built-in capture the real worker makes holds
+    the mirror pass's landmarks and is the one the library makes from them with smoothing off."""
     from core.builtin_capture import capture_builtin
-    from core.landmarks import LandmarkTrack
+    from core.landmarks import LandmarkTrack, detect_video
     from core.trajectory import SmoothingSettings
 
     settings = scene.kinesics
     settings.footage = str(footage / "frontal_talking_512.mp4")
-    settings.frame_start, settings.frame_end, settings.smoothing = 0, 20, 0.0
+    settings.frame_start, settings.frame_end, settings.smoothing, settings.mirror_pass = 0, 20, 0.0, True
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.capture_folder = str(tmp_path)
     try:
@@ -598,10 +598,12 @@ def test_smoothing_set_in_the_panel_reaches_the_worker(capture_session, scene, f
         run_until_finished(capture_session)
     finally:
         prefs.capture_folder = ""
-        settings.smoothing = 1.0
+        settings.smoothing, settings.mirror_pass = 1.0, False
     s = capture_session.SESSION
     assert s.state == "done", s.message
     saved = capture_file.load(s.saved_path)
+    mirrored = detect_video(footage / "frontal_talking_512.mp4", 0, 20, mirror_pass=True)
+    np.testing.assert_allclose(saved["landmarks"], mirrored.landmarks, atol=1e-6)
     track = LandmarkTrack(saved["frame_index"], saved["landmarks"], saved["valid"], float(saved["fps"]),
                           tuple(int(v) for v in saved["image_size"]))
     off, default = (capture_builtin(track, float(saved["focal_px"]), SmoothingSettings().scaled(strength))

@@ -14,7 +14,7 @@ import pytest
 from core import capture_file
 from core.builtin_capture import capture_builtin
 from core.errors import KinesicsError
-from core.landmarks import LandmarkTrack
+from core.landmarks import LandmarkTrack, detect_video
 from core.trajectory import SmoothingSettings
 
 KINESICS = Path(sys.executable).with_name("kinesics")
@@ -101,12 +101,14 @@ def test_bad_model_and_bad_range_are_one_clear_line(clip: Path, tmp_path: Path):
         assert words in proc.stderr.strip().splitlines()[-1], proc.stderr
 
 
-def test_smoothing_reaches_the_capture(clip: Path, tmp_path: Path):
-    """A capture made with --smoothing 2 is the one the library makes from the same landmarks with twice the
-    default smoothing, and not the default one."""
-    proc = run("capture", str(clip), "--end", "30", "--smoothing", "2", "-o", str(tmp_path / "take.npz"))
+def test_smoothing_and_mirror_pass_reach_the_capture(clip: Path, tmp_path: Path):
+    """A capture made with --smoothing 2 --mirror-pass holds the mirror pass's landmarks, and is the one the
+    library makes from them with twice the default smoothing (not the default one)."""
+    proc = run("capture", str(clip), "--end", "30", "--smoothing", "2", "--mirror-pass", "-o", str(tmp_path / "t.npz"))
     assert proc.returncode == 0, proc.stderr
-    capture = capture_file.load(tmp_path / "take.npz")
+    capture = capture_file.load(tmp_path / "t.npz")
+    np.testing.assert_allclose(capture["landmarks"], detect_video(clip, 0, 30, mirror_pass=True).landmarks, atol=1e-6)
+    assert np.abs(capture["landmarks"] - detect_video(clip, 0, 30).landmarks).max() > 1e-3
     track = LandmarkTrack(capture["frame_index"], capture["landmarks"], capture["valid"], float(capture["fps"]),
                           tuple(int(v) for v in capture["image_size"]))
     smooth, default = (capture_builtin(track, float(capture["focal_px"]), SmoothingSettings().scaled(strength))
