@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import bpy
 import numpy as np
@@ -26,6 +26,7 @@ PRESET_FORMAT = "kinesics-retarget"
 BONE_SOURCES = ("neck", "head", "jaw", "left_eye", "right_eye")
 # The face's axes (x the subject's left, y up, z out of the face) -> Blender's character axes (faces -Y, Z up).
 FACE_TO_BLENDER = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+MAX_NEUTRAL = 0.9  # a rest reading above this leaves no range to animate: the frame is not a rest face
 _SIDES = {"l": "left", "left": "left", "r": "right", "right": "right"}
 _SPLIT = re.compile(r"[^a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -39,13 +40,16 @@ class RetargetError(KinesicsError, ValueError):
 
 @dataclass
 class ChannelMap:
-    """One ARKit channel driving one shape key: value = gain * weight + offset, clamped to [0, 1] if clamp."""
+    """One ARKit channel driving one shape key: value = gain * rested + offset, clamped to [0, 1] if clamp, where
+    rested = (weight - neutral) / (1 - neutral): the channel's reading on the actor's rest face counts as 0, and
+    full stays full."""
 
     channel: str
     target: str
     gain: float = 1.0
     offset: float = 0.0
     clamp: bool = True
+    neutral: float = 0.0
 
 
 @dataclass
@@ -77,11 +81,14 @@ class RetargetMap:
             if data.get("format") != PRESET_FORMAT:
                 raise ValueError("not a Kinesics retarget preset")
             channels = [ChannelMap(str(c["channel"]), str(c["target"]), float(c.get("gain", 1.0)),
-                                   float(c.get("offset", 0.0)), bool(c.get("clamp", True))) for c in data["channels"]]
+                                   float(c.get("offset", 0.0)), bool(c.get("clamp", True)),
+                                   float(c.get("neutral", 0.0))) for c in data["channels"]]
             bones = [BoneMap(str(b["source"]), str(b["bone"]), tuple(float(g) for g in b.get("gain", (1, 1, 1))))
                      for b in data.get("bones", [])]
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise RetargetError(f"the preset cannot be read ({err}); choose a JSON file saved by Kinesics") from None
+        if any(not 0.0 <= c.neutral <= MAX_NEUTRAL for c in channels):
+            raise RetargetError(f"the preset's neutral readings must lie between 0 and {MAX_NEUTRAL}")
         unknown = [c.channel for c in channels if c.channel not in ARKIT_INDEX]
         unknown += [b.source for b in bones if b.source not in BONE_SOURCES]
         if unknown:
@@ -157,8 +164,13 @@ def key_frames(capture: dict, scene_fps: float, frame_offset: float) -> np.ndarr
     return frame_offset + frame_index * scene_fps / float(capture.get("fps", scene_fps))
 
 
-def shape_key_values(capture: dict, mapping: RetargetMap) -> dict[str, np.ndarray]:
-    """Shape key name -> (T,) values. Rows driving the same key add up."""
+def capture_row_at(capture: dict, scene_fps: float, frame_offset: float, scene_frame: float) -> int:
+    """Index of the capture frame keyed nearest to `scene_frame`."""
+    return int(np.argmin(np.abs(key_frames(capture, scene_fps, frame_offset) - scene_frame)))
+
+
+def channel_weights(capture: dict, mapping: RetargetMap) -> np.ndarray:
+    """(T,52) ARKit weights the mapping reads: the capture's curves, with jawOpen raised by the jaw pose if asked."""
     try:
         arkit = arkit_from_capture(capture)
     except KeyError as err:
@@ -169,9 +181,23 @@ def shape_key_values(capture: dict, mapping: RetargetMap) -> dict[str, np.ndarra
         opening = np.clip(np.asarray(capture["jaw_pose"], np.float64)[:, 0] / mapping.jaw_open_angle, 0, 1)
         j = ARKIT_INDEX["jawOpen"]
         arkit[:, j] = np.maximum(arkit[:, j], opening)
+    return arkit
+
+
+def with_neutral(mapping: RetargetMap, capture: dict, row: int) -> RetargetMap:
+    """The mapping with every channel's neutral read from capture frame `row`, where the actor is at rest."""
+    rest = channel_weights(capture, mapping)[row]
+    return replace(mapping, channels=[replace(c, neutral=float(min(rest[ARKIT_INDEX[c.channel]], MAX_NEUTRAL)))
+                                      for c in mapping.channels])
+
+
+def shape_key_values(capture: dict, mapping: RetargetMap) -> dict[str, np.ndarray]:
+    """Shape key name -> (T,) values. Rows driving the same key add up."""
+    arkit = channel_weights(capture, mapping)
     values: dict[str, np.ndarray] = {}
     for row in mapping.channels:
-        v = row.gain * arkit[:, ARKIT_INDEX[row.channel]] + row.offset
+        rested = (arkit[:, ARKIT_INDEX[row.channel]] - row.neutral) / (1.0 - row.neutral)
+        v = row.gain * rested + row.offset
         values[row.target] = values.get(row.target, 0.0) + (np.clip(v, 0.0, 1.0) if row.clamp else v)
     return values
 

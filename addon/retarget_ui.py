@@ -27,6 +27,9 @@ class KINESICS_PG_channel(bpy.types.PropertyGroup):
     gain: FloatProperty(name="Gain", default=1.0, soft_min=0.0, soft_max=3.0)
     offset: FloatProperty(name="Offset", default=0.0, soft_min=-1.0, soft_max=1.0)
     clamp: BoolProperty(name="Clamp", default=True, description="Keep the value within 0 to 1")
+    neutral: FloatProperty(name="Neutral", default=0.0, min=0.0, max=retarget.MAX_NEUTRAL,
+                           description="The channel's reading on the actor's rest face, which counts as 0 (full "
+                                       "stays full); Neutral from Frame reads it from the capture")
 
 
 class KINESICS_PG_bone(bpy.types.PropertyGroup):
@@ -65,7 +68,7 @@ class KINESICS_PG_retarget(bpy.types.PropertyGroup):
 
     def to_map(self) -> retarget.RetargetMap:
         return retarget.RetargetMap(
-            [retarget.ChannelMap(c.channel, c.target, c.gain, c.offset, c.clamp) for c in self.channels],
+            [retarget.ChannelMap(c.channel, c.target, c.gain, c.offset, c.clamp, c.neutral) for c in self.channels],
             [retarget.BoneMap(b.source, b.bone, tuple(b.gain)) for b in self.bones],
             self.jaw_open_from_pose, self.jaw_open_angle)
 
@@ -73,8 +76,8 @@ class KINESICS_PG_retarget(bpy.types.PropertyGroup):
         self.channels.clear()
         for row in mapping.channels:
             item = self.channels.add()
-            item.channel, item.target, item.gain, item.offset, item.clamp = (row.channel, row.target, row.gain,
-                                                                             row.offset, row.clamp)
+            item.channel, item.target, item.gain, item.offset, item.clamp, item.neutral = (
+                row.channel, row.target, row.gain, row.offset, row.clamp, row.neutral)
         self.bones.clear()
         for row in mapping.bones:
             item = self.bones.add()
@@ -99,6 +102,7 @@ class KINESICS_UL_channels(bpy.types.UIList):
             row.prop(item, "target", text="")
         row.prop(item, "gain", text="")
         row.prop(item, "offset", text="")
+        row.prop(item, "neutral", text="")
         row.prop(item, "clamp", text="", icon="LOCKED" if item.clamp else "UNLOCKED")
 
 
@@ -204,6 +208,11 @@ class KINESICS_OT_retarget_preset_load(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
+def _matched_fps(s: KINESICS_PG_retarget, capture: dict) -> float | None:
+    """The frame rate a bake gives the scene (the capture's, with Match frame rate), or None to keep the scene's."""
+    return float(capture["fps"]) if s.match_fps and "fps" in capture else None
+
+
 def _bake(operator, context, path: str) -> set[str]:
     """Load `path` (a capture or a Live Link Face take) and bake it onto the chosen character."""
     s = settings(context)
@@ -211,8 +220,8 @@ def _bake(operator, context, path: str) -> set[str]:
     rate = render.fps, render.fps_base
     try:
         capture = retarget.load_source(bpy.path.abspath(path), s.livelink_fps or None)
-        if s.match_fps and "fps" in capture:
-            fps = float(capture["fps"])
+        fps = _matched_fps(s, capture)
+        if fps:
             render.fps, render.fps_base = max(1, round(fps)), max(1, round(fps)) / fps
         report = retarget.bake(capture, s.character, s.to_map(), s.armature, context.scene)
     except KinesicsError as err:
@@ -221,6 +230,35 @@ def _bake(operator, context, path: str) -> set[str]:
         return {"CANCELLED"}
     operator.report({"WARNING"} if report.skipped else {"INFO"}, report.summary())
     return {"FINISHED"}
+
+
+class KINESICS_OT_retarget_neutral(bpy.types.Operator):
+    """Read the actor's rest face from the capture at the current frame: each shape-key channel's reading there
+    counts as 0 from now on (full stays full). Go to a frame where the face is relaxed first"""
+
+    bl_idname = "kinesics.retarget_neutral"
+    bl_label = "Neutral from Frame"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        s = settings(context)
+        return bool(s.source) and len(s.channels) > 0
+
+    def execute(self, context):
+        s, scene = settings(context), context.scene
+        try:
+            capture = retarget.load_source(bpy.path.abspath(s.source), s.livelink_fps or None)
+            fps = _matched_fps(s, capture) or scene.render.fps / scene.render.fps_base
+            row = retarget.capture_row_at(capture, fps, scene.frame_start, scene.frame_current)
+            s.set_map(retarget.with_neutral(s.to_map(), capture, row))
+        except KinesicsError as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        moved = sum(c.neutral > 0.05 for c in s.channels)
+        self.report({"INFO"}, f"Neutral read from capture frame {int(capture['frame_index'][row])}; "
+                              f"{moved} channels read above 0.05 there")
+        return {"FINISHED"}
 
 
 class KINESICS_OT_retarget_bake(bpy.types.Operator):
@@ -336,6 +374,7 @@ class KINESICS_PT_retarget(KinesicsPanel, bpy.types.Panel):
         row.operator("kinesics.retarget_preset_save", text="", icon="FILE_TICK")
         layout.label(text=f"Shape keys ({len(s.channels)})")
         _rows(layout, "KINESICS_UL_channels", s, "channels", "channel_index")
+        layout.operator("kinesics.retarget_neutral", icon="SHAPEKEY_DATA")
         layout.label(text=f"Bones ({len(s.bones)})")
         _rows(layout, "KINESICS_UL_bones", s, "bones", "bone_index")
         col = layout.column(align=True)
@@ -360,7 +399,8 @@ class KINESICS_PT_export(KinesicsPanel, bpy.types.Panel):
 
 classes = (KINESICS_PG_channel, KINESICS_PG_bone, KINESICS_PG_retarget, KINESICS_UL_channels, KINESICS_UL_bones,
            KINESICS_OT_retarget_detect, KINESICS_OT_retarget_row,
-           KINESICS_OT_retarget_preset_save, KINESICS_OT_retarget_preset_load, KINESICS_OT_retarget_bake,
+           KINESICS_OT_retarget_preset_save, KINESICS_OT_retarget_preset_load, KINESICS_OT_retarget_neutral,
+           KINESICS_OT_retarget_bake,
            KINESICS_OT_export_fbx, KINESICS_OT_livelink_import, KINESICS_OT_livelink_export,
            KINESICS_PT_retarget, KINESICS_PT_export)
 
