@@ -54,11 +54,14 @@ class ChannelMap:
 
 @dataclass
 class BoneMap:
-    """A capture rotation (one of BONE_SOURCES) onto a bone, scaled per axis of the bone's rest frame."""
+    """A capture rotation (one of BONE_SOURCES) onto a bone, scaled per axis of the bone's rest frame. `rest`: the
+    source's rotation (a rotation vector, the face's axes) on the actor's rest face, taken off every frame, so
+    that a head turned towards an off-axis camera, or a resting jaw, leaves the bone at its rest pose."""
 
     source: str
     bone: str
     gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    rest: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -83,8 +86,8 @@ class RetargetMap:
             channels = [ChannelMap(str(c["channel"]), str(c["target"]), float(c.get("gain", 1.0)),
                                    float(c.get("offset", 0.0)), bool(c.get("clamp", True)),
                                    float(c.get("neutral", 0.0))) for c in data["channels"]]
-            bones = [BoneMap(str(b["source"]), str(b["bone"]), tuple(float(g) for g in b.get("gain", (1, 1, 1))))
-                     for b in data.get("bones", [])]
+            bones = [BoneMap(str(b["source"]), str(b["bone"]), tuple(float(g) for g in b.get("gain", (1, 1, 1))),
+                             tuple(float(r) for r in b.get("rest", (0, 0, 0)))) for b in data.get("bones", [])]
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise RetargetError(f"the preset cannot be read ({err}); choose a JSON file saved by Kinesics") from None
         if any(not 0.0 <= c.neutral <= MAX_NEUTRAL for c in channels):
@@ -184,11 +187,17 @@ def channel_weights(capture: dict, mapping: RetargetMap) -> np.ndarray:
     return arkit
 
 
-def with_neutral(mapping: RetargetMap, capture: dict, row: int) -> RetargetMap:
-    """The mapping with every channel's neutral read from capture frame `row`, where the actor is at rest."""
-    rest = channel_weights(capture, mapping)[row]
-    return replace(mapping, channels=[replace(c, neutral=float(min(rest[ARKIT_INDEX[c.channel]], MAX_NEUTRAL)))
-                                      for c in mapping.channels])
+def with_neutral(mapping: RetargetMap, capture: dict, row: int, armature: bpy.types.Object | None = None
+                 ) -> RetargetMap:
+    """The mapping calibrated to capture frame `row`, where the actor is at rest: every channel's reading there
+    becomes its neutral, and every bone's rotation there (as `bake` drives `armature`) its rest."""
+    weights = channel_weights(capture, mapping)[row]
+    channels = [replace(c, neutral=float(min(weights[ARKIT_INDEX[c.channel]], MAX_NEUTRAL))) for c in mapping.channels]
+    driven = bakeable_bones(mapping, armature)
+    rotations = source_rotations(capture, {b.source for b in driven})
+    bones = [replace(b, rest=tuple(float(v) for v in matrix_to_rotvec(rotations[b.source][row])))
+             if b in driven else b for b in mapping.bones]
+    return replace(mapping, channels=channels, bones=bones)
 
 
 def shape_key_values(capture: dict, mapping: RetargetMap) -> dict[str, np.ndarray]:
@@ -261,6 +270,11 @@ class BakeReport:
         return text + (f"; skipped (not on the character): {', '.join(self.skipped)}" if self.skipped else "")
 
 
+def bakeable_bones(mapping: RetargetMap, armature: bpy.types.Object | None) -> list[BoneMap]:
+    """The mapped bones `armature` has."""
+    return [b for b in mapping.bones if armature is not None and b.bone in armature.pose.bones]
+
+
 def bake(capture: dict, mesh: bpy.types.Object | None, mapping: RetargetMap, armature: bpy.types.Object | None = None,
          scene: bpy.types.Scene | None = None, frame_offset: float | None = None) -> BakeReport:
     """Key the mapped shape keys of `mesh` and bones of `armature` for every capture frame.
@@ -270,7 +284,7 @@ def bake(capture: dict, mesh: bpy.types.Object | None, mapping: RetargetMap, arm
     blocks = mesh.data.shape_keys.key_blocks if mesh is not None and mesh.data.shape_keys else {}
     rows = [r for r in mapping.channels if r.target in blocks]
     skipped = sorted({r.target for r in mapping.channels if r.target not in blocks})
-    bones = [b for b in mapping.bones if armature is not None and b.bone in armature.pose.bones]
+    bones = bakeable_bones(mapping, armature)
     skipped += sorted({b.bone for b in mapping.bones if b not in bones})
     if not rows and not bones:
         who = mesh.name if mesh is not None else "The character"
@@ -301,7 +315,8 @@ def _bake_bones(capture: dict, armature: bpy.types.Object, bones: list[BoneMap],
     for b in bones:
         pose_bone = armature.pose.bones[b.bone]
         rest = _rotation_only(pose_bone.bone.matrix_local)
-        q = bone_quaternions(FACE_TO_BLENDER @ rotations[b.source] @ FACE_TO_BLENDER.T, rest, b.gain)
+        rotation = rotvec_to_matrix(np.asarray(b.rest, np.float64)).T @ rotations[b.source]  # the actor's rest off
+        q = bone_quaternions(FACE_TO_BLENDER @ rotation @ FACE_TO_BLENDER.T, rest, b.gain)
         path = f'pose.bones["{bpy.utils.escape_identifier(b.bone)}"]'
         if pose_bone.rotation_mode == "AXIS_ANGLE":
             pose_bone.rotation_mode = "QUATERNION"

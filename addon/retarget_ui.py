@@ -37,6 +37,9 @@ class KINESICS_PG_bone(bpy.types.PropertyGroup):
     bone: StringProperty(name="Bone", description="The armature's bone this rotation drives")
     gain: FloatVectorProperty(name="Gain", size=3, default=(1.0, 1.0, 1.0), soft_min=0.0, soft_max=2.0,
                               description="Scale of the rotation about each axis of the bone's rest frame")
+    rest: FloatVectorProperty(name="Rest", size=3, default=(0.0, 0.0, 0.0), unit="ROTATION",
+                              description="The source's rotation on the actor's rest face (a rotation vector in the "
+                                          "face's axes), taken off every frame; Neutral from Frame reads it")
 
 
 def _is_mesh(_self, ob):
@@ -69,7 +72,7 @@ class KINESICS_PG_retarget(bpy.types.PropertyGroup):
     def to_map(self) -> retarget.RetargetMap:
         return retarget.RetargetMap(
             [retarget.ChannelMap(c.channel, c.target, c.gain, c.offset, c.clamp, c.neutral) for c in self.channels],
-            [retarget.BoneMap(b.source, b.bone, tuple(b.gain)) for b in self.bones],
+            [retarget.BoneMap(b.source, b.bone, tuple(b.gain), tuple(b.rest)) for b in self.bones],
             self.jaw_open_from_pose, self.jaw_open_angle)
 
     def set_map(self, mapping: retarget.RetargetMap) -> None:
@@ -81,7 +84,7 @@ class KINESICS_PG_retarget(bpy.types.PropertyGroup):
         self.bones.clear()
         for row in mapping.bones:
             item = self.bones.add()
-            item.source, item.bone, item.gain = row.source, row.bone, row.gain
+            item.source, item.bone, item.gain, item.rest = row.source, row.bone, row.gain, row.rest
         self.jaw_open_from_pose, self.jaw_open_angle = mapping.jaw_open_from_pose, mapping.jaw_open_angle
 
 
@@ -115,6 +118,7 @@ class KINESICS_UL_bones(bpy.types.UIList):
         else:
             row.prop(item, "bone", text="")
         row.prop(item, "gain", text="")
+        row.prop(item, "rest", text="")
 
 
 # --- operators --------------------------------------------------------------------------------------------
@@ -234,7 +238,8 @@ def _bake(operator, context, path: str) -> set[str]:
 
 class KINESICS_OT_retarget_neutral(bpy.types.Operator):
     """Read the actor's rest face from the capture at the current frame: each shape-key channel's reading there
-    counts as 0 from now on (full stays full). Go to a frame where the face is relaxed first"""
+    counts as 0 from now on (full stays full), and each bone's rotation there as its rest pose. Go to a frame
+    where the face is relaxed and looks ahead first"""
 
     bl_idname = "kinesics.retarget_neutral"
     bl_label = "Neutral from Frame"
@@ -243,7 +248,7 @@ class KINESICS_OT_retarget_neutral(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         s = settings(context)
-        return bool(s.source) and len(s.channels) > 0
+        return bool(s.source) and (len(s.channels) > 0 or len(s.bones) > 0)
 
     def execute(self, context):
         s, scene = settings(context), context.scene
@@ -251,7 +256,7 @@ class KINESICS_OT_retarget_neutral(bpy.types.Operator):
             capture = retarget.load_source(bpy.path.abspath(s.source), s.livelink_fps or None)
             fps = _matched_fps(s, capture) or scene.render.fps / scene.render.fps_base
             row = retarget.capture_row_at(capture, fps, scene.frame_start, scene.frame_current)
-            s.set_map(retarget.with_neutral(s.to_map(), capture, row))
+            s.set_map(retarget.with_neutral(s.to_map(), capture, row, s.armature))
         except KinesicsError as err:
             self.report({"ERROR"}, str(err))
             return {"CANCELLED"}

@@ -41,7 +41,7 @@ def test_detect_edit_and_preset_round_trip(empty_scene, tmp_path):
     s = empty_scene.kinesics_retarget
     assert len(s.channels) == 52 and {(b.source, b.bone) for b in s.bones} == set(BONES.items())
     s.channels[0].gain, s.channels[0].clamp, s.channels[0].neutral = 1.7, False, 0.3
-    s.bones[0].gain = (1.0, 0.5, 0.25)
+    s.bones[0].gain, s.bones[0].rest = (1.0, 0.5, 0.25), (0.1, -0.2, 0.05)
     bpy.ops.kinesics.retarget_row(collection="channels", action="ADD")
     s.channels[-1].channel, s.channels[-1].target = "tongueOut", "Face.jawOpen"
     saved = s.to_map()
@@ -87,37 +87,41 @@ def test_bake_from_capture_then_livelink_round_trip(empty_scene, tmp_path):
 
 
 def test_neutral_from_frame_makes_the_rest_face_read_zero(empty_scene, tmp_path):
-    """At a frame the animator picks as the actor's rest face, every channel reads 0 after Neutral from Frame, and
-    every other frame is rescaled so that full stays full: (weight - rest) / (1 - rest)."""
+    """At a frame the animator picks as the actor's rest face, every channel reads 0 after Neutral from Frame and
+    every bone is at its rest pose; every other frame's channels are rescaled so that full stays full,
+    (weight - rest) / (1 - rest), and every bone turns by the same rotation relative to the rest frame's pose."""
     empty_scene.render.fps = 24  # the operator reads frames at the rate the bake will set (the capture's 25)
-    mesh, _ = _character(empty_scene, "Hero", 0)
+    mesh, armature = _character(empty_scene, "Hero", 0)
     s = empty_scene.kinesics_retarget
     s.source = _capture_file(tmp_path)
     s.jaw_open_from_pose = False
-    watched = list(ARKIT_NAMES)
     frames = range(empty_scene.frame_start + 3, empty_scene.frame_start + 23)
 
-    def keyed() -> np.ndarray:
+    def keyed() -> tuple[np.ndarray, np.ndarray]:
         assert bpy.ops.kinesics.retarget_bake() == {"FINISHED"}
-        out = []
+        keys, poses = [], []
         for frame in frames:
             empty_scene.frame_set(frame)
-            out.append([mesh.data.shape_keys.key_blocks[other_convention(n, 0)].value for n in watched])
-        return np.array(out)
+            keys.append([mesh.data.shape_keys.key_blocks[other_convention(n, 0)].value for n in ARKIT_NAMES])
+            poses.append([np.array(armature.pose.bones[b].matrix_basis.to_3x3()) for b in BONES.values()])
+        return np.array(keys), np.array(poses)
 
-    before = keyed()
+    before, posed = keyed()
     rest = 7  # capture frame 7 (video frame 10): scene frame_start + 10 at the capture's rate
     empty_scene.frame_set(empty_scene.frame_start + 10)
     empty_scene.render.fps = 24
     assert bpy.ops.kinesics.retarget_neutral() == {"FINISHED"}
-    neutral = np.array([next(c.neutral for c in s.channels if c.channel == n) for n in watched])
+    neutral = np.array([next(c.neutral for c in s.channels if c.channel == n) for n in ARKIT_NAMES])
     np.testing.assert_allclose(neutral, np.minimum(before[rest], 0.9), atol=1e-6)
-    after = keyed()
+    after, reposed = keyed()
     at_rest = before[rest] <= 0.9  # a higher reading is no rest face: it is capped, keeping a tenth of the range
     assert at_rest.sum() > 30
     np.testing.assert_allclose(after[rest][at_rest], 0.0, atol=1e-6)
-    expected = np.clip((before - neutral) / (1 - neutral), 0, 1)
-    np.testing.assert_allclose(after, expected, atol=1e-5)
+    np.testing.assert_allclose(after, np.clip((before - neutral) / (1 - neutral), 0, 1), atol=1e-5)
+    np.testing.assert_allclose(reposed[rest], np.broadcast_to(np.eye(3), reposed[rest].shape), atol=1e-5)
+    assert np.abs(posed[rest] - np.eye(3)).max() > 0.05  # the capture's rest frame was not at rest before
+    relative = np.einsum("bji,tbjk->tbik", posed[rest], posed)  # each bone's pose relative to the rest frame's
+    np.testing.assert_allclose(reposed, relative, atol=1e-4)
 
 
 def test_bake_onto_a_character_without_matching_keys_reports_why(empty_scene, tmp_path):
