@@ -26,7 +26,7 @@ from .head_model import HeadModel
 from .arkit import ArkitSolver, ArkitStream
 from .arkit_names import ARKIT_NAMES
 from .builtin_capture import capture_builtin
-from .landmark_process import LandmarkProcess
+from .landmark_process import LandmarkProcess, merged_passes
 from .landmarks import N_LANDMARKS, LandmarkTrack
 from .model_data import HeadModelData, load_model_data
 from .trajectory import RawTrack, SmoothingSettings, to_parameters
@@ -64,7 +64,7 @@ class CaptureEngine:
         """`on_prepare(fraction, message)` follows the first use of a model (its landmark embedding is derived,
         a few seconds; cached afterwards)."""
         self.settings = settings or EngineSettings()
-        self._landmarks: LandmarkProcess | None = None
+        self._landmarks: list[LandmarkProcess] = []
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise FootageError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu "
                                "or install a CUDA build of torch (see README)")
@@ -95,17 +95,18 @@ class CaptureEngine:
         everything finished so far when `cancel` is set, FootageError for bad footage, SettingError for a
         setting out of range. A known lens is given as `focal_px` or as `lens_mm` (see
         `core.fit.focal_from_lens`). `smoothing` scales the temporal prior: 1 as set, 0 off, 2 twice as smooth.
-        `mirror_pass` also tracks the mirrored footage and averages (see `core.landmarks.FaceMeshTracker`)."""
+        `mirror_pass` also tracks the mirrored footage and averages (see `core.landmarks.merge_passes`)."""
         smoothing_settings = self.settings.smoothing.scaled(smoothing)
         info = probe(video)
         if lens_mm is not None:
             focal_px = focal_from_lens(lens_mm, (info.width, info.height))
         stop_frame = info.n_frames if end is None else min(end, info.n_frames) if info.n_frames > 0 else end
         total = len(range(start, stop_frame, stride))
-        if self._landmarks is None or not self._landmarks.alive:
-            self._landmarks = LandmarkProcess()
         warnings: list[str] = []
-        items = self._landmarks.frames(video, start, end, stride, max_faces, mirror_pass, warnings, cancel)
+        items = self._process(0).frames(video, start, end, stride, max_faces, False, warnings, cancel)
+        if mirror_pass:  # the mirrored frames in a process of their own: on a machine with cores to spare, free
+            twins = self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel)
+            items = merged_passes(items, twins)
         return self._consume(items, info.path, info.fps, (info.width, info.height), total, stride, focal_px,
                              smoothing_settings, on_header, on_chunk, on_progress, cancel, warnings)
 
@@ -141,11 +142,19 @@ class CaptureEngine:
         run.finish(final=True)
         return run.capture()
 
+    def _process(self, k: int) -> LandmarkProcess:
+        """The k-th warm landmark process (0: the footage; 1: its mirror image, for the mirror pass)."""
+        while len(self._landmarks) <= k:
+            self._landmarks.append(LandmarkProcess())
+        if not self._landmarks[k].alive:
+            self._landmarks[k] = LandmarkProcess()
+        return self._landmarks[k]
+
     def close(self) -> None:
-        """Stop the landmark process (it also ends with this process)."""
-        if self._landmarks is not None:
-            self._landmarks.close()
-            self._landmarks = None
+        """Stop the landmark processes (they also end with this process)."""
+        for process in self._landmarks:
+            process.close()
+        self._landmarks = []
 
 
 class _Run:

@@ -34,14 +34,14 @@ def _serve(conn, stop) -> None:
             return
         if job is None:
             return
-        video, start, end, stride, max_faces, mirror_pass = job
+        video, start, end, stride, max_faces, mirrored = job
         warnings: list[str] = []
         tracker = None
         outbox: queue.SimpleQueue = queue.SimpleQueue()
         sender = threading.Thread(target=_send_all, args=(conn, outbox, stop), daemon=True)
         sender.start()
         try:
-            tracker = FaceMeshTracker(max_faces, mirror_pass=mirror_pass)
+            tracker = FaceMeshTracker(max_faces, mirrored=mirrored)
             for index, frame in read_frames(video, start, end, stride, warnings):
                 if stop.is_set():
                     break
@@ -81,13 +81,14 @@ class LandmarkProcess:
         child.close()
         self._lock = threading.Lock()
 
-    def frames(self, video: str, start: int, end: int | None, stride: int, max_faces: int, mirror_pass: bool,
+    def frames(self, video: str, start: int, end: int | None, stride: int, max_faces: int, mirrored: bool,
                warnings: list[str], cancel: threading.Event | None = None) -> Iterator[Item | BaseException]:
         """Yield (frame number, landmarks or None, (width, height)) per frame; an error is yielded, not
-        raised, so the caller can keep what came before. Returns early once `cancel` is set."""
+        raised, so the caller can keep what came before. Returns early once `cancel` is set. `mirrored`: track
+        the mirrored frames (see `core.landmarks.FaceMeshTracker`)."""
         with self._lock:
             self._stop.clear()
-            self._conn.send((video, start, end, stride, max_faces, mirror_pass))
+            self._conn.send((video, start, end, stride, max_faces, mirrored))
             finished = False
             try:
                 while True:
@@ -143,3 +144,25 @@ class LandmarkProcess:
             if self._process.is_alive():
                 self._process.kill()
         self._conn.close()
+
+
+def merged_passes(own: Iterator[Item | BaseException], mirrored: Iterator[Item | BaseException]
+                  ) -> Iterator[Item | BaseException]:
+    """The mirror pass from two processes' streams of the same frames, one tracking them mirrored: each frame's
+    landmarks merged by `core.landmarks.merge_passes`; the first error of either stream ends it."""
+    from .landmarks import merge_passes
+
+    try:
+        for item, twin in zip(own, mirrored):
+            for part in (item, twin):
+                if isinstance(part, BaseException):
+                    yield part
+                    return
+            if item[0] != twin[0]:
+                yield KinesicsError(f"the mirror pass fell out of step with the footage (frame {twin[0]} against "
+                                    f"{item[0]}); capture again without it")
+                return
+            yield item[0], merge_passes(item[1], twin[1]), item[2]
+    finally:
+        own.close()
+        mirrored.close()

@@ -38,45 +38,62 @@ class FaceMeshTracker:
     """MediaPipe face mesh in tracking mode that keeps following the same person.
 
     With `max_faces` > 1, the face nearest to the last one followed is kept; with 1 (fastest), MediaPipe's
-    own tracker keeps the face it locked on to until it loses it. With `mirror_pass`, a second tracker follows
-    the mirrored footage and each frame's landmarks are the mean of the two (twice the time): MediaPipe's errors
-    are not symmetric, so the mean is steadier and less biased, and the result is exactly mirror-symmetric.
+    own tracker keeps the face it locked on to until it loses it. `mirrored` tracks the mirror image of each
+    frame and returns its landmarks mirrored back onto the frame: the second half of the mirror pass
+    (`merge_passes`).
     """
 
-    def __init__(self, max_faces: int = 1, min_confidence: float = 0.5, mirror_pass: bool = False):
+    def __init__(self, max_faces: int = 1, min_confidence: float = 0.5, mirrored: bool = False):
         import mediapipe as mp  # heavy import, only where landmarks are needed
 
-        def face_mesh():
-            return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=max_faces,
-                                                   refine_landmarks=True, min_detection_confidence=min_confidence,
-                                                   min_tracking_confidence=min_confidence)
-
-        self._mesh = face_mesh()
-        self._mirror_mesh = face_mesh() if mirror_pass else None
+        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=max_faces,
+                                                     refine_landmarks=True, min_detection_confidence=min_confidence,
+                                                     min_tracking_confidence=min_confidence)
+        self._mirrored = mirrored
         self._last_center: np.ndarray | None = None
 
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray | None:
         """(478,3) landmarks of the followed face in this frame, or None when there is none."""
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        faces = _faces(self._mesh, rgb)
+        faces = _faces(self._mesh, cv2.flip(rgb, 1) if self._mirrored else rgb)
         if not faces:
             return None
+        if self._mirrored:
+            faces = [mirror_landmarks(f) for f in faces]
         if len(faces) > 1 and self._last_center is not None:
-            faces.sort(key=lambda a: _distance(a, self._last_center))
-        face = faces[0]
-        self._last_center = face[:, :2].mean(0)
-        if self._mirror_mesh is not None:
-            twins = [mirror_landmarks(f) for f in _faces(self._mirror_mesh, cv2.flip(rgb, 1))]
-            width = np.ptp(face[:, 0])
-            twins = [t for t in twins if _distance(t, self._last_center) < SAME_FACE * width]
-            if twins:  # the mirrored tracker may have lost the face, or follow someone else: then keep one pass
-                face = 0.5 * (face + min(twins, key=lambda t: _distance(t, self._last_center)))
-        return face
+            faces.sort(key=lambda a: float(np.linalg.norm(a[:, :2].mean(0) - self._last_center)))
+        self._last_center = faces[0][:, :2].mean(0)
+        return faces[0]
 
     def close(self) -> None:
         self._mesh.close()
-        if self._mirror_mesh is not None:
-            self._mirror_mesh.close()
+
+
+def merge_passes(face: np.ndarray | None, twin: np.ndarray | None) -> np.ndarray | None:
+    """One frame of the mirror pass: the mean of the landmarks found on the frame (`face`) and on its mirror image,
+    mirrored back (`twin`). MediaPipe's errors are not left-right symmetric, so the mean is steadier and less
+    biased, and exactly mirror-symmetric. Where one pass found no face, the other stands alone; where the two
+    followed different people, the frame's own pass wins."""
+    if face is None or twin is None:
+        return twin if face is None else face
+    width = np.ptp(face[:, 0])
+    if np.linalg.norm(face[:, :2].mean(0) - twin[:, :2].mean(0)) > SAME_FACE * width:
+        return face
+    return 0.5 * (face + twin)
+
+
+class MirrorPassTracker:
+    """The mirror pass in one process (twice the time of a `FaceMeshTracker`): see `merge_passes`."""
+
+    def __init__(self, max_faces: int = 1):
+        self._passes = (FaceMeshTracker(max_faces), FaceMeshTracker(max_faces, mirrored=True))
+
+    def __call__(self, frame_bgr: np.ndarray) -> np.ndarray | None:
+        return merge_passes(*(tracker(frame_bgr) for tracker in self._passes))
+
+    def close(self) -> None:
+        for tracker in self._passes:
+            tracker.close()
 
 
 def _faces(mesh, rgb: np.ndarray) -> list[np.ndarray]:
@@ -84,20 +101,16 @@ def _faces(mesh, rgb: np.ndarray) -> list[np.ndarray]:
     return [np.array([(p.x, p.y, p.z) for p in f.landmark], np.float32) for f in result.multi_face_landmarks or []]
 
 
-def _distance(face: np.ndarray, center: np.ndarray) -> float:
-    return float(np.linalg.norm(face[:, :2].mean(0) - center))
-
-
 def detect_video(path: str | os.PathLike, start: int = 0, end: int | None = None, stride: int = 1,
                  max_faces: int = 1, on_frame: Callable[[int], None] | None = None,
                  mirror_pass: bool = False) -> LandmarkTrack:
     """Landmarks for every selected frame of a video (see `core.video.read_frames` for the range and
-    `FaceMeshTracker` for the mirror pass)."""
+    `merge_passes` for the mirror pass)."""
     from .video import probe, read_frames
 
     info = probe(path)
     warnings: list[str] = []
-    tracker = FaceMeshTracker(max_faces, mirror_pass=mirror_pass)
+    tracker = MirrorPassTracker(max_faces) if mirror_pass else FaceMeshTracker(max_faces)
     indices, points, valid = [], [], []
     size = (info.width, info.height)
     try:

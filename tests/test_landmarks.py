@@ -10,7 +10,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 from core import arkit_geometric as geo
-from core.landmarks import FaceMeshTracker, detect_video
+from core.errors import FootageError, KinesicsError
+from core.landmark_process import merged_passes
+from core.landmarks import FaceMeshTracker, MirrorPassTracker, detect_video, merge_passes
 from core.mesh_mirror import MIRROR, PAIRS, mirror_landmarks
 from core.video import read_frames
 
@@ -23,7 +25,7 @@ def test_tracker_keeps_the_person_it_started_with(footage: Path, mirror_pass: bo
     happy = [frame for _, frame in read_frames(footage / "happy_1080p.mp4", 0, 16)]
     import mediapipe as mp
 
-    tracker = FaceMeshTracker(max_faces=2, mirror_pass=mirror_pass)
+    tracker = MirrorPassTracker(max_faces=2) if mirror_pass else FaceMeshTracker(max_faces=2)
     counter = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=2, refine_landmarks=True)
     centres, faces_seen = [], []
     for i, (left, right) in enumerate(zip(talking, happy)):
@@ -42,7 +44,7 @@ def test_tracker_keeps_the_person_it_started_with(footage: Path, mirror_pass: bo
 
 
 def _track(frames: list[np.ndarray], mirror_pass: bool) -> np.ndarray:
-    tracker = FaceMeshTracker(mirror_pass=mirror_pass)
+    tracker = MirrorPassTracker() if mirror_pass else FaceMeshTracker()
     try:
         return np.array([tracker(frame) for frame in frames])
     finally:
@@ -73,3 +75,22 @@ def test_mirror_twins_are_the_same_points_on_a_real_face(footage: Path):
     assert np.median(gap) < 2.0, np.median(gap)
     _, nearest = cKDTree(neutral).query(mirrored, k=3)
     assert (nearest == MIRROR[:, None]).any(1).mean() > 0.9  # the twin is among the 3 points nearest the image
+
+
+def test_merged_streams_stop_at_the_first_error_or_a_frame_out_of_step():
+    face = np.zeros((478, 3), np.float32)
+    face[:, 0] = np.linspace(0.4, 0.6, 478)  # a face 0.2 wide
+    damaged = FootageError("clip.mp4: damaged after frame 1")
+
+    def stream(*items):
+        yield from items
+
+    merged = list(merged_passes(stream((0, face, (64, 64)), (1, face, (64, 64)), damaged),
+                                stream((0, face + 0.01, (64, 64)), (1, None, (64, 64)), (2, face, (64, 64)))))
+    assert merged[0][0] == 0 and np.allclose(merged[0][1], face + 0.005)  # the mean of the two passes
+    assert merged[1][0] == 1 and merged[1][1] is face  # the mirrored pass lost the face: the frame's own stands
+    assert merged[2] is damaged and len(merged) == 3
+    far = face + np.array([0.3, 0, 0], np.float32)  # the mirrored pass followed someone else
+    assert merge_passes(face, far) is face and merge_passes(None, far) is far
+    out_of_step = list(merged_passes(stream((4, face, (64, 64))), stream((5, face, (64, 64)))))
+    assert isinstance(out_of_step[0], KinesicsError) and "out of step" in str(out_of_step[0])
