@@ -6,9 +6,8 @@ import numpy as np
 from bpy_extras.io_utils import ImportHelper
 
 from ..core.errors import KinesicsError
-from . import models, preferences, session
+from . import footage, models, preferences, session
 from .animate import apply_capture_file
-from .camera_space import show_footage
 from .rig import build_rig
 
 
@@ -106,9 +105,9 @@ class KINESICS_OT_apply_capture(bpy.types.Operator, ImportHelper):
             self.report({'ERROR'}, str(err))
             return {'CANCELLED'}
         settings.rig = track.rig.armature
-        footage = bpy.path.abspath(settings.footage)
-        if settings.show_footage and footage:
-            show_footage(track.camera, footage)
+        video = bpy.path.abspath(settings.footage)
+        if video:
+            footage.present(context.scene, track.camera, video, settings.show_footage, settings.footage_sound)
         self.report({'INFO'}, f"Keyed {track.rig.armature.name} from {bpy.path.basename(self.filepath)}")
         return {'FINISHED'}
 

@@ -42,6 +42,7 @@ class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
         col.prop(settings, "mirror_pass")
         col.prop(settings, "time_mapping")
         col.prop(settings, "show_footage")
+        col.prop(settings, "footage_sound")
 
         if s.running:
             layout.progress(factor=s.progress, type='BAR', text=_status_line(s))

@@ -51,6 +51,9 @@ class KinesicsSceneSettings(bpy.types.PropertyGroup):
     time_mapping: bpy.props.EnumProperty(name="Timing", items=TIME_ITEMS, default='CAPTURE')
     show_footage: bpy.props.BoolProperty(name="Footage Behind Camera", default=True,
                                          description="Show the footage as the capture camera's background")
+    footage_sound: bpy.props.BoolProperty(name="Footage Sound", default=True,
+                                          description="Put the footage's sound in the scene's sequencer, in time "
+                                                      "with the keys, to judge the lip sync as the scene plays")
     rig: bpy.props.PointerProperty(name="Rig", type=bpy.types.Object, poll=_rig_poll,
                                    description="Head rig the capture is keyed onto (a new one when empty)")
 

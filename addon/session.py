@@ -16,9 +16,8 @@ from ..bridge.client import CaptureAccumulator, WorkerClient
 from ..bridge.errors import BridgeError
 from ..core import capture_file
 from ..core.errors import KinesicsError
-from . import models, preferences
+from . import footage, models, preferences
 from .animate import Track, begin, ensure_rig, finish, key_frames
-from .camera_space import show_footage
 
 POLL_S = 0.1
 FINAL = {"done": "done", "error": "failed", "cancelled": "cancelled", "worker_died": "failed"}
@@ -42,6 +41,7 @@ class Session:
     scene_name: str = ""
     footage: str = ""
     show_footage: bool = True
+    footage_sound: bool = True
     time_mapping: str = 'CAPTURE'
     model_path: str | None = None
     model_candidates: list[str] = field(default_factory=list)
@@ -70,8 +70,8 @@ def start(scene: bpy.types.Scene, worker_python: str, model_path: str | None, mo
     if SESSION.running:
         raise KinesicsError("A capture is already running: cancel it first, or wait for it to finish.")
     settings = scene.kinesics
-    footage = bpy.path.abspath(settings.footage)
-    if not footage or not os.path.isfile(footage):
+    video = bpy.path.abspath(settings.footage)
+    if not video or not os.path.isfile(video):
         raise KinesicsError(f"The footage '{settings.footage}' does not exist: choose a video file.")
     if settings.frame_end and settings.frame_end <= settings.frame_start:
         raise KinesicsError("The End frame must come after the Start frame (or be 0 for the whole video).")
@@ -81,13 +81,14 @@ def start(scene: bpy.types.Scene, worker_python: str, model_path: str | None, mo
     if client is None:
         client = SESSION.client = WorkerClient.start(worker_python)  # kept, so shutdown() stops it
     lens = {"lens_mm": settings.lens_mm} if settings.use_lens else {}
-    job_id = client.submit(video=footage, model=model_path, start=settings.frame_start,
+    job_id = client.submit(video=video, model=model_path, start=settings.frame_start,
                            end=settings.frame_end or None, stride=settings.stride, device=device,
                            max_faces=settings.faces, smoothing=settings.smoothing,
                            mirror_pass=settings.mirror_pass, **lens)
     SESSION = Session(state="running", message="Starting the capture…", client=client,
-                      job=CaptureAccumulator(job_id), scene_name=scene.name, footage=footage,
-                      show_footage=settings.show_footage, time_mapping=settings.time_mapping,
+                      job=CaptureAccumulator(job_id), scene_name=scene.name, footage=video,
+                      show_footage=settings.show_footage, footage_sound=settings.footage_sound,
+                      time_mapping=settings.time_mapping,
                       model_path=model_path, model_candidates=[model_path or ""] + model_candidates)
     if not bpy.app.timers.is_registered(step):
         bpy.app.timers.register(step, first_interval=POLL_S)
@@ -151,8 +152,7 @@ def _handle(event: dict) -> None:
                          scene.collection)
         scene.kinesics.rig = rig
         s.track = begin(scene, rig, header, s.time_mapping)
-        if s.show_footage:
-            show_footage(s.track.camera, s.footage)
+        footage.present(scene, s.track.camera, s.footage, s.show_footage, s.footage_sound)
         s.total = int(header.get("n_frames", 0))
         s.message = "Capturing…"
     elif kind == "chunk":

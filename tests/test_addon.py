@@ -354,19 +354,48 @@ def test_capture_camera_projects_like_the_opencv_camera(scene):
         assert ndc.z == pytest.approx(p[2], abs=1e-6)
 
 
-def test_builtin_capture_carries_its_own_rig(scene, tmp_path):
+def builtin_capture(frames: int) -> tuple[HeadModelData, dict]:
+    """A random built-in rig and a capture that carries it (applied with no model installed)."""
     builtin_model = pytest.importorskip("core.builtin_model")
     rng = np.random.default_rng(5)
     template = rng.normal(0, 0.05, (builtin_model.N_VERTICES, 3))
     faces = np.arange(3 * (builtin_model.N_VERTICES // 3)).reshape(-1, 3)
     data = builtin_model.build_model(template, faces, rng.normal(0, 0.005, (len(template), 3, 5)),
                                      [f"motion_{i:02d}" for i in range(5)])
-    capture = random_capture(data, frames=3, model="builtin", shape=np.zeros(0), **builtin_model.capture_keys(data))
+    return data, random_capture(data, frames=frames, model="builtin", shape=np.zeros(0),
+                                **builtin_model.capture_keys(data))
+
+
+def test_builtin_capture_carries_its_own_rig(scene, tmp_path):
+    builtin_model = pytest.importorskip("core.builtin_model")
+    data, capture = builtin_capture(frames=3)
     path = capture_file.save(tmp_path / "builtin.npz", capture)
     assert bpy.ops.kinesics.apply_capture(filepath=str(path)) == {'FINISHED'}
     rig_obj = scene.kinesics.rig
     assert [k.name for k in rig_obj["kinesics_mesh"].data.shape_keys.key_blocks][1:] == list(data.expression_names)
     assert_rig_matches(rig_obj, builtin_model.model_from_capture(capture_file.load(path)), capture, frames=[0, 2])
+
+
+def test_footage_sound_plays_in_time_with_the_keys(scene, footage, tmp_path):
+    """Applying a capture puts the footage's sound in the sequencer with the footage's start at the first key's
+    frame (video frame 0 at scene frame 1), above the user's own strips, replacing the one placed before; a silent
+    clip adds nothing."""
+    strips = addon("footage").strips(scene)
+    own = strips.new_sound(name="dialogue", filepath=str(footage / "happy_1080p.mp4"), channel=1, frame_start=40)
+    settings = scene.kinesics
+    settings.footage = str(footage / "happy_1080p.mp4")
+    path = capture_file.save(tmp_path / "take.npz", builtin_capture(frames=3)[1])
+    for _ in range(2):
+        assert bpy.ops.kinesics.apply_capture(filepath=str(path)) == {'FINISHED'}
+    placed = [st for st in strips if st.get(addon("footage").SOUND_TAG)]
+    assert len(placed) == 1 and own.name in strips and own.frame_start == 40
+    sound = placed[0]
+    fps = scene.render.fps / scene.render.fps_base
+    assert sound.frame_start == 1 and sound.channel > own.channel and sound.sound.samplerate > 0
+    assert sound.frame_final_duration == pytest.approx(76 / 25.0 * fps, abs=1.5)  # the clip's 3.04 s
+    silent = addon("footage").add_sound(scene, str(footage / "frontal_talking_512.mp4"))
+    assert silent is None and not any(st.get(addon("footage").SOUND_TAG) for st in strips)
+    assert not any("frontal_talking" in snd.filepath for snd in bpy.data.sounds)
 
 
 def test_apply_capture_operator_reports_a_bad_file_and_changes_nothing(scene, tmp_path):
@@ -556,6 +585,7 @@ def test_capture_streams_keyframes_from_the_real_worker(capture_session, scene, 
     np.testing.assert_array_equal(saved["frame_index"], np.arange(10, 40))
     background = scene.camera.data.background_images[0]
     assert scene.camera.data.show_background_images and background.clip.filepath.endswith("frontal_talking_512.mp4")
+    assert len(addon("footage").strips(scene)) == 0, "this clip has no sound track: no sound strip"
 
 
 @needs_engine
