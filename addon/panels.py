@@ -27,6 +27,7 @@ class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
         col = layout.column()
         col.enabled = not s.running
         col.prop(settings, "footage")
+        col.prop(settings, "fps")
         row = col.row(align=True)
         row.prop(settings, "frame_start")
         row.prop(settings, "frame_end")

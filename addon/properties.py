@@ -23,7 +23,8 @@ def _rig_poll(self, obj) -> bool:
 
 class KinesicsSceneSettings(bpy.types.PropertyGroup):
     footage: bpy.props.StringProperty(name="Footage", subtype='FILE_PATH',
-                                      description="Video of the face to capture")
+                                      description="Video of the face to capture, or one frame of an image "
+                                                  "sequence (shot_0001.png stands for every shot_NNNN.png beside it)")
     frame_start: bpy.props.IntProperty(name="Start", min=0, default=0,
                                        description="First video frame to capture (0 is the first)")
     frame_end: bpy.props.IntProperty(name="End", min=0, default=0,
@@ -44,6 +45,9 @@ class KinesicsSceneSettings(bpy.types.PropertyGroup):
                                        description="Temporal smoothing against jitter: 1 is the default, 2 twice as "
                                                    "smooth, 0.5 keeps faster motion, 0 is off. It never delays "
                                                    "the motion (it looks ahead as well as back)")
+    fps: bpy.props.FloatProperty(name="Frame Rate", min=0.0, soft_max=240.0, default=0.0,
+                                 description="The footage's frame rate where it holds none (an image sequence, "
+                                             "where 25 is assumed) or a wrong one; 0 reads it from the footage")
     mirror_pass: bpy.props.BoolProperty(name="Mirror Pass", default=False,
                                         description="Also track the mirrored footage and average the two: "
                                                     "steadier, less biased landmarks and head pose, at twice the "

@@ -72,7 +72,8 @@ def start(scene: bpy.types.Scene, worker_python: str, model_path: str | None, mo
     settings = scene.kinesics
     video = bpy.path.abspath(settings.footage)
     if not video or not os.path.isfile(video):
-        raise KinesicsError(f"The footage '{settings.footage}' does not exist: choose a video file.")
+        raise KinesicsError(f"The footage '{settings.footage}' does not exist: choose a video file, or one frame "
+                            "of an image sequence.")
     if settings.frame_end and settings.frame_end <= settings.frame_start:
         raise KinesicsError("The End frame must come after the Start frame (or be 0 for the whole video).")
     if model_path is not None:
@@ -80,11 +81,13 @@ def start(scene: bpy.types.Scene, worker_python: str, model_path: str | None, mo
     client = SESSION.client if SESSION.client is not None and SESSION.client.alive else None
     if client is None:
         client = SESSION.client = WorkerClient.start(worker_python)  # kept, so shutdown() stops it
-    lens = {"lens_mm": settings.lens_mm} if settings.use_lens else {}
+    known = {"lens_mm": settings.lens_mm} if settings.use_lens else {}
+    if settings.fps:
+        known["fps"] = settings.fps
     job_id = client.submit(video=video, model=model_path, start=settings.frame_start,
                            end=settings.frame_end or None, stride=settings.stride, device=device,
                            max_faces=settings.faces, smoothing=settings.smoothing,
-                           mirror_pass=settings.mirror_pass, **lens)
+                           mirror_pass=settings.mirror_pass, **known)
     SESSION = Session(state="running", message="Starting the capture…", client=client,
                       job=CaptureAccumulator(job_id), scene_name=scene.name, footage=video,
                       show_footage=settings.show_footage, footage_sound=settings.footage_sound,

@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     cap = commands.add_parser("capture", help="capture a face video to a capture file (.npz)",
                               description="Track the face in VIDEO and fit a head model to every selected frame.")
-    cap.add_argument("video", metavar="VIDEO", help="the footage (any format OpenCV reads, e.g. H.264 MP4)")
+    cap.add_argument("video", metavar="VIDEO", help="the footage: a video (any format OpenCV reads, e.g. H.264 "
+                     "MP4) or an image sequence (a folder of frames, or one frame of a numbered series such as "
+                     "shot_0001.png)")
     cap.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="the capture file to write")
     cap.add_argument("--model", metavar="MODEL", default=None,
                      help="head model: FLAME generic_model.pkl, ICT-FaceKit folder or .npz "
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--smoothing", type=_not_negative, default=1.0, metavar="S",
                      help="temporal smoothing against jitter (default 1; 2 is twice as smooth, 0.5 keeps faster "
                           "motion, 0 turns it off); zero-lag, so smoothing never delays the motion")
+    cap.add_argument("--fps", type=_positive, default=None, metavar="FPS",
+                     help="the footage's frame rate, where it holds none (image sequences: 25 is assumed) or a "
+                          "wrong one")
     cap.add_argument("--mirror-pass", action="store_true",
                      help="also track the mirrored footage and average the two: steadier, less biased landmarks "
                           "and head pose, at twice the landmark time")
@@ -218,7 +223,13 @@ def capture(args: argparse.Namespace) -> int:
     info = probe(args.video)
     if info.n_frames > 0 and not frame_numbers(info.n_frames, args.start, args.end, args.stride):
         raise FootageError(f"{args.video}: the clip has {info.n_frames} frames, the range starts at frame {args.start}")
-    _say(f"footage: {args.video} ({info.width}x{info.height}, {info.fps:.2f} fps, {info.n_frames} frames)")
+    if args.fps:
+        rate = f"{args.fps:.2f} fps as given"
+    elif info.rate_known:
+        rate = f"{info.fps:.2f} fps"
+    else:
+        rate = f"no frame rate in the footage: {info.fps:.0f} fps assumed, give --fps for another"
+    _say(f"footage: {args.video} ({info.width}x{info.height}, {rate}, {info.n_frames} frames)")
     if args.model is None:
         _say("model: the built-in rig, made from the actor's own face (give --model for FLAME or ICT-FaceKit)")
     else:
@@ -236,7 +247,7 @@ def capture(args: argparse.Namespace) -> int:
             result = engine.run(args.video, args.start, args.end, args.stride, args.focal_px,
                                 on_progress=lambda p: bar.update(p.done, p.total, p.fps, p.eta_s, p.faces),
                                 cancel=cancel, max_faces=args.faces, lens_mm=args.lens_mm,
-                                smoothing=args.smoothing, mirror_pass=args.mirror_pass)
+                                smoothing=args.smoothing, mirror_pass=args.mirror_pass, fps=args.fps)
     except CaptureCancelled as cancelled:
         partial = cancelled.partial or {}
         if len(partial.get("frame_index", ())) == 0:

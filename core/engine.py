@@ -19,7 +19,7 @@ import torch
 
 from . import capture_file
 from .embedding import landmark_embedding
-from .errors import CaptureCancelled, FootageError
+from .errors import CaptureCancelled, FootageError, SettingError
 from .fit import (Camera, Fitter, FitSettings, FitState, fitted_landmarks, focal_from_lens, landmark_weights,
                   spread_keyframes)
 from .head_model import HeadModel
@@ -90,13 +90,16 @@ class CaptureEngine:
             focal_px: float | None = None, on_header: Callable[[dict], None] | None = None,
             on_chunk: Callable[[dict], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
             cancel: threading.Event | None = None, max_faces: int = 1, lens_mm: float | None = None,
-            smoothing: float = 1.0, mirror_pass: bool = False) -> dict:
+            smoothing: float = 1.0, mirror_pass: bool = False, fps: float | None = None) -> dict:
         """Capture `video`; returns the capture dict (see core.capture_file). Raises CaptureCancelled with
         everything finished so far when `cancel` is set, FootageError for bad footage, SettingError for a
         setting out of range. A known lens is given as `focal_px` or as `lens_mm` (see
         `core.fit.focal_from_lens`). `smoothing` scales the temporal prior: 1 as set, 0 off, 2 twice as smooth.
-        `mirror_pass` also tracks the mirrored footage and averages (see `core.landmarks.merge_passes`)."""
+        `mirror_pass` also tracks the mirrored footage and averages (see `core.landmarks.merge_passes`). `fps`
+        replaces the footage's frame rate (an image sequence has none: `core.video.DEFAULT_FPS` stands in)."""
         smoothing_settings = self.settings.smoothing.scaled(smoothing)
+        if fps is not None and not 0 < fps < float("inf"):
+            raise SettingError(f"a frame rate of {fps} is not possible: give frames per second, above 0")
         info = probe(video)
         if lens_mm is not None:
             focal_px = focal_from_lens(lens_mm, (info.width, info.height))
@@ -107,7 +110,7 @@ class CaptureEngine:
         if mirror_pass:  # the mirrored frames in a process of their own: on a machine with cores to spare, free
             twins = self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel)
             items = merged_passes(items, twins)
-        return self._consume(items, info.path, info.fps, (info.width, info.height), total, stride, focal_px,
+        return self._consume(items, info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
                              smoothing_settings, on_header, on_chunk, on_progress, cancel, warnings)
 
     def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,

@@ -1,7 +1,10 @@
-"""Footage decoding with OpenCV: true frame rate, rotation metadata, frame range and stride."""
+"""Footage decoding with OpenCV: true frame rate, rotation metadata, frame range and stride. Footage is a video
+file or an image sequence: a folder of frames, or one frame of a numbered series (shot_0001.png stands for every
+shot_NNNN.png beside it), read in frame-number order."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -20,14 +23,71 @@ class FootageInfo:
     height: int
     n_frames: int       # as the container reports it (may be approximate)
     rotation: int       # degrees of rotation metadata, already applied to decoded frames
+    rate_known: bool    # False where the footage holds no frame rate (image sequences): DEFAULT_FPS stands in
 
 
-def _open(path: str | os.PathLike) -> cv2.VideoCapture:
+DEFAULT_FPS = 25.0
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")  # prefix, frame number, the rest (no digits): shot_ 0001 .png
+
+
+def image_sequence(path: Path) -> list[Path] | None:
+    """The frame files of the image sequence `path` names, in frame-number order, or None when it names a file
+    that is not an image (a video). A folder's images are all frames; an image whose name holds a number stands
+    for every image beside it that differs only in that number."""
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise FootageError(f"{path}: is a folder with no images ({', '.join(IMAGE_SUFFIXES)}) in it; choose "
+                               "a video file, or a folder of frames.")
+        return sorted(files, key=_frame_number)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    numbered = _NUMBERED.match(path.name)
+    if numbered is None:
+        return [path]
+    prefix, _, rest = numbered.groups()
+    series = re.compile(re.escape(prefix) + r"\d+" + re.escape(rest) + "$")
+    return sorted((p for p in path.parent.iterdir() if series.match(p.name)), key=_frame_number)
+
+
+def _frame_number(path: Path) -> tuple[int, str]:
+    numbered = _NUMBERED.match(path.name)
+    return (int(numbered.group(2)) if numbered else -1), path.name
+
+
+class _ImageSequence:
+    """What `probe` and `read_frames` use of cv2.VideoCapture, over the files of an image sequence."""
+
+    def __init__(self, files: list[Path]):
+        self.files, self.next = files, 0
+
+    def grab(self) -> bool:
+        ok = self.next < len(self.files)
+        self.next += ok
+        return ok
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        frame = cv2.imread(str(self.files[self.next - 1]), cv2.IMREAD_COLOR)  # 8-bit BGR, whatever the depth
+        return frame is not None, frame
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return self.retrieve() if self.grab() else (False, None)
+
+    def get(self, prop: int) -> float:
+        return float(len(self.files)) if prop == cv2.CAP_PROP_FRAME_COUNT else 0.0  # no rate, no rotation
+
+    def release(self) -> None:
+        pass
+
+
+def _open(path: str | os.PathLike) -> cv2.VideoCapture | _ImageSequence:
     path = Path(path)
     if not path.exists():
-        raise FootageError(f"{path}: no such video file. Check the path.")
-    if path.is_dir():
-        raise FootageError(f"{path}: is a folder, not a video file.")
+        raise FootageError(f"{path}: no such video file or folder of frames. Check the path.")
+    frames = image_sequence(path)
+    if frames is not None:
+        return _ImageSequence(frames)
     if path.stat().st_size == 0:
         raise FootageError(f"{path}: the file is empty. Export or copy the video again.")
     cap = cv2.VideoCapture(str(path))
@@ -48,8 +108,9 @@ def probe(path: str | os.PathLike) -> FootageInfo:
             raise FootageError(f"{path}: holds no decodable frame (empty or damaged video).")
         fps = cap.get(cv2.CAP_PROP_FPS)
         rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0)
-        return FootageInfo(str(path), float(fps) if fps and fps > 0 else 25.0, frame.shape[1], frame.shape[0],
-                           int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), rotation)
+        known = bool(fps and fps > 0)
+        return FootageInfo(str(path), float(fps) if known else DEFAULT_FPS, frame.shape[1], frame.shape[0],
+                           int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), rotation, known)
     finally:
         cap.release()
 
@@ -88,8 +149,8 @@ def read_frames(path: str | os.PathLike, start: int = 0, end: int | None = None,
             index += 1
         target = expected if end is None else min(end, expected)
         if warnings is not None and expected > 0 and index < target:
-            warnings.append(f"{path}: the video ended after frame {index - 1}, but the file announces "
-                            f"{expected} frames; it may be truncated. Frames decoded before the damage are kept.")
+            warnings.append(f"{path}: the footage ended after frame {index - 1}, but it announces {expected} "
+                            "frames; it may be truncated or damaged. Frames decoded before the damage are kept.")
         if index <= start and index > 0:
             raise FootageError(f"{path}: the clip has {index} frames, the range starts at frame {start}.")
         if index == 0:

@@ -611,9 +611,10 @@ def test_known_lens_and_faces_reach_the_real_worker(capture_session, scene, foot
 
 
 @needs_engine
-def test_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(capture_session, scene, footage, tmp_path):
-    """The panel's Smoothing and Mirror Pass are the capture's: the built-in capture the real worker makes holds
-    the mirror pass's landmarks and is the one the library makes from them with smoothing off."""
+def test_rate_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(capture_session, scene, footage, tmp_path):
+    """The panel's Frame Rate, Smoothing and Mirror Pass are the capture's: the built-in capture the real worker
+    makes runs at the rate given, holds the mirror pass's landmarks and is the one the library makes from them
+    with smoothing off."""
     from core.builtin_capture import capture_builtin
     from core.landmarks import LandmarkTrack, detect_video
     from core.trajectory import SmoothingSettings
@@ -621,6 +622,7 @@ def test_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(capture_ses
     settings = scene.kinesics
     settings.footage = str(footage / "frontal_talking_512.mp4")
     settings.frame_start, settings.frame_end, settings.smoothing, settings.mirror_pass = 0, 20, 0.0, True
+    settings.fps = 30.0
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.capture_folder = str(tmp_path)
     try:
@@ -628,10 +630,11 @@ def test_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(capture_ses
         run_until_finished(capture_session)
     finally:
         prefs.capture_folder = ""
-        settings.smoothing, settings.mirror_pass = 1.0, False
+        settings.smoothing, settings.mirror_pass, settings.fps = 1.0, False, 0.0
     s = capture_session.SESSION
     assert s.state == "done", s.message
     saved = capture_file.load(s.saved_path)
+    assert float(saved["fps"]) == 30.0 and bpy.context.scene.render.fps == 30  # the panel's rate, not the clip's 25
     mirrored = detect_video(footage / "frontal_talking_512.mp4", 0, 20, mirror_pass=True)
     np.testing.assert_allclose(saved["landmarks"], mirrored.landmarks, atol=1e-6)
     track = LandmarkTrack(saved["frame_index"], saved["landmarks"], saved["valid"], float(saved["fps"]),

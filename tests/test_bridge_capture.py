@@ -139,7 +139,9 @@ def test_failing_jobs_report_clear_errors(worker, standin_model, video, tmp_path
     load = CaptureAccumulator(worker.load(tmp_path / "missing.pkl"))
     lens = CaptureAccumulator(worker.submit(video, model=standin_model, end=5, lens_mm=-2.0))
     smoothing = CaptureAccumulator(worker.submit(video, end=5, smoothing=-1.0))
-    _drain(worker, capture, load, lens, smoothing)
+    rate = CaptureAccumulator(worker.submit(video, end=5, fps=0.0))
+    _drain(worker, capture, load, lens, smoothing, rate)
+    assert rate.outcome == "error" and rate.final["code"] == "setting" and "frame rate of 0.0" in rate.final["message"]
     assert lens.outcome == "error" and lens.final["code"] == "setting" and "-2.0 mm" in lens.final["message"]
     assert smoothing.outcome == "error" and smoothing.final["code"] == "setting"
     assert "smoothing of -1.0" in smoothing.final["message"]

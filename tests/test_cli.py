@@ -16,6 +16,7 @@ from core.builtin_capture import capture_builtin
 from core.errors import KinesicsError
 from core.landmarks import LandmarkTrack, detect_video
 from core.trajectory import SmoothingSettings
+from core.video import read_frames
 
 KINESICS = Path(sys.executable).with_name("kinesics")
 FRAMES = 50
@@ -117,13 +118,32 @@ def test_smoothing_and_mirror_pass_reach_the_capture(clip: Path, tmp_path: Path)
     assert np.abs(capture["jaw_pose"] - default["jaw_pose"]).max() > 1e-3
 
 
-def test_faces_lens_and_smoothing_must_be_in_range(clip: Path, tmp_path: Path):
+def test_image_sequence_capture_with_a_given_frame_rate(clip: Path, tmp_path: Path):
+    """A numbered image series is captured like the video it came from (the same landmarks), at the frame rate
+    given with --fps; without --fps the user is told the rate was assumed."""
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    for index, frame in read_frames(clip, 0, 12):
+        cv2.imwrite(str(plate / f"shot_{1001 + index}.png"), frame)
+    proc = run("capture", str(plate / "shot_1001.png"), "--fps", "30", "-o", str(tmp_path / "seq.npz"))
+    assert proc.returncode == 0, proc.stderr
+    assert "30.00 fps as given" in proc.stderr
+    capture = capture_file.load(tmp_path / "seq.npz")
+    assert float(capture["fps"]) == 30.0 and list(capture["frame_index"]) == list(range(12))
+    np.testing.assert_allclose(capture["landmarks"], detect_video(clip, 0, 12).landmarks, atol=1e-6)
+    proc = run("capture", str(plate), "--end", "3", "-o", str(tmp_path / "assumed.npz"))
+    assert proc.returncode == 0 and "no frame rate in the footage: 25 fps assumed" in proc.stderr, proc.stderr
+
+
+def test_faces_lens_smoothing_and_rate_must_be_in_range(clip: Path, tmp_path: Path):
     proc = run("capture", str(clip), "--faces", "0", "-o", str(tmp_path / "out.npz"))
     assert proc.returncode == 2 and "--faces: must be 1 or more" in proc.stderr
     proc = run("capture", str(clip), "--lens-mm", "-5", "-o", str(tmp_path / "out.npz"))
     assert proc.returncode == 2 and "--lens-mm: must be above 0" in proc.stderr
     proc = run("capture", str(clip), "--smoothing", "-1", "-o", str(tmp_path / "out.npz"))
     assert proc.returncode == 2 and "--smoothing: must be 0 or more" in proc.stderr
+    proc = run("capture", str(clip), "--fps", "0", "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode == 2 and "--fps: must be above 0" in proc.stderr
     assert not (tmp_path / "out.npz").exists()
 
 

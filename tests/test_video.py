@@ -179,3 +179,39 @@ def test_truncated_file_keeps_the_frames_before_the_damage(clip: Path, tmp_path:
     for index, frame in frames[:-1]:  # the last frame may be partly decoded
         assert np.array_equal(frame, reference[index])
     assert len(warnings) == 1 and "truncated" in warnings[0] and str(cut) in warnings[0]
+
+
+def _write_sequence(clip: Path, folder: Path, names: list[str]) -> list[np.ndarray]:
+    """The clip's first frames written losslessly as images named `names`; returns the frames."""
+    folder.mkdir()
+    frames = [frame for _, frame in read_frames(clip, 0, len(names))]
+    for name, frame in zip(names, frames):
+        assert cv2.imwrite(str(folder / name), frame)
+    return frames
+
+
+def test_image_sequence_reads_like_the_video_in_frame_number_order(clip: Path, tmp_path: Path):
+    """A folder of frames, or one frame of a numbered series, is footage: frames in frame-number order (9 before 10,
+    not as the names sort), range and stride as for a video, no frame rate (the default stands in)."""
+    names = [f"take_{n}.png" for n in (8, 9, 10, 11, 12, 13)]
+    frames = _write_sequence(clip, tmp_path / "plate", names)
+    (tmp_path / "plate" / "notes.txt").write_text("not a frame")
+    for footage in (tmp_path / "plate", tmp_path / "plate" / "take_11.png"):
+        info = probe(footage)
+        assert (info.n_frames, info.width, info.height, info.rate_known) == (6, 512, 512, False)
+        got = list(read_frames(footage, 1, 6, 2))
+        assert [i for i, _ in got] == [1, 3, 5]
+        for (i, frame) in got:
+            assert np.array_equal(frame, frames[i]), i
+    assert probe(clip).rate_known
+
+
+def test_image_sequence_problems_fail_clearly_and_keep_what_was_read(clip: Path, tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FootageError, match="folder with no images"):
+        probe(tmp_path / "empty")
+    _write_sequence(clip, tmp_path / "plate", [f"f{n:03d}.png" for n in range(5)])
+    (tmp_path / "plate" / "f002.png").write_bytes(b"damaged")
+    warnings: list[str] = []
+    assert [i for i, _ in read_frames(tmp_path / "plate", warnings=warnings)] == [0, 1]
+    assert warnings and "truncated" in warnings[0]
