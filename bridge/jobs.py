@@ -25,7 +25,8 @@ from .errors import BridgeError
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 _ENGINE_ARGUMENTS = frozenset({"video", "start", "end", "stride", "on_header", "on_chunk", "on_progress", "cancel"})
-EngineFactory = Callable[[str | None, str, Callable[[float, str], None]], object]  # model, device, on_prepare
+# model, device, on_prepare -> an engine with run() and close(), as core.engine.CaptureEngine
+EngineFactory = Callable[[str | None, str, Callable[[float, str], None]], object]
 
 
 class BadRequest(BridgeError):
@@ -174,6 +175,9 @@ class DeviceRunner:
         for job in doomed:
             self.cancel(job)
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            for engine in self._engines.values():
+                engine.close()
 
     def _loop(self) -> None:
         while True:
@@ -236,7 +240,7 @@ class DeviceRunner:
             self._engines.move_to_end(model)
             return self._engines[model]
         while len(self._engines) >= self._max_engines:
-            self._engines.popitem(last=False)
+            self._engines.popitem(last=False)[1].close()  # its landmark processes go with it
         engine = self._factory(model, self.device,
                                lambda fraction, message: job.emit("preparing", fraction=fraction, message=message))
         self._engines[model] = engine

@@ -204,3 +204,33 @@ def test_first_use_of_a_model_is_reported_while_it_is_prepared(standin_model, vi
     assert len(preparing) > 5 and preparing[-1]["fraction"] == 1.0 and "view" in preparing[1]["message"]
     assert kinds.index("preparing") < kinds.index("header")
     assert not [e for e in later if e["type"] == "preparing"]
+
+
+def _children(pid: int) -> set[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    children: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            children |= {int(c) for c in f.read().split()}
+    return children
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts child processes through /proc")
+def test_an_evicted_engine_stops_its_landmark_processes(standin_model, video):
+    """With one engine kept, a capture with another model evicts the first engine, and the landmark processes it
+    started (two, with the mirror pass) end instead of lingering for the worker's lifetime."""
+    worker = WorkerClient.start(sys.executable, ("--max-engines", "1"))
+    try:
+        builtin = CaptureAccumulator(worker.submit(video, end=5, mirror_pass=True))
+        _drain(worker, builtin)
+        assert builtin.outcome == "done", builtin.final
+        with_builtin = _children(worker.process.pid)
+        standin = CaptureAccumulator(worker.submit(video, model=standin_model, end=5))
+        _drain(worker, standin)
+        assert standin.outcome == "done", standin.final
+        deadline = time.monotonic() + 10
+        while len(_children(worker.process.pid)) != len(with_builtin) - 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_children(worker.process.pid)) == len(with_builtin) - 1  # two ended, one started
+    finally:
+        worker.shutdown()
