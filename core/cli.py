@@ -59,6 +59,24 @@ DELEGATES = {"worker": (_delegate_worker, "run the capture worker the Blender ad
              "install-ict": (_delegate_install_ict, "install ICT-FaceKit (zip, folder or URL) as a head model")}
 
 
+def _fit_arguments(command: argparse.ArgumentParser) -> None:
+    """The arguments `capture` and `refit` share: output, model, device, lens and smoothing."""
+    command.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="the capture file to write")
+    command.add_argument("--model", metavar="MODEL", default=None,
+                         help="head model: FLAME generic_model.pkl, ICT-FaceKit folder or .npz "
+                              "(default: the built-in rig made from the actor's own face)")
+    command.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the fit runs (default cpu)")
+    lens = command.add_mutually_exclusive_group()
+    lens.add_argument("--focal-px", type=_positive, default=None, metavar="F",
+                      help="the lens's focal length in pixels, when known (default: estimated from the footage)")
+    lens.add_argument("--lens-mm", type=_positive, default=None, metavar="MM",
+                      help="the lens's 35 mm-equivalent focal length, when known (a phone's main camera is about "
+                           "26; read as Blender's camera reads it: a 36 mm sensor across the longer side)")
+    command.add_argument("--smoothing", type=_not_negative, default=1.0, metavar="S",
+                         help="temporal smoothing against jitter (default 1; 2 is twice as smooth, 0.5 keeps faster "
+                              "motion, 0 turns it off); zero-lag, so smoothing never delays the motion")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kinesics", description="Facial performance capture for Blender: "
                                      "video to FLAME/ICT-FaceKit/ARKit animation.")
@@ -69,34 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("video", metavar="VIDEO", help="the footage: a video (any format OpenCV reads, e.g. H.264 "
                      "MP4) or an image sequence (a folder of frames, or one frame of a numbered series such as "
                      "shot_0001.png)")
-    cap.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="the capture file to write")
-    cap.add_argument("--model", metavar="MODEL", default=None,
-                     help="head model: FLAME generic_model.pkl, ICT-FaceKit folder or .npz "
-                          "(default: the built-in rig made from the actor's own face)")
+    _fit_arguments(cap)
     cap.add_argument("--preview", metavar="PREVIEW.mp4", default=None,
                      help="also write the footage with the fitted mesh and the landmarks drawn over it")
     cap.add_argument("--start", type=int, default=0, metavar="N", help="first frame (default 0)")
     cap.add_argument("--end", type=int, default=None, metavar="N", help="frame to stop before (default: the end)")
     cap.add_argument("--stride", type=int, default=1, metavar="N", help="use every Nth frame (default 1)")
-    cap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the fit runs (default cpu)")
-    lens = cap.add_mutually_exclusive_group()
-    lens.add_argument("--focal-px", type=_positive, default=None, metavar="F",
-                      help="the lens's focal length in pixels, when known (default: estimated from the footage)")
-    lens.add_argument("--lens-mm", type=_positive, default=None, metavar="MM",
-                      help="the lens's 35 mm-equivalent focal length, when known (a phone's main camera is about "
-                           "26; read as Blender's camera reads it: a 36 mm sensor across the longer side)")
     cap.add_argument("--faces", type=_at_least_one, default=1, metavar="N",
                      help="faces to look for in each frame (default 1, the fastest); with more than one, the "
                           "capture keeps following the person it started with")
-    cap.add_argument("--smoothing", type=_not_negative, default=1.0, metavar="S",
-                     help="temporal smoothing against jitter (default 1; 2 is twice as smooth, 0.5 keeps faster "
-                          "motion, 0 turns it off); zero-lag, so smoothing never delays the motion")
     cap.add_argument("--fps", type=_positive, default=None, metavar="FPS",
                      help="the footage's frame rate, where it holds none (image sequences: 25 is assumed) or a "
                           "wrong one")
     cap.add_argument("--mirror-pass", action="store_true",
                      help="also track the mirrored footage and average the two: steadier, less biased landmarks "
                           "and head pose, at twice the landmark time")
+    ref = commands.add_parser("refit", help="fit a capture's landmarks again (another model, lens or smoothing)",
+                              description="Fit the landmarks a capture file holds again, with another head model, "
+                                          "lens or smoothing: seconds, with no footage and no tracking.")
+    ref.add_argument("capture", metavar="CAPTURE.npz", help="a capture file made by kinesics capture")
+    _fit_arguments(ref)
     for name, (_, text) in DELEGATES.items():
         commands.add_parser(name, help=text, add_help=False)
     return parser
@@ -108,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         return DELEGATES[argv[0]][0](argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "capture":
+    if args.command not in ("capture", "refit"):
         parser.print_help(sys.stderr)
         return 2
     try:
-        return capture(args)
+        return capture(args) if args.command == "capture" else refit(args)
     except KinesicsError as err:
         _say(f"kinesics: error: {err}")
         return EXIT_ERROR
@@ -272,6 +282,36 @@ def capture(args: argparse.Namespace) -> int:
         finally:
             preview_bar.close()
     _summary(result, output, args.preview, elapsed)
+    return 0
+
+
+def refit(args: argparse.Namespace) -> int:
+    """`kinesics refit`: the landmarks a capture holds, fitted again; returns the exit status."""
+    import numpy as np
+
+    from . import capture_file
+    from .engine import CaptureEngine
+    from .fit import focal_from_lens
+    from .landmarks import LandmarkTrack
+
+    output = Path(args.output)
+    _check_writable(output)
+    source = capture_file.load(args.capture)
+    size = tuple(int(v) for v in np.asarray(source["image_size"]).ravel()[:2])
+    index = np.asarray(source["frame_index"], np.int64)
+    track = LandmarkTrack(index, np.asarray(source["landmarks"], np.float32), np.asarray(source["valid"], bool),
+                          float(source["fps"]), size)
+    _say(f"landmarks: {args.capture} ({len(index)} frames of {size[0]}x{size[1]} footage at "
+         f"{float(source['fps']):.2f} fps, captured with {source['model']})")
+    _say(f"model: {args.model}" if args.model else "model: the built-in rig, made from the actor's own face")
+    engine = CaptureEngine(args.model, args.device, on_prepare=_say_preparing)
+    stride = int(max(np.median(np.diff(index)), 1)) if len(index) > 1 else 1
+    focal = focal_from_lens(args.lens_mm, size) if args.lens_mm else args.focal_px
+    started = time.perf_counter()
+    result = engine.run_track(track, stride=stride, focal_px=focal, smoothing=args.smoothing)
+    elapsed = time.perf_counter() - started
+    capture_file.save(output, result)
+    _summary(result, output, None, elapsed)
     return 0
 
 

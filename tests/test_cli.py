@@ -135,6 +135,29 @@ def test_image_sequence_capture_with_a_given_frame_rate(clip: Path, tmp_path: Pa
     assert proc.returncode == 0 and "no frame rate in the footage: 25 fps assumed" in proc.stderr, proc.stderr
 
 
+def test_refit_fits_the_stored_landmarks_again(clip: Path, standin_model: Path, tmp_path: Path):
+    """`kinesics refit` turns a capture into one with another model (or smoothing) from the landmarks it holds:
+    the same frames and landmarks, no footage needed; a file that is no capture is one clear line."""
+    taken = tmp_path / "take.npz"
+    assert run("capture", str(clip), "--start", "10", "--end", "40", "--stride", "2", "-o", str(taken)).returncode == 0
+    source = capture_file.load(taken)
+    proc = run("refit", str(taken), "--model", str(standin_model), "-o", str(tmp_path / "flame.npz"))
+    assert proc.returncode == 0, proc.stderr
+    flame = capture_file.load(tmp_path / "flame.npz")
+    assert flame["model"] == "flame" and flame["expression"].shape[1] > 0
+    np.testing.assert_array_equal(flame["frame_index"], source["frame_index"])
+    np.testing.assert_array_equal(flame["landmarks"], source["landmarks"])
+    proc = run("refit", str(taken), "--smoothing", "0", "--lens-mm", "30", "-o", str(tmp_path / "raw.npz"))
+    assert proc.returncode == 0, proc.stderr
+    track = LandmarkTrack(source["frame_index"], source["landmarks"], source["valid"], float(source["fps"]),
+                          tuple(int(v) for v in source["image_size"]))
+    expected = capture_builtin(track, 30.0 / 36.0 * 512, SmoothingSettings().scaled(0))
+    np.testing.assert_allclose(capture_file.load(tmp_path / "raw.npz")["jaw_pose"], expected["jaw_pose"], atol=1e-6)
+    (tmp_path / "notes.npz").write_bytes(b"not a capture")
+    proc = run("refit", str(tmp_path / "notes.npz"), "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode == 1 and "notes.npz" in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
 def test_faces_lens_smoothing_and_rate_must_be_in_range(clip: Path, tmp_path: Path):
     proc = run("capture", str(clip), "--faces", "0", "-o", str(tmp_path / "out.npz"))
     assert proc.returncode == 2 and "--faces: must be 1 or more" in proc.stderr
