@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "and head pose, at twice the landmark time")
     ref = commands.add_parser("refit", help="fit a capture's landmarks again (another model, lens or smoothing)",
                               description="Fit the landmarks a capture file holds again, with another head model, "
-                                          "lens or smoothing: seconds, with no footage and no tracking.")
+                                          "lens or smoothing, and the actor's face shape from the whole clip: "
+                                          "seconds, with no footage and no tracking.")
     ref.add_argument("capture", metavar="CAPTURE.npz", help="a capture file made by kinesics capture")
     _fit_arguments(ref)
     for name, (_, text) in DELEGATES.items():
@@ -286,7 +287,8 @@ def capture(args: argparse.Namespace) -> int:
 
 
 def refit(args: argparse.Namespace) -> int:
-    """`kinesics refit`: the landmarks a capture holds, fitted again; returns the exit status."""
+    """`kinesics refit`: the landmarks a capture holds, fitted again, the actor's shape from the whole clip (a
+    streamed capture takes it from the opening faces, so that keys arrive early); returns the exit status."""
     import numpy as np
 
     from . import capture_file
@@ -308,7 +310,7 @@ def refit(args: argparse.Namespace) -> int:
     stride = int(max(np.median(np.diff(index)), 1)) if len(index) > 1 else 1
     focal = focal_from_lens(args.lens_mm, size) if args.lens_mm else args.focal_px
     started = time.perf_counter()
-    result = engine.run_track(track, stride=stride, focal_px=focal, smoothing=args.smoothing)
+    result = engine.run_track(track, stride=stride, focal_px=focal, smoothing=args.smoothing, whole_clip_identity=True)
     elapsed = time.perf_counter() - started
     capture_file.save(output, result)
     _summary(result, output, None, elapsed)

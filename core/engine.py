@@ -111,24 +111,29 @@ class CaptureEngine:
             twins = self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel)
             items = merged_passes(items, twins)
         return self._consume(items, info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
-                             smoothing_settings, on_header, on_chunk, on_progress, cancel, warnings)
+                             smoothing_settings, on_header, on_chunk, on_progress, cancel, warnings,
+                             self.settings.identity_window)
 
     def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,
                   on_header: Callable[[dict], None] | None = None, on_chunk: Callable[[dict], None] | None = None,
-                  cancel: threading.Event | None = None, smoothing: float = 1.0) -> dict:
-        """Capture from landmarks already tracked (or synthesised): the same fit, no video."""
+                  cancel: threading.Event | None = None, smoothing: float = 1.0, whole_clip_identity: bool = False
+                  ) -> dict:
+        """Capture from landmarks already tracked (or synthesised): the same fit, no video. With
+        `whole_clip_identity`, identity comes from keyframes spread over the whole clip rather than its opening
+        faces (nothing streams before the end then; for a finished clip, such as a refit)."""
         items = ((int(i), lm if ok else None, tuple(track.image_size))
                  for i, lm, ok in zip(track.frame_index, track.landmarks, track.valid))
+        window = len(track.valid) + 1 if whole_clip_identity else self.settings.identity_window
         return self._consume(items, "landmark track", track.fps, tuple(track.image_size), len(track.valid), stride,
                              focal_px, self.settings.smoothing.scaled(smoothing), on_header, on_chunk, None, cancel,
-                             list(track.warnings))
+                             list(track.warnings), window)
 
     def _consume(self, items, source, fps, size, total, stride, focal_px, smoothing, on_header, on_chunk,
-                 on_progress, cancel, warnings) -> dict:
+                 on_progress, cancel, warnings, identity_window) -> dict:
         torch.set_num_threads(1)
         run_cls = _Run if self.fitter is not None else _BuiltinRun
         run = run_cls(self, source, fps, size, focal_px, on_header, on_chunk, on_progress, total, warnings, stride,
-                      smoothing)
+                      smoothing, identity_window)
         cancelled = lambda: cancel is not None and cancel.is_set()  # noqa: E731
         for item in items:
             if cancelled():
@@ -165,9 +170,9 @@ class _Run:
 
     def __init__(self, engine: CaptureEngine, source: str, fps: float, size: tuple[int, int], focal_px,
                  on_header, on_chunk, on_progress, total: int, warnings: list[str], stride: int,
-                 smoothing: SmoothingSettings):
+                 smoothing: SmoothingSettings, identity_window: int):
         self.engine, self.source, self.fps, self.focal_px, self.stride = engine, source, fps, focal_px, stride
-        self.smoothing = smoothing
+        self.smoothing, self.identity_window = smoothing, identity_window
         self.on_header, self.on_chunk, self.on_progress = on_header, on_chunk, on_progress
         self.total, self.warnings = max(total, 1), warnings
         self.indices: list[int] = []
@@ -201,7 +206,7 @@ class _Run:
     def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
         self.record(index, lms, size)
         # Identity needs faces, not frames: footage often opens on an empty set or a slate.
-        if self.header is None and self.faces >= self.engine.settings.identity_window:
+        if self.header is None and self.faces >= self.identity_window:
             self.start_fit()
         if self.header is not None:
             self.advance(final=False)

@@ -298,3 +298,17 @@ def test_smoothing_strength_trades_jitter_without_lag(engine: CaptureEngine, tal
     assert lags[int(np.argmax(xcorr))] == 0, xcorr
     with pytest.raises(SettingError, match="-1"):
         engine.run_track(track, smoothing=-1.0)
+
+
+def test_whole_clip_identity_reads_the_whole_clip(engine: CaptureEngine, talking: dict):
+    """A streamed capture fixes the actor's shape from its opening faces, so frames added at the end leave it
+    alone; with `whole_clip_identity` (a refit) the keyframes spread over the whole clip, so they count."""
+    capture = talking["capture"]
+    size = tuple(int(v) for v in capture["image_size"])
+    n = len(capture["frame_index"])
+    landmarks = np.concatenate([capture["landmarks"], capture["landmarks"][::-1] * [1.0, 1.02, 1.0]])
+    short = LandmarkTrack(np.arange(n), capture["landmarks"], np.ones(n, bool), 25.0, size)
+    longer = LandmarkTrack(np.arange(2 * n), landmarks.astype(np.float32), np.ones(2 * n, bool), 25.0, size)
+    for whole, changes in ((False, False), (True, True)):
+        a, b = (engine.run_track(t, whole_clip_identity=whole)["shape"] for t in (short, longer))
+        assert (np.abs(a - b).max() > 1e-3) == changes, (whole, np.abs(a - b).max())
