@@ -55,6 +55,21 @@ class EngineSettings:
     landmark_stride: int = 2         # of the dense (non-contour) landmarks, fit every n-th
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one capture is asked for: where its frames come from, their rate and size, how many are expected,
+    the stride they were taken with, a known focal length, the temporal prior and the faces that fix identity."""
+
+    source: str
+    fps: float
+    size: tuple[int, int]
+    total: int
+    stride: int
+    focal_px: float | None
+    smoothing: SmoothingSettings
+    identity_window: int
+
+
 class CaptureEngine:
     """A head model, its landmark embedding and the fitter, loaded once and reused for many captures."""
 
@@ -110,9 +125,9 @@ class CaptureEngine:
         if mirror_pass:  # the mirrored frames in a process of their own: on a machine with cores to spare, free
             twins = self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel)
             items = merged_passes(items, twins)
-        return self._consume(items, info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
-                             smoothing_settings, on_header, on_chunk, on_progress, cancel, warnings,
-                             self.settings.identity_window)
+        plan = _Plan(info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
+                     smoothing_settings, self.settings.identity_window)
+        return self._consume(items, plan, on_header, on_chunk, on_progress, cancel, warnings)
 
     def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,
                   on_header: Callable[[dict], None] | None = None, on_chunk: Callable[[dict], None] | None = None,
@@ -124,16 +139,14 @@ class CaptureEngine:
         items = ((int(i), lm if ok else None, tuple(track.image_size))
                  for i, lm, ok in zip(track.frame_index, track.landmarks, track.valid))
         window = len(track.valid) + 1 if whole_clip_identity else self.settings.identity_window
-        return self._consume(items, "landmark track", track.fps, tuple(track.image_size), len(track.valid), stride,
-                             focal_px, self.settings.smoothing.scaled(smoothing), on_header, on_chunk, None, cancel,
-                             list(track.warnings), window)
+        plan = _Plan("landmark track", track.fps, tuple(track.image_size), len(track.valid), stride, focal_px,
+                     self.settings.smoothing.scaled(smoothing), window)
+        return self._consume(items, plan, on_header, on_chunk, None, cancel, list(track.warnings))
 
-    def _consume(self, items, source, fps, size, total, stride, focal_px, smoothing, on_header, on_chunk,
-                 on_progress, cancel, warnings, identity_window) -> dict:
+    def _consume(self, items, plan: _Plan, on_header, on_chunk, on_progress, cancel, warnings: list[str]) -> dict:
         torch.set_num_threads(1)
         run_cls = _Run if self.fitter is not None else _BuiltinRun
-        run = run_cls(self, source, fps, size, focal_px, on_header, on_chunk, on_progress, total, warnings, stride,
-                      smoothing, identity_window)
+        run = run_cls(self, plan, on_header, on_chunk, on_progress, warnings)
         cancelled = lambda: cancel is not None and cancel.is_set()  # noqa: E731
         for item in items:
             if cancelled():
@@ -168,18 +181,15 @@ class CaptureEngine:
 class _Run:
     """The state of one capture: frames received, fitted, smoothed and handed out."""
 
-    def __init__(self, engine: CaptureEngine, source: str, fps: float, size: tuple[int, int], focal_px,
-                 on_header, on_chunk, on_progress, total: int, warnings: list[str], stride: int,
-                 smoothing: SmoothingSettings, identity_window: int):
-        self.engine, self.source, self.fps, self.focal_px, self.stride = engine, source, fps, focal_px, stride
-        self.smoothing, self.identity_window = smoothing, identity_window
+    def __init__(self, engine: CaptureEngine, plan: _Plan, on_header, on_chunk, on_progress, warnings: list[str]):
+        self.engine, self.plan = engine, plan
         self.on_header, self.on_chunk, self.on_progress = on_header, on_chunk, on_progress
-        self.total, self.warnings = max(total, 1), warnings
+        self.total, self.warnings = max(plan.total, 1), warnings
         self.indices: list[int] = []
         self.landmarks: list[np.ndarray] = []
         self.valid: list[bool] = []
         self.faces = 0                    # frames with a face so far
-        self.image_size = size
+        self.image_size = plan.size
         self.header: dict | None = None
         self.chunks: list[dict] = []
         self.states: list[FitState] = []   # fitted batches, in order
@@ -206,7 +216,7 @@ class _Run:
     def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
         self.record(index, lms, size)
         # Identity needs faces, not frames: footage often opens on an empty set or a slate.
-        if self.header is None and self.faces >= self.identity_window:
+        if self.header is None and self.faces >= self.plan.identity_window:
             self.start_fit()
         if self.header is not None:
             self.advance(final=False)
@@ -225,18 +235,18 @@ class _Run:
         # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one).
         fitter.prepare(torch.zeros(len(fitter.shape_cols), dtype=fitter.dtype, device=fitter.device))
         # Without a known lens, start from a typical one; the identity solve refines it with the shape.
-        focal = self.focal_px or max(w, h) / 2 / np.tan(np.radians(self.engine.settings.typical_fov_deg) / 2)
+        focal = self.plan.focal_px or max(w, h) / 2 / np.tan(np.radians(self.engine.settings.typical_fov_deg) / 2)
         camera = Camera(float(focal), w / 2.0, h / 2.0)
         state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
-        state, self.camera = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.focal_px)
+        state, self.camera = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.plan.focal_px)
         self.seeds = (keys, state)
         focal = self.camera.focal
         solver = self.engine.arkit_solver
         solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera)
-        self.arkit = ArkitStream(solver, self.fps / self.stride, self.smoothing.arkit_hz)
+        self.arkit = ArkitStream(solver, self.plan.fps / self.plan.stride, self.plan.smoothing.arkit_hz)
         if solver.note:
             self.warnings.append(solver.note)
-        self.header = {"fps": float(self.fps), "image_size": np.array([w, h]),
+        self.header = {"fps": float(self.plan.fps), "image_size": np.array([w, h]),
                        "model": self.engine.model_name, "model_hash": self.engine.data.content_hash,
                        "shape": fitter.shape_vector(), "focal_px": float(focal), "cx": w / 2.0, "cy": h / 2.0,
                        "expression_names": np.array(self._expression_names()), "n_frames": self.total,
@@ -296,7 +306,7 @@ class _Run:
         if self.reference is None:
             self.reference = raw.rotations[0, 0]
         weights = np.asarray(self.valid[a:self.fitted], np.float64)
-        params = to_parameters(raw, weights, self.header["fps"] / self.stride, fitter.names, self.smoothing,
+        params = to_parameters(raw, weights, self.header["fps"] / self.plan.stride, fitter.names, self.plan.smoothing,
                                self.reference, pinned=history, previous_global=self.last_global)
         rows = slice(history, history + ready - self.emitted)
         chunk = {k: v[rows] for k, v in params.items()}
@@ -327,11 +337,11 @@ class _Run:
         """End of footage (or cancel): fit and hand out everything received."""
         if self.n_frames == 0:
             if final:
-                raise FootageError(f"{self.source}: no frame was decoded in the requested range")
+                raise FootageError(f"{self.plan.source}: no frame was decoded in the requested range")
             return
         if self.header is None:
             if not any(self.valid) and final:
-                raise FootageError(f"{self.source}: no face was found in any of the {self.n_frames} frames. "
+                raise FootageError(f"{self.plan.source}: no face was found in any of the {self.n_frames} frames. "
                                    "Check that the face is visible and well lit, and the frame range.")
             if not any(self.valid):
                 return
@@ -367,12 +377,12 @@ class _BuiltinRun(_Run):
     def finish(self, final: bool) -> None:
         if not any(self.valid):
             if final:
-                raise FootageError(f"{self.source}: no face was found in any of the {self.n_frames} frames. "
+                raise FootageError(f"{self.plan.source}: no face was found in any of the {self.n_frames} frames. "
                                    "Check that the face is visible and well lit, and the frame range.")
             return
         track = LandmarkTrack(np.asarray(self.indices, np.int64), np.asarray(self.landmarks, np.float32),
-                              np.asarray(self.valid, bool), self.fps, self.image_size, self.warnings)
-        capture = capture_builtin(track, self.focal_px, self.smoothing)
+                              np.asarray(self.valid, bool), self.plan.fps, self.image_size, self.warnings)
+        capture = capture_builtin(track, self.plan.focal_px, self.plan.smoothing)
         per_frame = set(capture_file.PER_FRAME + capture_file.OPTIONAL_PER_FRAME)
         self.header = {k: v for k, v in capture.items() if k not in per_frame}
         self.header["n_frames"] = self.total
