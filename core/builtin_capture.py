@@ -100,12 +100,6 @@ def _interpolate_rotations(rot: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return Rotation.from_quat(quat / np.linalg.norm(quat, axis=1, keepdims=True)).as_matrix()
 
 
-def _sample_rate(track) -> float:
-    """Samples per second of a track: the footage's frame rate over the stride it was read with."""
-    steps = np.diff(np.asarray(track.frame_index))
-    return float(track.fps) / float(max(np.median(steps), 1.0)) if len(steps) else float(track.fps)
-
-
 def capture_builtin(track, focal_px: float | None = None,
                     smoothing: SmoothingSettings = SmoothingSettings()) -> dict:
     """A complete, validated capture with the built-in model from a `core.landmarks.LandmarkTrack`.
@@ -151,7 +145,7 @@ def capture_builtin(track, focal_px: float | None = None,
     raw = RawTrack(rotations, shift - joints[0] + rot @ joints[0], expression,
                    np.broadcast_to(joints, (len(local),) + joints.shape))
     # The same zero-lag prior and neck split as a fitted capture; frames without a face are filled by it.
-    weights, rate = valid.astype(np.float64), _sample_rate(track)
+    weights, rate = valid.astype(np.float64), float(track.fps) / track.stride
     params = to_parameters(raw, weights, rate, FLAME_JOINTS, smoothing)
 
     arkit, _ = geo.solve(landmarks, valid, (width, height), frames, cal)

@@ -307,10 +307,9 @@ def refit(args: argparse.Namespace) -> int:
          f"{float(source['fps']):.2f} fps, captured with {source['model']})")
     _say(f"model: {args.model}" if args.model else "model: the built-in rig, made from the actor's own face")
     engine = CaptureEngine(args.model, args.device, on_prepare=_say_preparing)
-    stride = int(max(np.median(np.diff(index)), 1)) if len(index) > 1 else 1
     focal = focal_from_lens(args.lens_mm, size) if args.lens_mm else args.focal_px
     started = time.perf_counter()
-    result = engine.run_track(track, stride=stride, focal_px=focal, smoothing=args.smoothing, whole_clip_identity=True)
+    result = engine.run_track(track, stride=track.stride, focal_px=focal, smoothing=args.smoothing, whole_clip_identity=True)
     elapsed = time.perf_counter() - started
     capture_file.save(output, result)
     _summary(result, output, None, elapsed)

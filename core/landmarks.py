@@ -29,6 +29,12 @@ class LandmarkTrack:
     image_size: tuple[int, int]
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def stride(self) -> int:
+        """The frame step the track was taken with (1 when it has fewer than two frames)."""
+        steps = np.diff(np.asarray(self.frame_index))
+        return int(max(np.median(steps), 1)) if len(steps) else 1
+
     def pixels(self) -> np.ndarray:
         """(T,478,2) landmark positions in pixels."""
         return self.landmarks[:, :, :2] * np.asarray(self.image_size, np.float64)
