@@ -49,9 +49,9 @@ class KinesicsSceneSettings(bpy.types.PropertyGroup):
                                  description="The footage's frame rate where it holds none (an image sequence, "
                                              "where 25 is assumed) or a wrong one; 0 reads it from the footage")
     mirror_pass: bpy.props.BoolProperty(name="Mirror Pass", default=False,
-                                        description="Also track the mirrored footage and average the two: "
-                                                    "steadier, less biased landmarks and head pose, at twice the "
-                                                    "landmark time")
+                                        description="Also track the mirrored footage, in a second process, and "
+                                                    "average the two: steadier, less biased landmarks and head "
+                                                    "pose, for twice the landmark work")
     time_mapping: bpy.props.EnumProperty(name="Timing", items=TIME_ITEMS, default='CAPTURE')
     show_footage: bpy.props.BoolProperty(name="Footage Behind Camera", default=True,
                                          description="Show the footage as the capture camera's background")
