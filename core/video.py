@@ -28,6 +28,7 @@ class FootageInfo:
 
 DEFAULT_FPS = 25.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+UNREAD_SUFFIXES = (".exr", ".dpx", ".hdr")  # linear or log film frames: MediaPipe wants display-referred 8-bit
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")  # prefix, frame number, the rest (no digits): shot_ 0001 .png
 
 
@@ -41,6 +42,9 @@ def image_sequence(path: Path) -> list[Path] | None:
             raise FootageError(f"{path}: is a folder with no images ({', '.join(IMAGE_SUFFIXES)}) in it; choose "
                                "a video file, or a folder of frames.")
         return sorted(files, key=_frame_number)
+    if path.suffix.lower() in UNREAD_SUFFIXES:
+        raise FootageError(f"{path}: {path.suffix} frames are not read; convert the sequence to PNG, TIFF or "
+                           "JPEG with the grade you review it in (for example with ffmpeg or Blender) and try again.")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         return None
     numbered = _NUMBERED.match(path.name)
@@ -61,6 +65,7 @@ class _ImageSequence:
 
     def __init__(self, files: list[Path]):
         self.files, self.next = files, 0
+        self.size: tuple[int, ...] | None = None  # (height, width) of the first frame; every frame must match
 
     def grab(self) -> bool:
         ok = self.next < len(self.files)
@@ -68,7 +73,13 @@ class _ImageSequence:
         return ok
 
     def retrieve(self) -> tuple[bool, np.ndarray | None]:
-        frame = cv2.imread(str(self.files[self.next - 1]), cv2.IMREAD_COLOR)  # 8-bit BGR, whatever the depth
+        path = self.files[self.next - 1]
+        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR, whatever the depth
+        if frame is not None:
+            self.size = self.size or frame.shape[:2]
+            if frame.shape[:2] != self.size:
+                raise FootageError(f"{path}: is {frame.shape[1]}x{frame.shape[0]}, but the sequence's frames are "
+                                   f"{self.size[1]}x{self.size[0]}; every frame of a sequence must be the same size.")
         return frame is not None, frame
 
     def read(self) -> tuple[bool, np.ndarray | None]:

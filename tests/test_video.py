@@ -215,3 +215,10 @@ def test_image_sequence_problems_fail_clearly_and_keep_what_was_read(clip: Path,
     warnings: list[str] = []
     assert [i for i, _ in read_frames(tmp_path / "plate", warnings=warnings)] == [0, 1]
     assert warnings and "truncated" in warnings[0]
+    frames = _write_sequence(clip, tmp_path / "mixed", ["m1.png", "m2.png", "m3.png"])
+    cv2.imwrite(str(tmp_path / "mixed" / "m3.png"), cv2.resize(frames[2], (256, 256)))
+    with pytest.raises(FootageError, match="m3.png: is 256x256, but the sequence's frames are 512x512"):
+        list(read_frames(tmp_path / "mixed"))
+    (tmp_path / "film.0001.exr").write_bytes(b"\x76\x2f\x31\x01")
+    with pytest.raises(FootageError, match="exr frames are not read; convert"):
+        probe(tmp_path / "film.0001.exr")
