@@ -189,6 +189,14 @@ class WorkerClient:
                                "start": start, "end": end, "stride": stride, "device": device, "options": options})
         return reply["job_id"]
 
+    def refit(self, capture: str | os.PathLike, model: str | os.PathLike | None = None, device: str = "cpu",
+              **options) -> int:
+        """Queue a refit of the landmarks the capture file `capture` holds (another model, lens or smoothing; no
+        footage) and return its job id; its events are a capture's. `options`: CaptureEngine.refit settings."""
+        reply = self._request({"type": "refit", "capture": str(capture), "model": None if model is None else str(model),
+                               "device": device, "options": options})
+        return reply["job_id"]
+
     def load(self, model: str | os.PathLike | None = None, device: str = "cpu") -> int:
         """Load a model in the background so the next capture with it starts warm; returns the job id
         (its "done" or "error" event says how it went). Queued like a capture, on the same device."""

@@ -19,12 +19,14 @@ from typing import Callable
 import numpy as np
 
 from core.capture_file import OPTIONAL_PER_FRAME, PER_FRAME
+from core.capture_file import load as load_capture
 from core.errors import CaptureCancelled, KinesicsError
 
 from .errors import BridgeError
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
-_ENGINE_ARGUMENTS = frozenset({"video", "start", "end", "stride", "on_header", "on_chunk", "on_progress", "cancel"})
+_ENGINE_ARGUMENTS = frozenset({"video", "source", "start", "end", "stride", "on_header", "on_chunk", "on_progress",
+                               "cancel"})
 # model, device, on_prepare -> an engine with run() and close(), as core.engine.CaptureEngine
 EngineFactory = Callable[[str | None, str, Callable[[float, str], None]], object]
 
@@ -42,19 +44,23 @@ class ShuttingDown(BridgeError):
 
 @dataclass(frozen=True)
 class JobSpec:
-    video: str | None  # None: only load the model (a "load" request), so that later captures start warm
+    video: str | None  # None: a refit, or only loading the model (a "load" request) so later captures start warm
     model: str | None = None
     start: int = 0
     end: int | None = None
     stride: int = 1
     device: str = "cpu"
     options: dict = field(default_factory=dict)  # further keyword arguments of CaptureEngine.run (focal_px, ...)
+    refit: str | None = None  # a capture file whose landmarks are fitted again (CaptureEngine.refit), no video
 
     @classmethod
     def from_message(cls, msg: dict) -> "JobSpec":
-        """The job a submit (or load) message asks for; BadRequest naming the first field that is wrong."""
-        video, model = (None if msg["type"] == "load" else msg.get("video")), msg.get("model")
-        if msg["type"] != "load" and (not isinstance(video, str) or not video):
+        """The job a submit, refit or load message asks for; BadRequest naming the first field that is wrong."""
+        refit = msg.get("capture") if msg["type"] == "refit" else None
+        if msg["type"] == "refit" and (not isinstance(refit, str) or not refit):
+            raise BadRequest("the refit names no capture: give the path of a capture file (.npz)")
+        video, model = (msg.get("video") if msg["type"] == "submit" else None), msg.get("model")
+        if msg["type"] == "submit" and (not isinstance(video, str) or not video):
             raise BadRequest("the job names no video: give the path of a video file")
         if model is not None and not isinstance(model, str):
             raise BadRequest("'model' must be the path of a head-model file, or null for the built-in model")
@@ -73,7 +79,7 @@ class JobSpec:
             raise BadRequest(f"'options' must be an object of capture settings other than {sorted(_ENGINE_ARGUMENTS)}")
         # One warm engine per model file, however its path was spelt.
         model = os.path.realpath(model) if model else None
-        return cls(video, model, start, end, stride, "cuda:0" if device == "cuda" else device, options)
+        return cls(video, model, start, end, stride, "cuda:0" if device == "cuda" else device, options, refit)
 
 
 def _is_int(value) -> bool:
@@ -95,7 +101,8 @@ class Job:
         self._emit({"type": kind, "job_id": self.id, **fields})
 
     def describe(self) -> dict:
-        return {"job_id": self.id, "state": self.state, "video": self.spec.video, "model": self.spec.model,
+        return {"job_id": self.id, "state": self.state, "video": self.spec.video, "refit": self.spec.refit,
+                "model": self.spec.model,
                 "device": self.spec.device, "frames_sent": self.frames_sent, "progress": self.progress}
 
     # Engine callbacks: they only queue messages (the connection's writer thread does the sending).
@@ -200,17 +207,21 @@ class DeviceRunner:
         job.emit("started", warm=warm, device=self.device)
         try:
             engine = self._engine(spec.model, job)
-            _check_options(engine, spec.options)
+            _check_options(engine.refit if spec.refit else engine.run, spec.options)
             if job.cancel.is_set():
                 raise CaptureCancelled("The capture was cancelled before its first frame.", partial=None)
-            if spec.video is None:
+            if spec.refit is not None:
+                capture = engine.refit(load_capture(spec.refit), on_header=job.on_header, on_chunk=job.on_chunk,
+                                       cancel=job.cancel, **spec.options)
+            elif spec.video is None:
                 job.state = "done"
                 job.emit("done", extras={}, summary={"frames": 0, "valid_frames": 0, "fps": None, "warm": warm,
                                                      "seconds": time.monotonic() - began, "device": self.device})
                 return
-            capture = engine.run(spec.video, start=spec.start, end=spec.end, stride=spec.stride,
-                                 on_header=job.on_header, on_chunk=job.on_chunk, on_progress=job.on_progress,
-                                 cancel=job.cancel, **spec.options)
+            else:
+                capture = engine.run(spec.video, start=spec.start, end=spec.end, stride=spec.stride,
+                                     on_header=job.on_header, on_chunk=job.on_chunk, on_progress=job.on_progress,
+                                     cancel=job.cancel, **spec.options)
             extras = job.stream_rest(capture)
             seconds = time.monotonic() - began
             n = len(capture["frame_index"])
@@ -247,8 +258,9 @@ class DeviceRunner:
         return engine
 
 
-def _check_options(engine, options: dict) -> None:
-    accepted = set(inspect.signature(engine.run).parameters) - _ENGINE_ARGUMENTS
+def _check_options(method: Callable, options: dict) -> None:
+    """BadRequest naming the options `method` (the engine's run or refit) does not take."""
+    accepted = set(inspect.signature(method).parameters) - _ENGINE_ARGUMENTS
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise BadRequest(f"unknown capture option(s) {', '.join(unknown)}; this worker accepts {sorted(accepted)}")

@@ -12,6 +12,7 @@ Messages are framed as bridge.protocol describes (JSON header, raw little-endian
 Requests (each may carry an "id", echoed as "reply_to" in its reply):
     hello                 -> hello {protocol, version, pid}
     submit {video, model, start, end, stride, device, options} -> accepted {job_id, position}
+    refit {capture, model, device, options} -> accepted {job_id, position}: a capture file's landmarks fitted again
     load {model, device}  -> accepted {job_id, position}: a job that only loads the model, so captures start warm
     cancel {job_id}       -> cancelling {job_id, state}, then the job's own "cancelled" event
     status                -> status {pid, uptime_s, jobs, engines, connections}
@@ -202,7 +203,8 @@ class Worker:
 
     def dispatch(self, conn: Connection, message: dict) -> None:
         kind, request_id = message["type"], message.get("id")
-        handler = {"hello": self._hello, "submit": self._submit, "load": self._submit, "cancel": self._cancel,
+        handler = {"hello": self._hello, "submit": self._submit, "refit": self._submit, "load": self._submit,
+                   "cancel": self._cancel,
                    "status": self._status, "shutdown": self._shutdown_request}.get(kind)
         if handler is None:
             raise ProtocolError(f"unknown request type {kind!r}")
@@ -226,9 +228,13 @@ class Worker:
             if runner is None:
                 runner = self._runners[spec.device] = DeviceRunner(spec.device, self._factory, self._max_engines)
             self._jobs[job.id] = (job, conn)
-        self.log(f"job {job.id}: load {spec.model or 'the built-in model'} on {spec.device}" if spec.video is None else
-                 f"job {job.id}: {spec.video} frames {spec.start} to {spec.end or 'the end'}, stride {spec.stride}, "
-                 f"on {spec.device}")
+        if spec.refit is not None:
+            self.log(f"job {job.id}: refit {spec.refit} with {spec.model or 'the built-in model'} on {spec.device}")
+        elif spec.video is None:
+            self.log(f"job {job.id}: load {spec.model or 'the built-in model'} on {spec.device}")
+        else:
+            self.log(f"job {job.id}: {spec.video} frames {spec.start} to {spec.end or 'the end'}, stride "
+                     f"{spec.stride}, on {spec.device}")
         # The reply is queued before the job can emit anything, so the client knows the id of every event.
         conn.send({"type": "accepted", "job_id": job.id, "position": len(runner.jobs()), "reply_to": message.get("id")})
         try:

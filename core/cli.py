@@ -289,27 +289,19 @@ def capture(args: argparse.Namespace) -> int:
 def refit(args: argparse.Namespace) -> int:
     """`kinesics refit`: the landmarks a capture holds, fitted again, the actor's shape from the whole clip (a
     streamed capture takes it from the opening faces, so that keys arrive early); returns the exit status."""
-    import numpy as np
-
     from . import capture_file
     from .engine import CaptureEngine
-    from .fit import focal_from_lens
-    from .landmarks import LandmarkTrack
 
     output = Path(args.output)
     _check_writable(output)
-    source = capture_file.load(args.capture)
-    size = tuple(int(v) for v in np.asarray(source["image_size"]).ravel()[:2])
-    index = np.asarray(source["frame_index"], np.int64)
-    track = LandmarkTrack(index, np.asarray(source["landmarks"], np.float32), np.asarray(source["valid"], bool),
-                          float(source["fps"]), size)
-    _say(f"landmarks: {args.capture} ({len(index)} frames of {size[0]}x{size[1]} footage at "
+    source = capture_file.load(args.capture)  # a bad file fails before the model loads
+    width, height = (int(v) for v in source["image_size"][:2])
+    _say(f"landmarks: {args.capture} ({len(source['frame_index'])} frames of {width}x{height} footage at "
          f"{float(source['fps']):.2f} fps, captured with {source['model']})")
     _say(f"model: {args.model}" if args.model else "model: the built-in rig, made from the actor's own face")
     engine = CaptureEngine(args.model, args.device, on_prepare=_say_preparing)
-    focal = focal_from_lens(args.lens_mm, size) if args.lens_mm else args.focal_px
     started = time.perf_counter()
-    result = engine.run_track(track, stride=track.stride, focal_px=focal, smoothing=args.smoothing, whole_clip_identity=True)
+    result = engine.refit(source, args.focal_px, args.lens_mm, args.smoothing)
     elapsed = time.perf_counter() - started
     capture_file.save(output, result)
     _summary(result, output, None, elapsed)

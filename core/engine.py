@@ -143,6 +143,19 @@ class CaptureEngine:
                      self.settings.smoothing.scaled(smoothing), window)
         return self._consume(items, plan, on_header, on_chunk, None, cancel, list(track.warnings))
 
+    def refit(self, source: dict, focal_px: float | None = None, lens_mm: float | None = None,
+              smoothing: float = 1.0, on_header: Callable[[dict], None] | None = None,
+              on_chunk: Callable[[dict], None] | None = None, cancel: threading.Event | None = None) -> dict:
+        """Fit the landmarks a capture (`core.capture_file.load`) holds again: this engine's model, a known lens,
+        other smoothing, and the actor's shape from the whole clip. Seconds, with no footage; errors as `run`."""
+        size = tuple(int(v) for v in np.asarray(source["image_size"]).ravel()[:2])
+        track = LandmarkTrack(np.asarray(source["frame_index"], np.int64), np.asarray(source["landmarks"], np.float32),
+                              np.asarray(source["valid"], bool), float(source["fps"]), size)
+        if lens_mm is not None:
+            focal_px = focal_from_lens(lens_mm, size)
+        return self.run_track(track, track.stride, focal_px, on_header, on_chunk, cancel, smoothing,
+                              whole_clip_identity=True)
+
     def _consume(self, items, plan: _Plan, on_header, on_chunk, on_progress, cancel, warnings: list[str]) -> dict:
         torch.set_num_threads(1)
         run_cls = _Run if self.fitter is not None else _BuiltinRun

@@ -151,6 +151,28 @@ def test_failing_jobs_report_clear_errors(worker, standin_model, video, tmp_path
     assert worker.alive and worker.status()["jobs"] == []
 
 
+def test_refit_job_fits_a_capture_files_landmarks_again(worker, reference, tmp_path):
+    """A refit through the worker is the engine's refit of the same capture file (another model here: the
+    built-in rig; no smoothing), streamed like a capture; options a refit does not take are refused clearly."""
+    from core import capture_file
+    from core.engine import CaptureEngine
+
+    path = capture_file.save(tmp_path / "take.npz", reference)
+    acc = CaptureAccumulator(worker.refit(path, smoothing=0.0))
+    bad = CaptureAccumulator(worker.refit(path, mirror_pass=True))
+    missing = CaptureAccumulator(worker.refit(tmp_path / "missing.npz"))
+    _drain(worker, acc, bad, missing)
+    assert acc.outcome == "done", acc.final
+    got = acc.capture()
+    expected = CaptureEngine(None).refit(capture_file.load(path), smoothing=0.0)
+    assert got["model"] == "builtin" and acc.frames == FRAMES
+    for key in ("jaw_pose", "global_pose", "translation", "arkit"):
+        np.testing.assert_allclose(got[key], expected[key], atol=1e-5, err_msg=key)
+    np.testing.assert_array_equal(got["landmarks"], reference["landmarks"])
+    assert bad.outcome == "error" and bad.final["code"] == "bad_request" and "mirror_pass" in bad.final["message"]
+    assert missing.outcome == "error" and "missing.npz" in missing.final["message"]
+
+
 def test_worker_killed_mid_job(worker, standin_model, video):
     job = worker.submit(video, model=standin_model, start=0)
     acc = CaptureAccumulator(job)
