@@ -44,6 +44,34 @@ class KINESICS_OT_capture_start(bpy.types.Operator):
         return {'FINISHED'}
 
 
+class KINESICS_OT_capture_refit(bpy.types.Operator, ImportHelper):
+    """Fit a saved capture's landmarks again with the panel's model, lens and smoothing (no tracking: seconds),
+    the actor's face shape from the whole clip, and key it onto the rig"""
+
+    bl_idname = "kinesics.capture_refit"
+    bl_label = "Refit Capture File"
+    bl_options = {'REGISTER'}
+
+    filename_ext = ".npz"
+    filter_glob: bpy.props.StringProperty(default="*.npz", options={'HIDDEN'})
+
+    @classmethod
+    def poll(cls, context):
+        return not session.SESSION.running
+
+    def execute(self, context):
+        prefs = preferences.get(context)
+        try:
+            _object_mode(context)
+            session.start_refit(context.scene, preferences.worker_python(prefs),
+                                preferences.model_path(prefs, context.scene.kinesics.model),
+                                _model_candidates(prefs), self.filepath, prefs.device)
+        except KinesicsError as err:
+            self.report({'ERROR'}, str(err))
+            return {'CANCELLED'}
+        return {'FINISHED'}
+
+
 class KINESICS_OT_capture_cancel(bpy.types.Operator):
     """Stop the capture; the frames keyed so far are kept"""
 
@@ -127,5 +155,5 @@ class KINESICS_OT_notify(bpy.types.Operator):
         return {'FINISHED'}
 
 
-classes = (KINESICS_OT_capture_start, KINESICS_OT_capture_cancel, KINESICS_OT_import_rig,
-           KINESICS_OT_apply_capture, KINESICS_OT_notify)
+classes = (KINESICS_OT_capture_start, KINESICS_OT_capture_refit, KINESICS_OT_capture_cancel,
+           KINESICS_OT_import_rig, KINESICS_OT_apply_capture, KINESICS_OT_notify)

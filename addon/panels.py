@@ -50,7 +50,9 @@ class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
             layout.label(text=s.message, icon='TIME')
             layout.operator("kinesics.capture_cancel", icon='CANCEL')
             return
-        layout.operator("kinesics.capture_start", icon='PLAY')
+        row = layout.row(align=True)
+        row.operator("kinesics.capture_start", icon='PLAY')
+        row.operator("kinesics.capture_refit", text="Refit", icon='FILE_REFRESH')
         if s.state == "idle":
             return
         box = layout.box()

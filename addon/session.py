@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import bpy
 
@@ -40,6 +41,7 @@ class Session:
     job: CaptureAccumulator | None = None
     scene_name: str = ""
     footage: str = ""
+    name: str = ""             # the saved capture file's name starts with it
     show_footage: bool = True
     footage_sound: bool = True
     time_mapping: str = 'CAPTURE'
@@ -66,9 +68,6 @@ def start(scene: bpy.types.Scene, worker_python: str, model_path: str | None, mo
 
     Raises KinesicsError (BridgeError, ModelFileError) with what to do; nothing changes then.
     """
-    global SESSION
-    if SESSION.running:
-        raise KinesicsError("A capture is already running: cancel it first, or wait for it to finish.")
     settings = scene.kinesics
     video = bpy.path.abspath(settings.footage)
     if not video or not os.path.isfile(video):
@@ -76,20 +75,53 @@ def start(scene: bpy.types.Scene, worker_python: str, model_path: str | None, mo
                             "of an image sequence.")
     if settings.frame_end and settings.frame_end <= settings.frame_start:
         raise KinesicsError("The End frame must come after the Start frame (or be 0 for the whole video).")
+    options = _fit_options(settings)
+    if settings.fps:
+        options["fps"] = settings.fps
+    _launch(scene, worker_python, model_path, model_candidates, video, "Starting the capture…",
+            lambda client: client.submit(video=video, model=model_path, start=settings.frame_start,
+                                         end=settings.frame_end or None, stride=settings.stride, device=device,
+                                         max_faces=settings.faces, mirror_pass=settings.mirror_pass, **options))
+
+
+def start_refit(scene: bpy.types.Scene, worker_python: str, model_path: str | None, model_candidates: list[str],
+                capture_path: str, device: str = "cpu") -> None:
+    """Submit a refit of the capture file at `capture_path` (its landmarks fitted again with the panel's model,
+    lens and smoothing; no tracking) and key it as a capture streams. Errors as `start`."""
+    if not os.path.isfile(capture_path):
+        raise KinesicsError(f"The capture file '{capture_path}' does not exist: choose a saved capture (.npz).")
+    video = bpy.path.abspath(scene.kinesics.footage)
+    _launch(scene, worker_python, model_path, model_candidates, video if os.path.exists(video) else "",
+            "Fitting the capture again…",
+            lambda client: client.refit(capture_path, model=model_path, device=device,
+                                        **_fit_options(scene.kinesics)),
+            name=f"{os.path.splitext(os.path.basename(capture_path))[0]}_refit")
+
+
+def _fit_options(settings) -> dict:
+    """The panel's settings that a capture and a refit share: a known lens and the smoothing."""
+    options = {"smoothing": settings.smoothing}
+    if settings.use_lens:
+        options["lens_mm"] = settings.lens_mm
+    return options
+
+
+def _launch(scene: bpy.types.Scene, worker_python: str, model_path: str | None, model_candidates: list[str],
+            footage_path: str, message: str, submit: Callable[[WorkerClient], int], name: str = "") -> None:
+    """Start the worker if need be, submit the job and follow it with the timer."""
+    global SESSION
+    if SESSION.running:
+        raise KinesicsError("A capture is already running: cancel it first, or wait for it to finish.")
+    settings = scene.kinesics
     if model_path is not None:
         models.preload(model_path)  # read it while the worker works; raises now if the file is missing
     client = SESSION.client if SESSION.client is not None and SESSION.client.alive else None
     if client is None:
         client = SESSION.client = WorkerClient.start(worker_python)  # kept, so shutdown() stops it
-    known = {"lens_mm": settings.lens_mm} if settings.use_lens else {}
-    if settings.fps:
-        known["fps"] = settings.fps
-    job_id = client.submit(video=video, model=model_path, start=settings.frame_start,
-                           end=settings.frame_end or None, stride=settings.stride, device=device,
-                           max_faces=settings.faces, smoothing=settings.smoothing,
-                           mirror_pass=settings.mirror_pass, **known)
-    SESSION = Session(state="running", message="Starting the capture…", client=client,
-                      job=CaptureAccumulator(job_id), scene_name=scene.name, footage=video,
+    job_id = submit(client)
+    SESSION = Session(state="running", message=message, client=client,
+                      job=CaptureAccumulator(job_id), scene_name=scene.name, footage=footage_path,
+                      name=name or os.path.splitext(os.path.basename(footage_path))[0],
                       show_footage=settings.show_footage, footage_sound=settings.footage_sound,
                       time_mapping=settings.time_mapping,
                       model_path=model_path, model_candidates=[model_path or ""] + model_candidates)
@@ -155,7 +187,8 @@ def _handle(event: dict) -> None:
                          scene.collection)
         scene.kinesics.rig = rig
         s.track = begin(scene, rig, header, s.time_mapping)
-        footage.present(scene, s.track.camera, s.footage, s.show_footage, s.footage_sound)
+        if s.footage:
+            footage.present(scene, s.track.camera, s.footage, s.show_footage, s.footage_sound)
         s.total = int(header.get("n_frames", 0))
         s.message = "Capturing…"
     elif kind == "chunk":
@@ -207,7 +240,7 @@ def _end(state: str, message: str) -> None:
 
 def _save(capture: dict):
     folder = preferences.capture_folder(preferences.get())
-    stem = os.path.splitext(os.path.basename(SESSION.footage))[0] or "capture"
+    stem = SESSION.name or "capture"
     return capture_file.save(os.path.join(folder, f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}.npz"), capture)
 
 

@@ -478,7 +478,8 @@ def test_panels_draw_in_every_state(scene, state):
         "(7 frames)." if state == "failed" else "Done."), saved_path="/tmp/x.npz" if state != "idle" else "")
     calls = draw(bpy.types.KINESICS_PT_capture)
     ops = [c[1][0] for c in calls if c[0] == "operator"]
-    assert ops == (["kinesics.capture_cancel"] if state == "running" else ["kinesics.capture_start"])
+    assert ops == (["kinesics.capture_cancel"] if state == "running"
+                   else ["kinesics.capture_start", "kinesics.capture_refit"])
     if state == "running":
         progress = next(c for c in calls if c[0] == "progress")
         assert progress[2]["factor"] == pytest.approx(0.35) and "3.5 frames/s" in progress[2]["text"]
@@ -643,6 +644,37 @@ def test_rate_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(captur
                     for strength in (0, 1))
     np.testing.assert_allclose(saved["jaw_pose"], off["jaw_pose"], atol=1e-6)
     assert np.abs(saved["jaw_pose"] - default["jaw_pose"]).max() > 1e-3
+
+
+@needs_engine
+def test_refit_a_saved_capture_with_the_real_worker(capture_session, scene, footage, tmp_path):
+    """Refit: a saved capture's landmarks fitted again by the real worker with the panel's smoothing (off here),
+    keyed onto a rig and saved as a new capture beside the first; no tracking."""
+    from core.builtin_capture import capture_builtin
+    from core.landmarks import LandmarkTrack, detect_video
+    from core.trajectory import SmoothingSettings
+
+    track = detect_video(footage / "frontal_talking_512.mp4", 0, 30)
+    source = capture_file.save(tmp_path / "talk.npz", capture_builtin(track))
+    settings = scene.kinesics
+    settings.footage, settings.smoothing, settings.model = "", 0.0, 'BUILTIN'
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    prefs.capture_folder, prefs.worker_python = str(tmp_path / "captures"), sys.executable
+    try:
+        assert bpy.ops.kinesics.capture_refit(filepath=str(source)) == {'FINISHED'}
+        run_until_finished(capture_session)
+    finally:
+        prefs.capture_folder = ""
+        settings.smoothing, settings.model = 1.0, 'FLAME'
+    s = capture_session.SESSION
+    assert s.state == "done" and s.frames_keyed == 30, s.message
+    assert Path(s.saved_path).name.startswith("talk_refit_")
+    saved = capture_file.load(s.saved_path)
+    expected = capture_builtin(LandmarkTrack(track.frame_index, track.landmarks, track.valid, track.fps,
+                                             track.image_size), smoothing=SmoothingSettings().scaled(0))
+    np.testing.assert_allclose(saved["jaw_pose"], expected["jaw_pose"], atol=1e-6)
+    keys = fcurve_keys(scene.kinesics.rig, 'pose.bones["jaw"].rotation_quaternion')
+    np.testing.assert_array_equal(keys[:, 0], 1 + np.arange(30))
 
 
 def test_check_worker_button_reports_the_worker_version(scene):
