@@ -9,6 +9,7 @@ import bpy
 
 from ..bridge.client import WorkerClient
 from ..core.errors import KinesicsError
+from .worker_install import WorkerInstall
 
 ROOT_PACKAGE = __package__.rpartition(".")[0]  # the extension root (preferences are keyed by it)
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent
@@ -26,8 +27,9 @@ class KINESICS_AP_preferences(bpy.types.AddonPreferences):
 
     worker_python: bpy.props.StringProperty(
         name="Worker Python", subtype='FILE_PATH', default=_default_python(),
-        description="Python interpreter of the environment setup.sh made, or of one with the worker installed "
-                    "(pip install \".[worker]\", see the README); the capture runs in it, outside Blender")
+        description="Python interpreter the capture worker runs in, outside Blender: Install Worker sets it, or "
+                    "the environment setup.sh made, or one with the worker installed (pip install \".[worker]\", "
+                    "see the README)")
     flame_model: bpy.props.StringProperty(
         name="FLAME Model", subtype='FILE_PATH',
         description="FLAME model file (generic_model.pkl or flame2023.pkl from the FLAME website)")
@@ -42,6 +44,10 @@ class KINESICS_AP_preferences(bpy.types.AddonPreferences):
         name="Device", items=[('cpu', "CPU", "Capture on the processor"),
                               ('cuda', "CUDA GPU", "Capture on an NVIDIA GPU (needs torch with CUDA)")])
     check_result: bpy.props.StringProperty(name="Worker Check", options={'SKIP_SAVE'})
+    torch_index: bpy.props.StringProperty(
+        name="Torch Index",
+        description="For an NVIDIA GPU: the package index of a CUDA build of torch for Install Worker (for example "
+                    "https://download.pytorch.org/whl/cu128); empty installs the CPU build")
 
     def draw(self, context):
         layout = self.layout
@@ -50,6 +56,16 @@ class KINESICS_AP_preferences(bpy.types.AddonPreferences):
         row.operator("kinesics.check_worker", icon='CHECKMARK')
         if self.check_result:
             row.label(text=self.check_result)
+        box = layout.box()
+        if INSTALL is not None and INSTALL.state == "running":
+            box.progress(factor=INSTALL.fraction, type='BAR', text=INSTALL.message)
+            box.operator("kinesics.install_worker_cancel", icon='CANCEL')
+        else:
+            row = box.row()
+            row.operator("kinesics.install_worker", icon='IMPORT')
+            row.prop(self, "torch_index", text="")
+            if INSTALL is not None:
+                box.label(text=INSTALL.message, icon='CHECKMARK' if INSTALL.state == "done" else 'ERROR')
         layout.prop(self, "device")
         layout.prop(self, "flame_model")
         layout.prop(self, "ict_model")
@@ -83,9 +99,9 @@ def capture_folder(prefs: KINESICS_AP_preferences) -> str:
 def worker_python(prefs: KINESICS_AP_preferences) -> str:
     path = bpy.path.abspath(prefs.worker_python)
     if not path or not os.path.isfile(path):
-        raise KinesicsError("The worker's Python is not set or does not exist: run setup.sh (or install the worker "
-                            "alone, see the README), then set Worker Python in the Kinesics preferences to that "
-                            "environment's python (.venv/bin/python after setup.sh).")
+        raise KinesicsError("The worker's Python is not set or does not exist: press Install Worker in the Kinesics "
+                            "preferences, or run setup.sh (or install the worker alone, see the README) and set "
+                            "Worker Python to that environment's python (.venv/bin/python after setup.sh).")
     return path
 
 
@@ -117,4 +133,66 @@ class KINESICS_OT_check_worker(bpy.types.Operator):
         return {'FINISHED'}
 
 
-classes = (KINESICS_AP_preferences, KINESICS_OT_check_worker)
+INSTALL: WorkerInstall | None = None  # the worker install under way, or the last one (its outcome is shown)
+
+
+def worker_folder() -> Path:
+    """Where Install Worker puts the worker's environment: the extension's user folder."""
+    return Path(bpy.utils.extension_path_user(ROOT_PACKAGE, path="worker", create=True))
+
+
+def _follow_install() -> float | None:
+    """Timer: when the install ends, point Worker Python at it; redraw the preferences meanwhile."""
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == 'PREFERENCES':
+                area.tag_redraw()
+    if INSTALL is None or INSTALL.state == "running":
+        return 0.5
+    if INSTALL.state == "done":
+        get().worker_python = str(INSTALL.python)
+    return None
+
+
+class KINESICS_OT_install_worker(bpy.types.Operator):
+    """Make the capture worker's Python environment (Blender's own Python 3.11, torch, MediaPipe; a few minutes
+    and about 1.5 GB, downloaded once) and set Worker Python to it"""
+
+    bl_idname = "kinesics.install_worker"
+    bl_label = "Install Worker"
+
+    @classmethod
+    def poll(cls, context):
+        return INSTALL is None or INSTALL.state != "running"
+
+    def execute(self, context):
+        global INSTALL
+        INSTALL = WorkerInstall(worker_folder(), sys.executable, get(context).torch_index.strip())
+        if not bpy.app.timers.is_registered(_follow_install):
+            bpy.app.timers.register(_follow_install, first_interval=0.5)
+        self.report({'INFO'}, "Installing the capture worker in the background")
+        return {'FINISHED'}
+
+
+class KINESICS_OT_install_worker_cancel(bpy.types.Operator):
+    """Stop the worker install; running it again goes on where it stopped"""
+
+    bl_idname = "kinesics.install_worker_cancel"
+    bl_label = "Cancel Install"
+
+    def execute(self, context):
+        if INSTALL is not None:
+            INSTALL.cancel()
+        return {'FINISHED'}
+
+
+def unregister() -> None:
+    """Stop an install under way (the add-on is being disabled)."""
+    if INSTALL is not None and INSTALL.state == "running":
+        INSTALL.cancel()
+    if bpy.app.timers.is_registered(_follow_install):
+        bpy.app.timers.unregister(_follow_install)
+
+
+classes = (KINESICS_AP_preferences, KINESICS_OT_check_worker, KINESICS_OT_install_worker,
+           KINESICS_OT_install_worker_cancel)

@@ -154,7 +154,8 @@ def test_manifest_validates_and_builds_without_dev_files(tmp_path):
 
 
 def test_extension_registers_and_disables_cleanly(extension):
-    operators = ("capture_start", "capture_cancel", "import_rig", "apply_capture", "check_worker")
+    operators = ("capture_start", "capture_refit", "capture_cancel", "import_rig", "apply_capture", "check_worker",
+                 "install_worker", "install_worker_cancel")
     assert set(operators) <= set(dir(bpy.ops.kinesics))
     assert bpy.types.KINESICS_PT_capture.bl_category == "Kinesics"
     assert hasattr(bpy.types.Scene, "kinesics")
@@ -500,6 +501,36 @@ def _with_layout(prefs):
             return getattr(prefs, name)
 
     return View()
+
+
+def test_install_worker_shows_progress_cancels_and_says_what_failed(scene, tmp_path):
+    """Install Worker runs in the background: the preferences show its step with a Cancel button (and refuse a
+    second install meanwhile), then how it ended."""
+    preferences = addon("preferences")
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+
+    def drawn() -> list:
+        view = _with_layout(prefs)
+        type(prefs).draw(view, bpy.context)
+        return view.layout.calls
+
+    try:
+        preferences.INSTALL = addon("worker_install").WorkerInstall(tmp_path / "worker", sys.executable)
+        calls = drawn()
+        assert any(c[0] == "progress" and "Making the environment" in c[2]["text"] for c in calls)
+        assert ("operator", ("kinesics.install_worker_cancel",)) in [(c[0], c[1][:1]) for c in calls]
+        assert not bpy.ops.kinesics.install_worker.poll()
+        assert bpy.ops.kinesics.install_worker_cancel() == {'FINISHED'}
+        preferences.INSTALL.wait(timeout=120)
+        labels = " ".join(c[2].get("text", "") for c in drawn() if c[0] == "label")
+        assert preferences.INSTALL.state == "cancelled" and "Cancelled" in labels
+        assert bpy.ops.kinesics.install_worker.poll()
+        preferences.INSTALL = addon("worker_install").WorkerInstall(tmp_path / "w2", str(tmp_path / "no-python"))
+        preferences.INSTALL.wait(timeout=60)
+        labels = " ".join(c[2].get("text", "") for c in drawn() if c[0] == "label")
+        assert "could not start" in labels
+    finally:
+        preferences.INSTALL = None
 
 
 # --- capture through the real worker ----------------------------------------------------------------------

@@ -31,3 +31,13 @@ def test_worker_extra_pins_what_the_setup_installs():
     assert {"torch", "mediapipe", "numpy", "scipy", "trimesh", "embreex"} <= set(extra)
     # Embree is only asked for where it has wheels: elsewhere the install would fail (see core/render.py).
     assert 'sys_platform == "win32"' in extra["embreex"] and "darwin" not in extra["embreex"]
+
+
+def test_install_worker_pins_what_the_worker_extra_asks_for():
+    """The add-on's Install Worker (addon/worker_requirements.txt, torch in addon/worker_install.py) installs what
+    the worker extra names, at the same pins."""
+    extra = _pins(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["worker"])
+    one_click = _pins((ROOT / "addon" / "worker_requirements.txt").read_text().splitlines())
+    installer = (ROOT / "addon" / "worker_install.py").read_text()
+    one_click["torch"] = re.search(r'TORCH = "torch(==[^"]+)"', installer).group(1)
+    assert one_click == extra
