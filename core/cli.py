@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     cap = commands.add_parser("capture", help="capture a face video to a capture file (.npz)",
                               description="Track the face in VIDEO and fit a head model to every selected frame.")
-    cap.add_argument("video", metavar="VIDEO", help="the footage: a video (any format OpenCV reads, e.g. H.264 "
-                     "MP4) or an image sequence (a folder of frames, or one frame of a numbered series such as "
-                     "shot_0001.png)")
+    cap.add_argument("video", metavar="VIDEO", nargs="+",
+                     help="the footage: a video (any format OpenCV reads, e.g. H.264 MP4) or an image sequence (a "
+                          "folder of frames, or one frame of a numbered series such as shot_0001.png); with several, "
+                          "-o and --preview name folders and each capture is named after its video")
     _fit_arguments(cap)
     cap.add_argument("--preview", metavar="PREVIEW.mp4", default=None,
                      help="also write the footage with the fitted mesh and the landmarks drawn over it")
@@ -224,38 +225,80 @@ def _say_preparing(fraction: float, message: str) -> None:
 
 
 def capture(args: argparse.Namespace) -> int:
-    """`kinesics capture`: returns the exit status."""
+    """`kinesics capture`: one video to a capture file, or several (a batch) to a folder; returns the exit status.
+    In a batch the model loads once, and a video that fails is reported and skipped: the others go on."""
+    jobs = _batch(args.video, Path(args.output), Path(args.preview) if args.preview else None)
+    for _, output, preview in jobs:  # fail before a long capture, not after it
+        _check_writable(output)
+        if preview:
+            _check_writable(preview)
+    if len(jobs) == 1:
+        return _capture_one(args, *jobs[0], None)[0]
+    engine, failed = None, []
+    for k, (video, output, preview) in enumerate(jobs):
+        _say(f"[{k + 1}/{len(jobs)}] {video}")
+        try:
+            status, engine = _capture_one(args, video, output, preview, engine)
+        except KinesicsError as err:
+            _say(f"kinesics: error: {err}")
+            failed.append(video)
+            continue
+        if status == EXIT_CANCELLED:
+            return status
+    print(f"captured {len(jobs) - len(failed)} of {len(jobs)} videos into {args.output}"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    return EXIT_ERROR if failed else 0
+
+
+def _batch(videos: list[str], output: Path, preview: Path | None) -> list[tuple[str, Path, Path | None]]:
+    """(video, capture file, preview file) per video: as given for one video; for several, `output` (and
+    `preview`) are folders and each file is named after its video."""
+    if len(videos) == 1:
+        return [(videos[0], output, preview)]
+    if output.suffix.lower() == ".npz":
+        raise KinesicsError(f"{output}: with several videos, -o names a folder (each capture is named after its "
+                            "video), not a file")
+    stems = [Path(v.rstrip("/\\")).stem for v in videos]
+    twins = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if twins:
+        raise KinesicsError(f"several videos are named {', '.join(twins)}: their captures would overwrite each other; "
+                            "capture them in separate runs or into separate folders")
+    return [(video, output / f"{stem}.npz", preview / f"{stem}.mp4" if preview else None)
+            for video, stem in zip(videos, stems)]
+
+
+def _capture_one(args: argparse.Namespace, video: str, output: Path, preview: Path | None, engine
+                 ) -> tuple[int, object]:
+    """Capture `video` into `output` (and `preview`) with the model of `engine` (loaded here when None);
+    returns the exit status and the engine, for the next video of a batch."""
     from .video import frame_numbers, probe  # OpenCV only: bad footage fails before the model loads
 
-    output = Path(args.output)
-    _check_writable(output)
-    if args.preview:
-        _check_writable(Path(args.preview))
-    info = probe(args.video)
+    info = probe(video)
     if info.n_frames > 0 and not frame_numbers(info.n_frames, args.start, args.end, args.stride):
-        raise FootageError(f"{args.video}: the clip has {info.n_frames} frames, the range starts at frame {args.start}")
+        raise FootageError(f"{video}: the clip has {info.n_frames} frames, the range starts at frame {args.start}")
     if args.fps:
         rate = f"{args.fps:.2f} fps as given"
     elif info.rate_known:
         rate = f"{info.fps:.2f} fps"
     else:
         rate = f"no frame rate in the footage: {info.fps:.0f} fps assumed, give --fps for another"
-    _say(f"footage: {args.video} ({info.width}x{info.height}, {rate}, {info.n_frames} frames)")
-    if args.model is None:
-        _say("model: the built-in rig, made from the actor's own face (give --model for FLAME or ICT-FaceKit)")
-    else:
-        _say(f"model: {args.model}")
+    _say(f"footage: {video} ({info.width}x{info.height}, {rate}, {info.n_frames} frames)")
 
     from . import capture_file
     from .engine import CaptureEngine
 
-    engine = CaptureEngine(args.model, args.device, on_prepare=_say_preparing)
+    if engine is None:
+        if args.model is None:
+            _say("model: the built-in rig, made from the actor's own face (give --model for FLAME or ICT-FaceKit)")
+        else:
+            _say(f"model: {args.model}")
+        engine = CaptureEngine(args.model, args.device, on_prepare=_say_preparing)
     bar = ProgressBar(sys.stderr, "capture")
     cancel = threading.Event()
     started = time.perf_counter()
     try:
         with _ctrl_c_sets(cancel):
-            result = engine.run(args.video, args.start, args.end, args.stride, args.focal_px,
+            result = engine.run(video, args.start, args.end, args.stride, args.focal_px,
                                 on_progress=lambda p: bar.update(p.done, p.total, p.fps, p.eta_s, p.faces),
                                 cancel=cancel, max_faces=args.faces, lens_mm=args.lens_mm,
                                 smoothing=args.smoothing, mirror_pass=args.mirror_pass, fps=args.fps)
@@ -266,24 +309,24 @@ def capture(args: argparse.Namespace) -> int:
         else:
             capture_file.save(output, partial)
             _say(f"kinesics: cancelled; the {len(partial['frame_index'])} finished frames are saved in {output}")
-        return EXIT_CANCELLED
+        return EXIT_CANCELLED, engine
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
     capture_file.save(output, result)
-    if args.preview:
+    if preview:
         from .preview import write_preview
 
         preview_bar = ProgressBar(sys.stderr, "preview")
         try:
-            write_preview(result, args.video, args.preview, None if result["model"] == "builtin" else engine.data,
+            write_preview(result, video, str(preview), None if result["model"] == "builtin" else engine.data,
                           args.device, on_frame=preview_bar.update)
         except KinesicsError as err:
             raise KinesicsError(f"the capture is saved in {output}, but the preview failed: {err}") from None
         finally:
             preview_bar.close()
-    _summary(result, output, args.preview, elapsed)
-    return 0
+    _summary(result, output, str(preview) if preview else None, elapsed)
+    return 0, engine
 
 
 def refit(args: argparse.Namespace) -> int:

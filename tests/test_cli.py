@@ -158,6 +158,26 @@ def test_refit_fits_the_stored_landmarks_again(clip: Path, standin_model: Path, 
     assert proc.returncode == 1 and "notes.npz" in proc.stderr.strip().splitlines()[-1], proc.stderr
 
 
+def test_batch_capture_goes_on_past_a_bad_video(clip: Path, tmp_path: Path):
+    """Several videos to a folder: each capture is named after its video, one that fails is reported and skipped,
+    and the exit status says that one failed; two videos of the same name are refused before anything runs."""
+    other = tmp_path / "second take.mp4"
+    other.write_bytes(clip.read_bytes())
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 100)
+    proc = run("capture", str(clip), str(broken), str(other), "--end", "6", "-o", str(tmp_path / "takes"))
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "takes").iterdir()) == [f"{clip.stem}.npz", "second take.npz"]
+    first, second = (capture_file.load(tmp_path / "takes" / name) for name in (f"{clip.stem}.npz", "second take.npz"))
+    np.testing.assert_array_equal(first["landmarks"], second["landmarks"])  # the same frames, the same capture
+    assert "broken.mp4" in proc.stderr and "[3/3]" in proc.stderr
+    assert "captured 2 of 3 videos" in proc.stdout and "failed: " + str(broken) in proc.stdout
+    proc = run("capture", str(clip), str(tmp_path / "elsewhere" / clip.name), "-o", str(tmp_path / "twins"))
+    assert proc.returncode == 1 and "would overwrite each other" in proc.stderr and not (tmp_path / "twins").exists()
+    proc = run("capture", str(clip), str(other), "-o", str(tmp_path / "one.npz"))
+    assert proc.returncode == 1 and "-o names a folder" in proc.stderr
+
+
 def test_faces_lens_smoothing_and_rate_must_be_in_range(clip: Path, tmp_path: Path):
     proc = run("capture", str(clip), "--faces", "0", "-o", str(tmp_path / "out.npz"))
     assert proc.returncode == 2 and "--faces: must be 1 or more" in proc.stderr
