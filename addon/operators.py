@@ -20,6 +20,21 @@ def _object_mode(context) -> None:
         bpy.ops.object.mode_set(mode='OBJECT')
 
 
+def _start_job(operator, context, start, *arguments) -> set[str]:
+    """Start a worker job (`session.start` or `session.start_refit`, with its own `arguments`) with the
+    preferences' worker, model and device; errors go to the status bar."""
+    prefs = preferences.get(context)
+    try:
+        _object_mode(context)
+        start(context.scene, preferences.worker_python(prefs),
+              preferences.model_path(prefs, context.scene.kinesics.model), _model_candidates(prefs), *arguments,
+              device=prefs.device)
+    except KinesicsError as err:
+        operator.report({'ERROR'}, str(err))
+        return {'CANCELLED'}
+    return {'FINISHED'}
+
+
 class KINESICS_OT_capture_start(bpy.types.Operator):
     """Capture the face in the footage with the worker and key it onto the rig as it streams in"""
 
@@ -32,16 +47,7 @@ class KINESICS_OT_capture_start(bpy.types.Operator):
         return not session.SESSION.running
 
     def execute(self, context):
-        prefs = preferences.get(context)
-        try:
-            _object_mode(context)
-            session.start(context.scene, preferences.worker_python(prefs),
-                          preferences.model_path(prefs, context.scene.kinesics.model),
-                          _model_candidates(prefs), prefs.device)
-        except KinesicsError as err:
-            self.report({'ERROR'}, str(err))
-            return {'CANCELLED'}
-        return {'FINISHED'}
+        return _start_job(self, context, session.start)
 
 
 class KINESICS_OT_capture_refit(bpy.types.Operator, ImportHelper):
@@ -60,16 +66,7 @@ class KINESICS_OT_capture_refit(bpy.types.Operator, ImportHelper):
         return not session.SESSION.running
 
     def execute(self, context):
-        prefs = preferences.get(context)
-        try:
-            _object_mode(context)
-            session.start_refit(context.scene, preferences.worker_python(prefs),
-                                preferences.model_path(prefs, context.scene.kinesics.model),
-                                _model_candidates(prefs), self.filepath, prefs.device)
-        except KinesicsError as err:
-            self.report({'ERROR'}, str(err))
-            return {'CANCELLED'}
-        return {'FINISHED'}
+        return _start_job(self, context, session.start_refit, self.filepath)
 
 
 class KINESICS_OT_capture_cancel(bpy.types.Operator):
