@@ -9,6 +9,7 @@ handed out.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from .head_model import HeadModel
 from .arkit import ArkitSolver, ArkitStream
 from .arkit_names import ARKIT_NAMES
 from .builtin_capture import capture_builtin
-from .landmark_process import LandmarkProcess, merged_passes
+from .landmark_process import LandmarkProcess, chained, merged_passes
 from .landmarks import N_LANDMARKS, LandmarkTrack
 from .model_data import HeadModelData, load_model_data
 from .trajectory import RawTrack, SmoothingSettings, to_parameters
@@ -53,6 +54,8 @@ class EngineSettings:
     lookahead: int = 8               # frames of future context before a frame is final
     typical_fov_deg: float = 40.0    # across the longer image side: where the focal length estimate starts
     landmark_stride: int = 2         # of the dense (non-contour) landmarks, fit every n-th
+    landmark_workers: int = 0        # processes tracking segments of a long clip side by side; 0: one per core, <= 4
+    segment_frames: int = 150        # the shortest segment worth its own process (each re-detects the face)
 
 
 @dataclass(frozen=True)
@@ -121,10 +124,14 @@ class CaptureEngine:
         stop_frame = info.n_frames if end is None else min(end, info.n_frames) if info.n_frames > 0 else end
         total = len(range(start, stop_frame, stride))
         warnings: list[str] = []
-        items = self._process(0).frames(video, start, end, stride, max_faces, False, warnings, cancel)
         if mirror_pass:  # the mirrored frames in a process of their own: on a machine with cores to spare, free
-            twins = self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel)
-            items = merged_passes(items, twins)
+            own = self._process(0).frames(video, start, end, stride, max_faces, False, warnings, cancel)
+            items = merged_passes(own, self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel))
+        else:
+            # Following one person across a cut between segments is not possible: several faces keep one stream.
+            bounds = self._segments(start, end, stop_frame, stride) if max_faces == 1 else [(start, end)]
+            items = chained([self._process(k).frames(video, a, b, stride, max_faces, False, warnings, cancel)
+                             for k, (a, b) in enumerate(bounds)])
         plan = _Plan(info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
                      smoothing_settings, self.settings.identity_window)
         return self._consume(items, plan, on_header, on_chunk, on_progress, cancel, warnings)
@@ -175,6 +182,16 @@ class CaptureEngine:
             raise CaptureCancelled(f"capture cancelled after {run.emitted} frames; they are kept", run.capture())
         run.finish(final=True)
         return run.capture()
+
+    def _segments(self, start: int, end: int | None, stop: int, stride: int) -> list[tuple[int, int | None]]:
+        """Frame ranges (start, end) that tile [start, end) on the stride's grid, one per landmark process: a long
+        clip is split so that its segments are tracked side by side (one tracker leaves a core idle: MediaPipe and
+        decoding take turns in it)."""
+        workers = self.settings.landmark_workers or max(1, min(4, os.cpu_count() or 1))
+        frames = len(range(start, stop, stride))
+        count = max(1, min(workers, frames // max(self.settings.segment_frames, 1)))
+        cuts = [start + stride * round(k * frames / count) for k in range(1, count)]
+        return list(zip([start] + cuts, cuts + [end]))
 
     def _process(self, k: int) -> LandmarkProcess:
         """The k-th warm landmark process (0: the footage; 1: its mirror image, for the mirror pass)."""

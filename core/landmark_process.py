@@ -85,12 +85,20 @@ class LandmarkProcess:
                warnings: list[str], cancel: threading.Event | None = None) -> Iterator[Item | BaseException]:
         """Yield (frame number, landmarks or None, (width, height)) per frame; an error is yielded, not
         raised, so the caller can keep what came before. Returns early once `cancel` is set. `mirrored`: track
-        the mirrored frames (see `core.landmarks.FaceMeshTracker`)."""
+        the mirrored frames (see `core.landmarks.FaceMeshTracker`). The job starts at once, not on the first
+        next(), so that several processes work side by side."""
+        results = self._results((video, start, end, stride, max_faces, mirrored), warnings, cancel)
+        next(results)  # sends the job; from here on, closing the iterator stops it and frees the process
+        return results
+
+    def _results(self, job: tuple, warnings: list[str], cancel: threading.Event | None
+                 ) -> Iterator[Item | BaseException | None]:
         with self._lock:
             self._stop.clear()
-            self._conn.send((video, start, end, stride, max_faces, mirrored))
+            self._conn.send(job)
             finished = False
             try:
+                yield None
                 while True:
                     if cancel is not None and cancel.is_set():
                         return
@@ -166,3 +174,17 @@ def merged_passes(own: Iterator[Item | BaseException], mirrored: Iterator[Item |
     finally:
         own.close()
         mirrored.close()
+
+
+def chained(segments: list[Iterator[Item | BaseException]]) -> Iterator[Item | BaseException]:
+    """The streams of consecutive segments of one clip, tracked side by side, as one stream in frame order; an
+    error in a segment ends it (the frames before are kept), and every segment's job is stopped when it ends."""
+    try:
+        for segment in segments:
+            for item in segment:
+                yield item
+                if isinstance(item, BaseException):
+                    return
+    finally:
+        for segment in segments:
+            segment.close()

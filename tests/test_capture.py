@@ -14,7 +14,7 @@ from scipy.spatial.transform import Rotation
 from core import capture_file
 from core.capture_file import CaptureFileError
 from core.embedding import landmark_embedding
-from core.engine import CaptureEngine
+from core.engine import CaptureEngine, EngineSettings
 from core.errors import CaptureCancelled, SettingError
 from core.fit import Camera
 from core.head_model import HeadModel
@@ -312,3 +312,24 @@ def test_whole_clip_identity_reads_the_whole_clip(engine: CaptureEngine, talking
     for whole, changes in ((False, False), (True, True)):
         a, b = (engine.run_track(t, whole_clip_identity=whole)["shape"] for t in (short, longer))
         assert (np.abs(a - b).max() > 1e-3) == changes, (whole, np.abs(a - b).max())
+
+
+def test_a_long_clip_tracked_in_segments_side_by_side(standin_model: Path, footage: Path):
+    """With cores to spare, a long clip is tracked by several processes, each a segment: the frames arrive
+    complete and in order, the first segment exactly as one process tracks it, the later ones within tracking's
+    own spread (each re-detects the face where it starts)."""
+    video = str(footage / "frontal_talking_512.mp4")
+    one = CaptureEngine(str(standin_model), settings=EngineSettings(landmark_workers=1))
+    split = CaptureEngine(str(standin_model), settings=EngineSettings(landmark_workers=3, segment_frames=40))
+    try:
+        assert split._segments(10, 250, 250, 2) == [(10, 90), (90, 170), (170, 250)]
+        assert split._segments(0, None, 70, 1) == [(0, None)]  # too short to split
+        a, b = one.run(video, 10, 250, 2), split.run(video, 10, 250, 2)
+    finally:
+        one.close()
+        split.close()
+    np.testing.assert_array_equal(b["frame_index"], np.arange(10, 250, 2))
+    assert b["valid"].all()
+    np.testing.assert_array_equal(b["landmarks"][:40], a["landmarks"][:40])
+    gap = np.linalg.norm((b["landmarks"] - a["landmarks"])[..., :2] * 512, axis=-1).mean(1)  # px, per frame
+    assert np.median(gap[40:]) < 0.5 and gap.max() < 3.0, (np.median(gap[40:]), gap.max())
