@@ -155,11 +155,9 @@ class CaptureEngine:
               on_chunk: Callable[[dict], None] | None = None, cancel: threading.Event | None = None) -> dict:
         """Fit the landmarks a capture (`core.capture_file.load`) holds again: this engine's model, a known lens,
         other smoothing, and the actor's shape from the whole clip. Seconds, with no footage; errors as `run`."""
-        size = tuple(int(v) for v in np.asarray(source["image_size"]).ravel()[:2])
-        track = LandmarkTrack(np.asarray(source["frame_index"], np.int64), np.asarray(source["landmarks"], np.float32),
-                              np.asarray(source["valid"], bool), float(source["fps"]), size)
+        track = LandmarkTrack.from_capture(source)
         if lens_mm is not None:
-            focal_px = focal_from_lens(lens_mm, size)
+            focal_px = focal_from_lens(lens_mm, track.image_size)
         return self.run_track(track, track.stride, focal_px, on_header, on_chunk, cancel, smoothing,
                               whole_clip_identity=True)
 

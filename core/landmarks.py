@@ -29,6 +29,13 @@ class LandmarkTrack:
     image_size: tuple[int, int]
     warnings: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_capture(cls, capture: dict) -> "LandmarkTrack":
+        """The landmarks a capture (`core.capture_file`) holds, as the track they were fitted from."""
+        width, height = (int(v) for v in np.asarray(capture["image_size"]).ravel()[:2])
+        return cls(np.asarray(capture["frame_index"], np.int64), np.asarray(capture["landmarks"], np.float32),
+                   np.asarray(capture["valid"], bool), float(capture["fps"]), (width, height))
+
     @property
     def stride(self) -> int:
         """The frame step the track was taken with (1 when it has fewer than two frames)."""

@@ -121,7 +121,7 @@ def test_identity_waits_for_faces_when_footage_opens_without_one(engine: Capture
     as one that starts on the face, not from the first face alone."""
     capture = talking["capture"]
     size = tuple(int(v) for v in capture["image_size"])
-    clean = engine.run_track(LandmarkTrack(capture["frame_index"], capture["landmarks"], capture["valid"], 25.0, size))
+    clean = engine.run_track(LandmarkTrack.from_capture(capture))
     empty = 40
     landmarks = np.concatenate([np.zeros((empty, *capture["landmarks"].shape[1:]), np.float32), capture["landmarks"]])
     valid = np.concatenate([np.zeros(empty, bool), capture["valid"]])
@@ -284,8 +284,7 @@ def test_smoothing_strength_trades_jitter_without_lag(engine: CaptureEngine, tal
     """The user's smoothing strength scales the temporal prior: stronger is steadier, 0 is the raw fit, and no
     strength delays the motion (the prior is zero-phase)."""
     capture = talking["capture"]
-    size = tuple(int(v) for v in capture["image_size"])
-    track = LandmarkTrack(capture["frame_index"], capture["landmarks"], capture["valid"], 25.0, size)
+    track = LandmarkTrack.from_capture(capture)
     runs = {s: engine.run_track(track, smoothing=s) for s in (0.0, 1.0, 3.0)}
     jitter = {s: {k: np.abs(np.diff(r[k], 2, axis=0)).mean() for k in ("expression", "jaw_pose", "neck_pose")}
               for s, r in runs.items()}

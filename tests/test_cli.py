@@ -110,8 +110,7 @@ def test_smoothing_and_mirror_pass_reach_the_capture(clip: Path, tmp_path: Path)
     capture = capture_file.load(tmp_path / "t.npz")
     np.testing.assert_allclose(capture["landmarks"], detect_video(clip, 0, 30, mirror_pass=True).landmarks, atol=1e-6)
     assert np.abs(capture["landmarks"] - detect_video(clip, 0, 30).landmarks).max() > 1e-3
-    track = LandmarkTrack(capture["frame_index"], capture["landmarks"], capture["valid"], float(capture["fps"]),
-                          tuple(int(v) for v in capture["image_size"]))
+    track = LandmarkTrack.from_capture(capture)
     smooth, default = (capture_builtin(track, float(capture["focal_px"]), SmoothingSettings().scaled(strength))
                        for strength in (2, 1))
     np.testing.assert_allclose(capture["jaw_pose"], smooth["jaw_pose"], atol=1e-6)
@@ -149,8 +148,7 @@ def test_refit_fits_the_stored_landmarks_again(clip: Path, standin_model: Path, 
     np.testing.assert_array_equal(flame["landmarks"], source["landmarks"])
     proc = run("refit", str(taken), "--smoothing", "0", "--lens-mm", "30", "-o", str(tmp_path / "raw.npz"))
     assert proc.returncode == 0, proc.stderr
-    track = LandmarkTrack(source["frame_index"], source["landmarks"], source["valid"], float(source["fps"]),
-                          tuple(int(v) for v in source["image_size"]))
+    track = LandmarkTrack.from_capture(source)
     expected = capture_builtin(track, 30.0 / 36.0 * 512, SmoothingSettings().scaled(0))
     np.testing.assert_allclose(capture_file.load(tmp_path / "raw.npz")["jaw_pose"], expected["jaw_pose"], atol=1e-6)
     (tmp_path / "notes.npz").write_bytes(b"not a capture")
