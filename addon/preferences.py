@@ -9,7 +9,7 @@ import bpy
 
 from ..bridge.client import WorkerClient
 from ..core.errors import KinesicsError
-from .worker_install import WorkerInstall
+from .worker_install import WorkerInstall, venv_python
 
 ROOT_PACKAGE = __package__.rpartition(".")[0]  # the extension root (preferences are keyed by it)
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +97,12 @@ def capture_folder(prefs: KINESICS_AP_preferences) -> str:
 
 
 def worker_python(prefs: KINESICS_AP_preferences) -> str:
+    """The worker's interpreter: Worker Python, or where Install Worker put it when that is left empty (the
+    preferences were reset, or not saved after the install)."""
     path = bpy.path.abspath(prefs.worker_python)
+    if not path:
+        installed = venv_python(worker_folder())
+        path = str(installed) if installed.is_file() else ""
     if not path or not os.path.isfile(path):
         raise KinesicsError("The worker's Python is not set or does not exist: press Install Worker in the Kinesics "
                             "preferences, or run setup.sh (or install the worker alone, see the README) and set "

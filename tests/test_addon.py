@@ -533,6 +533,25 @@ def test_install_worker_shows_progress_cancels_and_says_what_failed(scene, tmp_p
         preferences.INSTALL = None
 
 
+def test_worker_python_falls_back_to_the_installed_worker(scene):
+    """With Worker Python empty (preferences reset after Install Worker), the installed worker is used; with
+    neither, the message says to press Install Worker."""
+    preferences = addon("preferences")
+    prefs = bpy.context.preferences.addons[PACKAGE].preferences
+    installed = addon("worker_install").venv_python(preferences.worker_folder())
+    assert not installed.exists(), "the tests' extension user folder is their own"
+    saved, prefs.worker_python = prefs.worker_python, ""
+    try:
+        with pytest.raises(Exception, match="press Install Worker"):
+            preferences.worker_python(prefs)
+        installed.parent.mkdir(parents=True, exist_ok=True)
+        installed.symlink_to(sys.executable)
+        assert preferences.worker_python(prefs) == str(installed)
+    finally:
+        prefs.worker_python = saved
+        installed.unlink(missing_ok=True)
+
+
 # --- capture through the real worker ----------------------------------------------------------------------
 
 ENGINE_PRESENT = (REPO_ROOT / "core" / "engine.py").exists()
