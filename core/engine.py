@@ -92,7 +92,7 @@ class CaptureEngine:
         if self.data is not None:
             self.arkit_solver = ArkitSolver.load(arkit_basis, device)
             fs = self.settings.fit
-            fs.bounded = self.data.kind == "ict"
+            fs.bounded = self.data.expressions_are_weights
             model = HeadModel(self.data.truncated(fs.n_shape, fs.n_expression), device=device)
             emb = landmark_embedding(self.data, progress=on_prepare)
             usable = fitted_landmarks(emb.valid, self.settings.landmark_stride)
@@ -335,7 +335,8 @@ class _Run:
             self.reference = raw.rotations[0, 0]
         weights = np.asarray(self.valid[a:self.fitted], np.float64)
         params = to_parameters(raw, weights, self.header["fps"] / self.plan.stride, fitter.names, self.plan.smoothing,
-                               self.reference, pinned=history, previous_global=self.last_global)
+                               self.reference, pinned=history, previous_global=self.last_global,
+                               bounded=fitter.settings.bounded)
         rows = slice(history, history + ready - self.emitted)
         chunk = {k: v[rows] for k, v in params.items()}
         chunk["frame_index"] = np.asarray(self.indices[self.emitted:ready], np.int64)

@@ -80,7 +80,7 @@ class FitSettings:
     # the image, and a close-up or a 4K frame must not read as noisier (less expressive) than a small face.
     reference_px_per_m: float = 1000.0
     damping: float = 1e-3
-    bounded: bool = False            # blendshape weights in [0, 1] (ICT-FaceKit), else unbounded (FLAME)
+    bounded: bool = False            # blendshape weights in [0, 1] (named blendshapes), else unbounded (FLAME)
 
 
 @dataclass

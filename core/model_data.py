@@ -59,6 +59,13 @@ class HeadModelData:
         return self.exprdirs.shape[2]
 
     @property
+    def expressions_are_weights(self) -> bool:
+        """Named expression columns are blendshapes (ICT-FaceKit, a FLAME-format file converted from a blendshape
+        rig), whose weights live in [0, 1]: a negative smile is no expression. FLAME's own columns are unnamed PCA
+        components, signed; the built-in rig's are a PCA of the clip's motion."""
+        return bool(self.expression_names) and self.kind in ("flame", "ict")
+
+    @property
     def parameter_names(self) -> tuple[str, ...]:
         """The capture parameters this model actually uses."""
         names = ["shape", "expression", "global_pose", "translation"]

@@ -59,14 +59,16 @@ class RawTrack:
 
 def to_parameters(raw: RawTrack, weights: np.ndarray, fps: float, joint_names: tuple[str, ...],
                   settings: SmoothingSettings, reference: np.ndarray | None = None,
-                  pinned: int = 0, previous_global: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  pinned: int = 0, previous_global: np.ndarray | None = None,
+                  bounded: bool = False) -> dict[str, np.ndarray]:
     """Smooth a trajectory and express it as capture parameters.
 
     weights (T,): 0 for frames without a face (filled by the prior), 1 otherwise; the first `pinned` frames
     are already final and get a large weight so that consecutive windows join without a seam.
     reference (3,3): the rotation that head rotations are smoothed around (keeps them away from the
     axis-angle wrap at pi). previous_global (3,): the global pose emitted just before this window, so the
-    axis-angle sequence stays continuous across windows.
+    axis-angle sequence stays continuous across windows. bounded: expressions are blendshape weights, kept in
+    [0, 1] after smoothing (the smoother rings slightly past a sharp onset).
     Returns global_pose, neck_pose, jaw_pose, eye_pose, translation, expression.
     """
     w = np.asarray(weights, np.float64).copy()
@@ -78,6 +80,8 @@ def to_parameters(raw: RawTrack, weights: np.ndarray, fps: float, joint_names: t
     head_rot = np.einsum("ij,tjk->tik", ref, _exp(head))
     expression = (whittaker(raw.expression, w, cutoff_weight(settings.expression_hz, fps))
                   if raw.expression.shape[1] else raw.expression.copy())
+    if bounded:
+        expression = expression.clip(0.0, 1.0)
     out = {"translation": whittaker(raw.translation, w, cutoff_weight(settings.head_hz, fps)), "expression": expression}
     zeros = np.zeros((t, 3))
     if "jaw" in joint_names:

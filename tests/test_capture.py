@@ -19,6 +19,7 @@ from core.errors import CaptureCancelled, SettingError
 from core.fit import Camera
 from core.head_model import HeadModel
 from core.landmarks import LandmarkTrack
+from core.model_data import load_model_data
 
 TALKING_FRAMES = 60
 # Model frame (+Y up, face towards +Z) to OpenCV camera (y down, z forward) when facing the camera.
@@ -71,6 +72,18 @@ def test_talking_capture_is_complete_and_finite(talking: dict):
     assert 0.2 < float(np.median(capture["translation"][:, 2])) < 3.0  # metres in front of the lens
     assert np.abs(capture["shape"]).max() > 0, "an identity was fitted"
     assert np.abs(capture["expression"]).max() > 0
+
+
+def test_named_blendshapes_are_fitted_as_weights(engine: CaptureEngine, talking: dict, ict_npz: Path):
+    """The stand-in names its expression columns (ICT-FaceKit's blendshapes), so they are weights in [0, 1]:
+    the fit holds unused shapes at exactly 0 instead of mixing in negative ones. FLAME's own columns are
+    unnamed PCA components, and stay signed."""
+    assert engine.data.expressions_are_weights and engine.fitter.settings.bounded
+    assert load_model_data(ict_npz).expressions_are_weights
+    assert not dataclasses.replace(engine.data, expression_names=()).expressions_are_weights
+    expression = talking["capture"]["expression"][:, :len(engine.data.expression_names)]
+    assert expression.min() >= 0.0 and expression.max() <= 1.0
+    assert 0.2 < np.mean(expression == 0.0) < 0.95, "the bound holds some shapes at rest, not all"
 
 
 def test_fitted_landmarks_reproject_onto_mediapipe(engine: CaptureEngine, talking: dict):
