@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, panels, preferences, properties, retarget_ui, session
+from . import operators, panels, preferences, properties, retarget_ui, session, takes, takes_ui
 
 MODULES = (
     preferences,
     properties,
+    takes,
     operators,
     panels,
+    takes_ui,
     retarget_ui,
 )
 

@@ -12,10 +12,10 @@ import bpy
 import numpy as np
 
 from ..core import capture_file
-from . import models
+from . import models, takes
 from .camera_space import ensure_camera, lens_mm
 from .joint_tracks import joint_tracks
-from .keyframes import append_keys, clear_channels
+from .keyframes import append_keys
 from .rig import Rig, build_rig, is_rig, read_rig, reshape_rig
 
 FIRST_FRAME = 1
@@ -59,23 +59,23 @@ def ensure_rig(header: dict, rig_obj: bpy.types.Object | None, load_model, colle
     return build_rig(load_model(), shape, collection)
 
 
-def begin(scene: bpy.types.Scene, rig_obj: bpy.types.Object, header: dict, time_mapping: str = 'CAPTURE') -> Track:
-    """Prepare `rig_obj` for a capture with static keys `header` (fps, image_size, focal_px, cx, cy):
-    clear its previous capture keys, set the scene's frame rate (time_mapping 'CAPTURE') and the camera."""
+def begin(scene: bpy.types.Scene, rig_obj: bpy.types.Object, header: dict, time_mapping: str = 'CAPTURE',
+          take: str = "Capture") -> Track:
+    """Prepare `rig_obj` for a capture with static keys `header` (fps, image_size, focal_px, cx, cy, shape):
+    set the scene's frame rate (time_mapping 'CAPTURE') and the camera, and start a new take named after
+    `take` (the rig's earlier takes are kept)."""
     rig = read_rig(rig_obj)
     fps = float(header["fps"])
     if time_mapping == 'CAPTURE':
         scene.render.fps = max(1, int(round(fps)))
         scene.render.fps_base = scene.render.fps / fps
     scene_fps = scene.render.fps / scene.render.fps_base
-    clear_channels(rig.armature, _bone_channels(rig))
-    clear_channels(rig.key, _key_channels(rig))
     focal = np.asarray(header["focal_px"], np.float64)
     image_size = tuple(int(v) for v in np.asarray(header["image_size"]).ravel()[:2])
     camera = ensure_camera(scene, f"{rig_obj.name} Camera", image_size, float(focal.ravel()[0]),
                            float(header["cx"]), float(header["cy"]))
-    clear_channels(camera.data, [("lens", 0)])
     rig_obj["kinesics_camera"] = camera
+    takes.start(scene, rig_obj, header, take)
     return Track(rig, camera, scene_fps / fps, focal.ndim == 1, image_size)
 
 
@@ -110,12 +110,16 @@ def finish(scene: bpy.types.Scene, track: Track) -> None:
     scene.frame_start = int(np.floor(track.first_frame))
     scene.frame_end = max(scene.frame_start, int(np.ceil(track.last_frame)))
     scene.frame_set(scene.frame_start)
+    index = takes.current(track.rig.armature)
+    if index is not None:
+        take = track.rig.armature.kinesics.takes[index]
+        take.frame_start, take.frame_end = scene.frame_start, scene.frame_end
 
 
 def apply_capture(scene: bpy.types.Scene, rig_obj: bpy.types.Object, capture: dict,
-                  time_mapping: str = 'CAPTURE') -> Track:
-    """Key a whole capture (core.capture_file.load) onto a rig already shaped for it."""
-    track = begin(scene, rig_obj, capture, time_mapping)
+                  time_mapping: str = 'CAPTURE', take: str = "Capture") -> Track:
+    """Key a whole capture (core.capture_file.load) onto a rig already shaped for it, as a new take."""
+    track = begin(scene, rig_obj, capture, time_mapping, take)
     key_frames(track, capture)
     finish(scene, track)
     return track
@@ -129,4 +133,6 @@ def apply_capture_file(scene: bpy.types.Scene, path: str, rig_obj: bpy.types.Obj
     loads the model before it builds or reshapes anything."""
     capture = capture_file.load(path)
     rig_obj = ensure_rig(capture, rig_obj, lambda: models.for_capture(capture, model_candidates), scene.collection)
-    return apply_capture(scene, rig_obj, capture, time_mapping)
+    track = apply_capture(scene, rig_obj, capture, time_mapping, bpy.path.display_name_from_filepath(path))
+    takes.note(rig_obj, capture_file=path)
+    return track

@@ -6,13 +6,9 @@ import numpy as np
 from bpy_extras.io_utils import ImportHelper
 
 from ..core.errors import KinesicsError
-from . import footage, models, preferences, session
+from . import footage, models, preferences, session, takes
 from .animate import apply_capture_file
 from .rig import build_rig
-
-
-def _model_candidates(prefs) -> list[str]:
-    return [bpy.path.abspath(p) for p in (prefs.flame_model, prefs.ict_model) if p]
 
 
 def _object_mode(context) -> None:
@@ -27,7 +23,7 @@ def _start_job(operator, context, start, *arguments) -> set[str]:
     try:
         _object_mode(context)
         start(context.scene, preferences.worker_python(prefs),
-              preferences.model_path(prefs, context.scene.kinesics.model), _model_candidates(prefs), *arguments,
+              preferences.model_path(prefs, context.scene.kinesics.model), preferences.model_candidates(prefs), *arguments,
               device=prefs.device)
     except KinesicsError as err:
         operator.report({'ERROR'}, str(err))
@@ -125,12 +121,13 @@ class KINESICS_OT_apply_capture(bpy.types.Operator, ImportHelper):
         try:
             _object_mode(context)
             track = apply_capture_file(context.scene, self.filepath, settings.rig,
-                                       _model_candidates(preferences.get(context)), settings.time_mapping)
+                                       preferences.model_candidates(preferences.get(context)), settings.time_mapping)
         except (KinesicsError, ValueError) as err:
             self.report({'ERROR'}, str(err))
             return {'CANCELLED'}
         settings.rig = track.rig.armature
         video = bpy.path.abspath(settings.footage)
+        takes.note(track.rig.armature, footage=video)
         if video:
             footage.present(context.scene, track.camera, video, settings.show_footage, settings.footage_sound)
         self.report({'INFO'}, f"Keyed {track.rig.armature.name} from {bpy.path.basename(self.filepath)}")

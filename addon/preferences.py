@@ -87,6 +87,11 @@ def model_path(prefs: KINESICS_AP_preferences, choice: str) -> str | None:
     return path.rstrip("/\\") if os.path.isdir(path) else path
 
 
+def model_candidates(prefs: KINESICS_AP_preferences) -> list[str]:
+    """The model files the preferences name, where a capture's own model is looked for."""
+    return [bpy.path.abspath(p) for p in (prefs.flame_model, prefs.ict_model) if p]
+
+
 def capture_folder(prefs: KINESICS_AP_preferences) -> str:
     """The folder captures are saved in (created when missing)."""
     chosen = bpy.path.abspath(prefs.capture_folder)

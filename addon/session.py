@@ -17,7 +17,7 @@ from ..bridge.client import CaptureAccumulator, WorkerClient
 from ..bridge.errors import BridgeError
 from ..core import capture_file
 from ..core.errors import KinesicsError
-from . import footage, models, preferences
+from . import footage, models, preferences, takes
 from .animate import Track, begin, ensure_rig, finish, key_frames
 
 POLL_S = 0.1
@@ -186,7 +186,8 @@ def _handle(event: dict) -> None:
         rig = ensure_rig(header, scene.kinesics.rig, lambda: models.for_capture(header, s.model_candidates),
                          scene.collection)
         scene.kinesics.rig = rig
-        s.track = begin(scene, rig, header, s.time_mapping)
+        s.track = begin(scene, rig, header, s.time_mapping, s.name)
+        _note_on_take(s.track, footage=s.footage)
         if s.footage:
             footage.present(scene, s.track.camera, s.footage, s.show_footage, s.footage_sound)
         s.total = int(header.get("n_frames", 0))
@@ -228,6 +229,8 @@ def _end(state: str, message: str) -> None:
     if s.job is not None and s.job.frames:
         try:
             s.saved_path = str(_save(s.job.capture()))
+            if s.track is not None:
+                _note_on_take(s.track, capture_file=s.saved_path)
         except (KinesicsError, OSError) as err:
             s.message += f" (The capture file could not be saved: {err})"
     _notify('INFO' if state == "done" else 'ERROR', s.message)
@@ -236,6 +239,14 @@ def _end(state: str, message: str) -> None:
     except RuntimeError:
         pass  # no undo stack (background mode)
     _redraw()
+
+
+def _note_on_take(track: Track, **values: str) -> None:
+    """Note the footage or the capture file on the take being keyed (nothing when its rig is gone)."""
+    try:
+        takes.note(track.rig.armature, **values)
+    except ReferenceError:
+        pass
 
 
 def _save(capture: dict):

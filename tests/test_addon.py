@@ -155,7 +155,7 @@ def test_manifest_validates_and_builds_without_dev_files(tmp_path):
 
 def test_extension_registers_and_disables_cleanly(extension):
     operators = ("capture_start", "capture_refit", "capture_cancel", "import_rig", "apply_capture", "check_worker",
-                 "install_worker", "install_worker_cancel")
+                 "install_worker", "install_worker_cancel", "take_show", "take_delete")
     assert set(operators) <= set(dir(bpy.ops.kinesics))
     assert bpy.types.KINESICS_PT_capture.bl_category == "Kinesics"
     assert hasattr(bpy.types.Scene, "kinesics")
@@ -231,19 +231,96 @@ def test_pose_correctives_and_expression_dependent_joints(scene):
     assert np.abs(without - reference_vertices(data, capture)).max() > 10 * TOLERANCE_M
 
 
-def test_rig_is_reshaped_for_a_new_identity_and_rekeyed(scene):
+def action_keys(id_data, path: str, index: int = 0, action=None) -> np.ndarray:
+    """(K,2) keys of one F-curve in `action` (default: the one `id_data` shows)."""
+    anim = id_data.animation_data
+    action = action or anim.action
+    slot = anim.action_slot if action == anim.action else action.slots[0]
+    fcurve = action.layers[0].strips[0].channelbag(slot).fcurves.find(path, index=index)
+    co = np.empty(2 * len(fcurve.keyframe_points), np.float32)
+    fcurve.keyframe_points.foreach_get("co", co)
+    return co.reshape(-1, 2)
+
+
+JAW = 'pose.bones["jaw"].rotation_quaternion'
+
+
+def test_each_capture_is_a_take_and_earlier_takes_come_back(scene):
+    """A second capture on a rig (another identity, image size and a per-frame lens) is a new take: the first
+    take's keys stay in their own actions, and showing it gives back its keys, face shape, camera and range."""
     data = synthetic_model()
-    animate = addon("animate")
+    animate, takes = addon("animate"), addon("takes")
+    first = random_capture(data, frames=3, seed=1)
+    rig_obj = animate.ensure_rig(first, None, lambda: data, scene.collection)
+    animate.apply_capture(scene, rig_obj, first, take="walk")
+    second = random_capture(data, frames=2, seed=2, image_size=np.array([800, 600]), focal_px=np.array([650.0, 660.0]))
+    assert animate.ensure_rig(second, rig_obj, lambda: data, scene.collection) == rig_obj  # reshaped
+    animate.apply_capture(scene, rig_obj, second, take="walk")
+    entries = rig_obj.kinesics.takes
+    assert [t.name for t in entries] == ["walk", "walk 2"] and takes.current(rig_obj) == 1
+    assert len(action_keys(rig_obj, JAW)) == 2, "the new take starts empty, not mixed with the first"
+    assert_rig_matches(rig_obj, data, second, frames=[0, 1])
+    camera = rig_obj["kinesics_camera"]
+    assert len(action_keys(camera.data, "lens")) == 2
+
+    kept = entries[0].bones
+    assert kept.use_fake_user and len(action_keys(rig_obj, JAW, action=kept)) == 3
+    reshape = lambda shape: addon("rig").reshape_rig(rig_obj, data, shape)  # noqa: E731
+    takes.use(scene, rig_obj, 0, reshape)
+    assert takes.current(rig_obj) == 0 and (scene.frame_start, scene.frame_end) == (1, 3)
+    assert_rig_matches(rig_obj, data, first, frames=[0, 1, 2])
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (640, 480)
+    assert camera.data.animation_data.action is None, "the first take's lens is fixed"
+    assert camera.data.lens == pytest.approx(float(addon("camera_space").lens_mm(700.0, (640, 480))))
+
+    takes.use(scene, rig_obj, 1, reshape)
+    assert_rig_matches(rig_obj, data, second, frames=[0, 1])
+    names = {entries[0].bones.name, entries[0].shape_keys.name}
+    takes.remove(rig_obj, 0)
+    assert [t.name for t in entries] == ["walk 2"] and not names & set(bpy.data.actions.keys())
+    assert takes.current(rig_obj) == 0
+
+
+def test_keys_made_before_takes_become_a_take(scene):
+    """A rig keyed before takes existed (or by hand) keeps those keys as a take when the next capture comes."""
+    data = synthetic_model()
+    animate, takes = addon("animate"), addon("takes")
     first = random_capture(data, frames=3, seed=1)
     rig_obj = animate.ensure_rig(first, None, lambda: data, scene.collection)
     animate.apply_capture(scene, rig_obj, first)
-    second = random_capture(data, frames=2, seed=2)
-    assert animate.ensure_rig(second, rig_obj, lambda: data, scene.collection) == rig_obj
-    animate.apply_capture(scene, rig_obj, second)
-    fcurve = rig_obj.animation_data.action.layers[0].strips[0].channelbag(rig_obj.animation_data.action_slot) \
-        .fcurves.find('pose.bones["jaw"].rotation_quaternion', index=0)
-    assert len(fcurve.keyframe_points) == 2  # the first take's keys were replaced, not mixed in
-    assert_rig_matches(rig_obj, data, second, frames=[0, 1])
+    rig_obj.kinesics.takes.clear()  # as an older Kinesics left it
+    earlier = rig_obj.animation_data.action
+    animate.apply_capture(scene, rig_obj, random_capture(data, frames=2, seed=2, shape=first["shape"]), take="new")
+    assert [t.name for t in rig_obj.kinesics.takes] == [takes.EARLIER, "new"]
+    assert rig_obj.kinesics.takes[0].bones == earlier and earlier.use_fake_user
+    takes.use(scene, rig_obj, 0)
+    assert_rig_matches(rig_obj, data, first, frames=[0, 2])
+
+
+def test_takes_panel_shows_and_deletes_takes(scene, tmp_path):
+    """Captures applied from files become takes named after them; Show brings one back with its footage as
+    the Retarget source's capture file, Delete removes it."""
+    data = synthetic_model()
+    first = random_capture(data, frames=3, seed=1)
+    rig_obj = addon("animate").ensure_rig(first, None, lambda: data, scene.collection)
+    scene.kinesics.rig = rig_obj
+    paths = [capture_file.save(tmp_path / "walk.npz", first),
+             capture_file.save(tmp_path / "talk.npz", random_capture(data, frames=5, seed=2, shape=first["shape"]))]
+    for path in paths:
+        assert bpy.ops.kinesics.apply_capture(filepath=str(path)) == {'FINISHED'}
+    entries = rig_obj.kinesics.takes
+    assert [t.name for t in entries] == ["walk", "talk"] and entries[1].capture_file == str(paths[1])
+    assert scene.frame_end == 5
+    calls = draw(bpy.types.KINESICS_PT_takes)
+    assert [c[1][0] for c in calls if c[0] == "operator"] == ["kinesics.take_show", "kinesics.take_delete"]
+
+    assert bpy.ops.kinesics.take_show(index=0) == {'FINISHED'}
+    assert addon("takes").current(rig_obj) == 0 and scene.frame_end == 3
+    assert scene.kinesics_retarget.source == str(paths[0])
+    assert len(action_keys(rig_obj, JAW)) == 3
+    rig_obj.kinesics.active_take = 1
+    assert bpy.ops.kinesics.take_delete() == {'FINISHED'}
+    assert [t.name for t in entries] == ["walk"] and addon("takes").current(rig_obj) == 0
 
 
 def test_ict_rig_has_arkit_shape_keys_and_one_joint(scene, ict_npz):
@@ -637,6 +714,10 @@ def test_capture_streams_keyframes_from_the_real_worker(capture_session, scene, 
     background = scene.camera.data.background_images[0]
     assert scene.camera.data.show_background_images and background.clip.filepath.endswith("frontal_talking_512.mp4")
     assert len(addon("footage").strips(scene)) == 0, "this clip has no sound track: no sound strip"
+    take = rig.kinesics.takes[addon("takes").current(rig)]
+    assert (take.name, take.footage, take.capture_file) == ("frontal_talking_512", scene.kinesics.footage,
+                                                            s.saved_path)
+    assert (take.frame_start, take.frame_end) == (11, 40)
 
 
 @needs_engine
@@ -751,7 +832,12 @@ def test_cancelled_capture_keeps_the_keyed_frames(capture_session, scene, footag
 @needs_engine
 def test_rig_deleted_mid_capture_ends_the_job_with_a_message(capture_session, scene, footage, standin_model):
     scene.kinesics.footage = str(footage / "frontal_talking_512.mp4")
-    capture_session.start(scene, sys.executable, str(standin_model), [])
+    # Long enough on any machine that frames still arrive after the rig is deleted (see the killed-worker test).
+    scene.kinesics.frame_start, scene.kinesics.frame_end, scene.kinesics.mirror_pass = 0, 0, True
+    try:
+        capture_session.start(scene, sys.executable, str(standin_model), [])
+    finally:
+        scene.kinesics.mirror_pass = False
     run_until_finished(capture_session, until=lambda s: s.frames_keyed > 0)
     rig = scene.kinesics.rig
     for obj in (rig["kinesics_mesh"], rig):
