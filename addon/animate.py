@@ -1,8 +1,10 @@
 """A capture keyed onto a rig: whole (a capture file) or chunk by chunk as the worker streams it.
 
-Time mapping, fixed: source-video frame i lands on scene frame 1 + i * scene_fps / capture_fps. With
-'CAPTURE' the scene takes the capture's frame rate, so every key sits on a whole frame; with 'SCENE' the
-scene keeps its rate and keys sit at the exact capture times (Blender interpolates between them).
+Time mapping, fixed: a frame shown t seconds after the footage's first (`core.capture_file.times`: for
+constant-rate footage, source-video frame i at i / capture_fps) lands on scene frame 1 + t * scene_fps. With
+'CAPTURE' the scene takes the capture's frame rate, so every key of constant-rate footage sits on a whole frame;
+with 'SCENE' the scene keeps its rate and keys sit at the exact capture times (Blender interpolates between
+them). Variable-frame-rate footage is keyed at its timestamps, in step with its sound.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ class Track:
 
     rig: Rig
     camera: bpy.types.Object
-    rate: float                  # scene frames per capture frame
+    capture_fps: float
+    scene_fps: float
     focal_per_frame: bool
     image_size: tuple[int, int]
     last_quats: np.ndarray | None = None  # (J,4) for quaternion sign continuity across chunks
@@ -76,16 +79,17 @@ def begin(scene: bpy.types.Scene, rig_obj: bpy.types.Object, header: dict, time_
                            float(header["cx"]), float(header["cy"]))
     rig_obj["kinesics_camera"] = camera
     takes.start(scene, rig_obj, header, take)
-    return Track(rig, camera, scene_fps / fps, focal.ndim == 1, image_size)
+    return Track(rig, camera, fps, scene_fps, focal.ndim == 1, image_size)
 
 
-def scene_frames(track: Track, frame_index: np.ndarray) -> np.ndarray:
-    return FIRST_FRAME + np.asarray(frame_index, np.float64) * track.rate
+def scene_frames(track: Track, frames: dict) -> np.ndarray:
+    """(T,) scene frames of the capture frames `frames` (a chunk, or a whole capture)."""
+    return FIRST_FRAME + capture_file.times(frames, track.capture_fps) * track.scene_fps
 
 
 def key_frames(track: Track, chunk: dict) -> None:
     """Key the consecutive frames of `chunk` (per-frame capture keys, T frames) after those already keyed."""
-    frames = scene_frames(track, chunk["frame_index"])
+    frames = scene_frames(track, chunk)
     if len(frames) == 0:
         return
     rig = track.rig

@@ -2,8 +2,9 @@
 rotations onto bones, baked as plain keyframes (no drivers, no constraints). Logic only; operators and panels
 live in retarget_ui.py.
 
-Frames: capture frame i (source-video frame `frame_index[i]`) lands on scene frame
-`frame_offset + frame_index[i] * scene_fps / capture_fps`, so the bake lines up with the footage.
+Frames: capture frame i, shown t seconds after the footage's first (`core.capture_file.times`: for constant-rate
+footage, source-video frame `frame_index[i]` at `frame_index[i] / capture_fps`), lands on scene frame
+`frame_offset + t * scene_fps`, so the bake lines up with the footage and its sound.
 """
 from __future__ import annotations
 
@@ -163,8 +164,7 @@ def load_source(path: str, livelink_fps: float | None = None) -> dict:
 
 def key_frames(capture: dict, scene_fps: float, frame_offset: float) -> np.ndarray:
     """(T,) scene frames of the capture's frames."""
-    frame_index = np.asarray(capture["frame_index"], np.float64)
-    return frame_offset + frame_index * scene_fps / float(capture.get("fps", scene_fps))
+    return frame_offset + capture_file.times(capture, float(capture.get("fps", scene_fps))) * scene_fps
 
 
 def capture_row_at(capture: dict, scene_fps: float, frame_offset: float, scene_frame: float) -> int:

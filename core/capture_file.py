@@ -7,7 +7,9 @@ Keys (T frames, S shape, E expression components):
   shape (S,), expression (T,E), jaw_pose (T,3), neck_pose (T,3), eye_pose (T,6) left eye then right,
   global_pose (T,3), translation (T,3) in model units (metres for FLAME), focal_px () or (T,), cx (), cy (),
   landmarks (T,478,3) MediaPipe output as given (x, y normalised to the image, z).
-Optional: arkit_names (52,) and arkit (T,52) in [0,1]; expression_names (E,); model_hash () str;
+Optional: time_s (T,) seconds after the footage's first frame at which frame t is shown: frame_index / fps
+  for constant-rate footage, the container's timestamps for variable-frame-rate footage (see `times`);
+  arkit_names (52,) and arkit (T,52) in [0,1]; expression_names (E,); model_hash () str;
   warnings (K,) str (e.g. footage that ended early); builtin_* (the built-in model's own arrays, see
   core.builtin_model).
 Geometry: camera-space vertices = the FLAME forward pass (smplx semantics) + translation, OpenCV camera
@@ -27,7 +29,7 @@ from .paths import atomic_write
 PER_FRAME = ("frame_index", "valid", "expression", "jaw_pose", "neck_pose", "eye_pose", "global_pose",
              "translation", "landmarks")
 REQUIRED = ("fps", "image_size", "model", "shape", "focal_px", "cx", "cy") + PER_FRAME
-OPTIONAL_PER_FRAME = ("arkit",)
+OPTIONAL_PER_FRAME = ("arkit", "time_s")
 _WIDTHS = {"jaw_pose": 3, "neck_pose": 3, "eye_pose": 6, "global_pose": 3, "translation": 3}
 
 
@@ -57,6 +59,14 @@ def validate(capture: dict) -> None:
         raise CaptureFileError(f"'focal_px' must be a scalar or hold one value per frame, not shape {focal.shape}")
     if "arkit" in capture and np.asarray(capture["arkit"]).shape != (n, len(capture.get("arkit_names", ()))):
         raise CaptureFileError("'arkit' must be (T, len(arkit_names))")
+
+
+def times(capture: dict, fps: float | None = None) -> np.ndarray:
+    """(T,) seconds after the footage's first frame at which each frame is shown: `time_s`, or frame_index / fps
+    in captures made before it was written. `fps` stands in for the capture's own in a streamed chunk."""
+    if "time_s" in capture:
+        return np.asarray(capture["time_s"], np.float64)
+    return np.asarray(capture["frame_index"], np.float64) / float(capture["fps"] if fps is None else fps)
 
 
 def save(path: str | os.PathLike, capture: dict) -> Path:

@@ -31,7 +31,7 @@ from .landmark_process import LandmarkProcess, chained, merged_passes
 from .landmarks import N_LANDMARKS, LandmarkTrack
 from .model_data import HeadModelData, load_model_data
 from .trajectory import RawTrack, SmoothingSettings, to_parameters
-from .video import probe
+from .video import frame_times, probe
 
 SEED_REACH = 3  # frames: how far from an identity keyframe a frame may be and still start from its state
 
@@ -71,6 +71,7 @@ class _Plan:
     focal_px: float | None
     smoothing: SmoothingSettings
     identity_window: int
+    timestamps: bool = True   # the footage's own timestamps time its frames (not when a frame rate is given)
 
 
 class CaptureEngine:
@@ -133,7 +134,7 @@ class CaptureEngine:
             items = chained([self._process(k).frames(video, a, b, stride, max_faces, False, warnings, cancel)
                              for k, (a, b) in enumerate(bounds)])
         plan = _Plan(info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
-                     smoothing_settings, self.settings.identity_window)
+                     smoothing_settings, self.settings.identity_window, timestamps=fps is None)
         return self._consume(items, plan, on_header, on_chunk, on_progress, cancel, warnings)
 
     def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,
@@ -143,8 +144,9 @@ class CaptureEngine:
         """Capture from landmarks already tracked (or synthesised): the same fit, no video. With
         `whole_clip_identity`, identity comes from keyframes spread over the whole clip rather than its opening
         faces (nothing streams before the end then; for a finished clip, such as a refit)."""
-        items = ((int(i), lm if ok else None, tuple(track.image_size))
-                 for i, lm, ok in zip(track.frame_index, track.landmarks, track.valid))
+        seconds = track.seconds if track.seconds is not None else np.full(len(track.valid), np.nan)
+        items = ((int(i), lm if ok else None, tuple(track.image_size), float(t))
+                 for i, lm, ok, t in zip(track.frame_index, track.landmarks, track.valid, seconds))
         window = len(track.valid) + 1 if whole_clip_identity else self.settings.identity_window
         plan = _Plan("landmark track", track.fps, tuple(track.image_size), len(track.valid), stride, focal_px,
                      self.settings.smoothing.scaled(smoothing), window)
@@ -214,8 +216,11 @@ class _Run:
         self.on_header, self.on_chunk, self.on_progress = on_header, on_chunk, on_progress
         self.total, self.warnings = max(plan.total, 1), warnings
         self.indices: list[int] = []
+        self.seconds: list[float] = []    # the frames' timestamps (core.video.read_timed_frames)
+        self.last_time = float("-inf")    # the time of the last frame handed out
         self.landmarks: list[np.ndarray] = []
         self.valid: list[bool] = []
+        self.variable_rate = False        # a frame's timestamp departed from frame_index / fps
         self.faces = 0                    # frames with a face so far
         self.image_size = plan.size
         self.header: dict | None = None
@@ -233,22 +238,39 @@ class _Run:
     def n_frames(self) -> int:
         return len(self.indices)
 
-    def record(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
-        """Keep one frame's landmarks (None: no face)."""
+    def record(self, index: int, lms: np.ndarray | None, size: tuple[int, int], seconds: float = float("nan")
+               ) -> None:
+        """Keep one frame's landmarks (None: no face) and timestamp."""
         self.indices.append(index)
+        self.seconds.append(seconds if self.plan.timestamps else float("nan"))
         self.valid.append(lms is not None)
         self.faces += lms is not None
         self.landmarks.append(lms if lms is not None else np.zeros((N_LANDMARKS, 3), np.float32))
         self.image_size = size
 
-    def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
-        self.record(index, lms, size)
+    def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int], seconds: float = float("nan")) -> None:
+        self.record(index, lms, size, seconds)
         # Identity needs faces, not frames: footage often opens on an empty set or a slate.
         if self.header is None and self.faces >= self.plan.identity_window:
             self.start_fit()
         if self.header is not None:
             self.advance(final=False)
         self.report()
+
+    def times(self, a: int, b: int) -> np.ndarray:
+        """Seconds of frames [a, b) after the footage's first (`core.video.frame_times`), handed out in order."""
+        times = frame_times(self.indices[a:b], self.seconds[a:b], self.plan.fps, self.last_time)
+        if len(times):
+            nominal = np.asarray(self.indices[a:b], np.float64) / self.plan.fps
+            if not self.variable_rate and (times != nominal).any():
+                self.variable_rate = True
+                self.warnings.append(
+                    f"{self.plan.source}: the footage has a variable frame rate; its frames are keyed at their "
+                    "timestamps, in step with its sound. Blender plays a video behind the camera frame by frame, so "
+                    "that picture may drift from the keys: for an exact overlay, convert the footage to a constant "
+                    "rate (for example with ffmpeg's -fps_mode cfr) and capture that.")
+            self.last_time = float(times[-1])
+        return times
 
     def pixels(self, rows: slice) -> np.ndarray:
         return np.asarray(self.landmarks[rows])[:, :, :2] * np.asarray(self.image_size, np.float64)
@@ -340,6 +362,7 @@ class _Run:
         rows = slice(history, history + ready - self.emitted)
         chunk = {k: v[rows] for k, v in params.items()}
         chunk["frame_index"] = np.asarray(self.indices[self.emitted:ready], np.int64)
+        chunk["time_s"] = self.times(self.emitted, ready)
         chunk["valid"] = np.asarray(self.valid[self.emitted:ready], bool)
         chunk["landmarks"] = np.asarray(self.landmarks[self.emitted:ready], np.float32)
         chunk["arkit"] = self.arkit.take(ready)
@@ -399,8 +422,8 @@ class _Run:
 class _BuiltinRun(_Run):
     """No head model installed: collect the whole track, then build the actor's own rig from it."""
 
-    def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int]) -> None:
-        self.record(index, lms, size)
+    def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int], seconds: float = float("nan")) -> None:
+        self.record(index, lms, size, seconds)
         self.report()
 
     def finish(self, final: bool) -> None:
@@ -412,6 +435,7 @@ class _BuiltinRun(_Run):
         track = LandmarkTrack(np.asarray(self.indices, np.int64), np.asarray(self.landmarks, np.float32),
                               np.asarray(self.valid, bool), self.plan.fps, self.image_size, self.warnings)
         capture = capture_builtin(track, self.plan.focal_px, self.plan.smoothing)
+        capture["time_s"] = self.times(0, self.n_frames)
         per_frame = set(capture_file.PER_FRAME + capture_file.OPTIONAL_PER_FRAME)
         self.header = {k: v for k, v in capture.items() if k not in per_frame}
         self.header["n_frames"] = self.total

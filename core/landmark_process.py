@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import KinesicsError
 
-Item = tuple[int, np.ndarray | None, tuple[int, int]]
+Item = tuple[int, np.ndarray | None, tuple[int, int], float]  # frame number, landmarks, (width, height), seconds
 
 
 def _serve(conn, stop) -> None:
@@ -25,7 +25,7 @@ def _serve(conn, stop) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it cancels the job)
     from .landmarks import FaceMeshTracker
-    from .video import read_frames
+    from .video import read_timed_frames
 
     while True:
         try:
@@ -42,10 +42,10 @@ def _serve(conn, stop) -> None:
         sender.start()
         try:
             tracker = FaceMeshTracker(max_faces, mirrored=mirrored)
-            for index, frame in read_frames(video, start, end, stride, warnings):
+            for index, seconds, frame in read_timed_frames(video, start, end, stride, warnings):
                 if stop.is_set():
                     break
-                outbox.put(("frame", index, tracker(frame), (frame.shape[1], frame.shape[0])))
+                outbox.put(("frame", index, tracker(frame), (frame.shape[1], frame.shape[0]), seconds))
             outbox.put(("end", warnings))
         except Exception as err:  # reported to the parent, which raises it there
             reported = err if isinstance(err, KinesicsError) else KinesicsError(f"{type(err).__name__}: {err}")
@@ -83,9 +83,9 @@ class LandmarkProcess:
 
     def frames(self, video: str, start: int, end: int | None, stride: int, max_faces: int, mirrored: bool,
                warnings: list[str], cancel: threading.Event | None = None) -> Iterator[Item | BaseException]:
-        """Yield (frame number, landmarks or None, (width, height)) per frame; an error is yielded, not
-        raised, so the caller can keep what came before. Returns early once `cancel` is set. `mirrored`: track
-        the mirrored frames (see `core.landmarks.FaceMeshTracker`). The job starts at once, not on the first
+        """Yield (frame number, landmarks or None, (width, height), timestamp in seconds; see
+        `core.video.read_timed_frames`) per frame; an error is yielded, not raised, so the caller can keep what
+        came before. Returns early once `cancel` is set. `mirrored`: track the mirrored frames (see `core.landmarks.FaceMeshTracker`). The job starts at once, not on the first
         next(), so that several processes work side by side."""
         results = self._results((video, start, end, stride, max_faces, mirrored), warnings, cancel)
         next(results)  # sends the job; from here on, closing the iterator stops it and frees the process
@@ -170,7 +170,7 @@ def merged_passes(own: Iterator[Item | BaseException], mirrored: Iterator[Item |
                 yield KinesicsError(f"the mirror pass fell out of step with the footage (frame {twin[0]} against "
                                     f"{item[0]}); capture again without it")
                 return
-            yield item[0], merge_passes(item[1], twin[1]), item[2]
+            yield item[0], merge_passes(item[1], twin[1]), item[2], item[3]
     finally:
         own.close()
         mirrored.close()

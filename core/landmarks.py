@@ -19,7 +19,8 @@ class LandmarkTrack:
     """Landmarks of one person over T frames, as MediaPipe gives them.
 
     frame_index (T,) source frame numbers; landmarks (T,478,3): x, y normalised to the image width and
-    height, z in MediaPipe's relative depth units; valid (T,) False where no face was found (zeros there).
+    height, z in MediaPipe's relative depth units; valid (T,) False where no face was found (zeros there);
+    seconds (T,) the frames' timestamps (`core.video.read_timed_frames`; None or NaN: none).
     """
 
     frame_index: np.ndarray
@@ -28,13 +29,15 @@ class LandmarkTrack:
     fps: float
     image_size: tuple[int, int]
     warnings: list[str] = field(default_factory=list)
+    seconds: np.ndarray | None = None
 
     @classmethod
     def from_capture(cls, capture: dict) -> "LandmarkTrack":
         """The landmarks a capture (`core.capture_file`) holds, as the track they were fitted from."""
         width, height = (int(v) for v in np.asarray(capture["image_size"]).ravel()[:2])
+        seconds = np.asarray(capture["time_s"], np.float64) if "time_s" in capture else None
         return cls(np.asarray(capture["frame_index"], np.int64), np.asarray(capture["landmarks"], np.float32),
-                   np.asarray(capture["valid"], bool), float(capture["fps"]), (width, height))
+                   np.asarray(capture["valid"], bool), float(capture["fps"]), (width, height), seconds=seconds)
 
     @property
     def stride(self) -> int:
@@ -119,17 +122,18 @@ def detect_video(path: str | os.PathLike, start: int = 0, end: int | None = None
                  mirror_pass: bool = False) -> LandmarkTrack:
     """Landmarks for every selected frame of a video (see `core.video.read_frames` for the range and
     `merge_passes` for the mirror pass)."""
-    from .video import probe, read_frames
+    from .video import probe, read_timed_frames
 
     info = probe(path)
     warnings: list[str] = []
     tracker = MirrorPassTracker(max_faces) if mirror_pass else FaceMeshTracker(max_faces)
-    indices, points, valid = [], [], []
+    indices, seconds, points, valid = [], [], [], []
     size = (info.width, info.height)
     try:
-        for index, frame in read_frames(path, start, end, stride, warnings):
+        for index, timestamp, frame in read_timed_frames(path, start, end, stride, warnings):
             lms, size = tracker(frame), (frame.shape[1], frame.shape[0])
             indices.append(index)
+            seconds.append(timestamp)
             valid.append(lms is not None)
             points.append(lms if lms is not None else np.zeros((N_LANDMARKS, 3), np.float32))
             if on_frame:
@@ -137,4 +141,4 @@ def detect_video(path: str | os.PathLike, start: int = 0, end: int | None = None
     finally:
         tracker.close()
     return LandmarkTrack(np.asarray(indices, np.int64), np.asarray(points, np.float32).reshape(-1, N_LANDMARKS, 3),
-                         np.asarray(valid, bool), info.fps, size, warnings)
+                         np.asarray(valid, bool), info.fps, size, warnings, np.asarray(seconds, np.float64))

@@ -86,6 +86,8 @@ class _ImageSequence:
         return self.retrieve() if self.grab() else (False, None)
 
     def get(self, prop: int) -> float:
+        if prop == cv2.CAP_PROP_POS_MSEC:
+            return float("nan")  # frames carry no timestamps
         return float(len(self.files)) if prop == cv2.CAP_PROP_FRAME_COUNT else 0.0  # no rate, no rotation
 
     def release(self) -> None:
@@ -142,21 +144,33 @@ def read_frames(path: str | os.PathLike, start: int = 0, end: int | None = None,
     A file that ends early (truncated or damaged) stops the iteration after the last good frame; a note
     goes to `warnings` so callers can say so while keeping every frame decoded before the damage.
     """
+    for index, _, frame in read_timed_frames(path, start, end, stride, warnings):
+        yield index, frame
+
+
+def read_timed_frames(path: str | os.PathLike, start: int = 0, end: int | None = None, stride: int = 1,
+                      warnings: list[str] | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """As `read_frames`, with each frame's timestamp: (frame number, seconds after the clip's first frame as the
+    container stamps it, or NaN where the footage has no timestamps, BGR image). See `frame_times`."""
     frame_numbers(0, start, end, stride)  # validates the range
     cap = _open(path)
     try:
         expected = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         index = 0
+        first_ms = float("nan")
         while end is None or index < end:
             wanted = index >= start and (index - start) % stride == 0
             ok = cap.grab()
             if not ok:
                 break
+            if index == 0:
+                first_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
             if wanted:
+                seconds = (cap.get(cv2.CAP_PROP_POS_MSEC) - first_ms) / 1000.0
                 ok, frame = cap.retrieve()
                 if not ok or frame is None:
                     break
-                yield index, frame
+                yield index, seconds, frame
             index += 1
         target = expected if end is None else min(end, expected)
         if warnings is not None and expected > 0 and index < target:
@@ -168,3 +182,29 @@ def read_frames(path: str | os.PathLike, start: int = 0, end: int | None = None,
             raise FootageError(f"{path}: holds no decodable frame (empty or damaged video).")
     finally:
         cap.release()
+
+
+SNAP = 0.02  # of a frame: timestamps this close to frame_index / fps are that, exactly (constant-rate footage)
+
+
+def frame_times(frame_index: np.ndarray, seconds: np.ndarray, fps: float, after: float = float("-inf")
+                ) -> np.ndarray:
+    """(T,) seconds after the footage's first frame at which each frame is shown.
+
+    Constant-rate footage: frame_index / fps, exactly. Variable-frame-rate footage (phones lower the rate in
+    low light): the container's timestamps `seconds` (T,), where they depart from that by more than SNAP of a
+    frame, so that keys stay in step with the footage's sound. Timestamps that are missing (NaN) or do not
+    come after the frame before (`after`: the time of the frame before the first) are not trusted: such a frame
+    is placed at frame_index / fps, or one frame after the frame before where that would not come after it.
+    """
+    nominal = np.asarray(frame_index, np.float64) / fps
+    times = nominal.copy()
+    last = after
+    for k, (n, s) in enumerate(zip(nominal, np.asarray(seconds, np.float64))):
+        trusted = np.isfinite(s) and s > last
+        if trusted and abs(s - n) * fps > SNAP:
+            times[k] = s
+        elif not trusted and n <= last:
+            times[k] = last + 1.0 / fps
+        last = times[k]
+    return times

@@ -57,3 +57,32 @@ def standin_model_path(ict_npz: Path) -> Path:
         subprocess.run([sys.executable, str(tool), str(ict_npz), str(tmp)], check=True, capture_output=True)
         tmp.replace(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def variable_rate_clip(footage: Path, tmp_path_factory) -> tuple[Path, list[float]]:
+    """The talking clip's first 60 frames as phone footage with a variable frame rate: 25 frames/s, then 16.7 as
+    the light drops (an MP4 whose frames are stamped 40 ms, then 60 ms apart), and the seconds each frame is
+    shown. OpenCV writes constant-rate video only: its frames are re-stamped with PyAV, packet by packet."""
+    import fractions
+
+    import av
+    import cv2
+
+    from core.video import read_frames
+
+    folder = tmp_path_factory.mktemp("vfr")
+    steady, path = folder / "steady.mp4", folder / "phone.mp4"
+    writer = cv2.VideoWriter(str(steady), cv2.VideoWriter_fourcc(*"mp4v"), 25, (512, 512))  # no B-frames
+    for _, frame in read_frames(footage / "frontal_talking_512.mp4", 0, 60):
+        writer.write(frame)
+    writer.release()
+    times_ms = [40 * i for i in range(30)] + [40 * 29 + 60 * (i + 1) for i in range(30)]
+    with av.open(str(steady)) as source, av.open(str(path), "w") as out:
+        video = source.streams.video[0]
+        stream = out.add_stream_from_template(video)
+        packets = (p for p in source.demux(video) if p.size > 0)
+        for packet, ms in zip(packets, times_ms):
+            packet.time_base, packet.pts, packet.dts, packet.stream = fractions.Fraction(1, 1000), ms, ms, stream
+            out.mux(packet)
+    return path, [ms / 1000 for ms in times_ms]

@@ -388,6 +388,27 @@ def test_scene_rate_keys_land_at_the_capture_times(scene):
     assert np.abs(got - expected[3]).max() < TOLERANCE_M
 
 
+def test_variable_frame_rate_keys_land_at_the_frames_timestamps(scene):
+    """A capture of variable-frame-rate footage carries each frame's time: keys land there (in step with the
+    footage's sound), streamed or whole, on the rig and in a retarget bake alike."""
+    data = synthetic_model()
+    time_s = np.array([0.0, 0.04, 0.08, 0.14, 0.20, 0.26])  # 25 frames/s, then slower
+    capture = random_capture(data, frames=6, seed=6, time_s=time_s)
+    animate = addon("animate")
+    rig_obj = animate.ensure_rig(capture, None, lambda: data, scene.collection)
+    animate.apply_capture(scene, rig_obj, capture)
+    times = fcurve_keys(rig_obj, 'pose.bones["global"].rotation_quaternion')[:, 0]
+    np.testing.assert_allclose(times, 1 + time_s * 25, atol=1e-5)
+    assert scene.frame_end == 8
+    np.testing.assert_allclose(addon("retarget").key_frames(capture, 50.0, 10.0), 10 + time_s * 50)
+    rig_obj = animate.ensure_rig(capture, None, lambda: data, scene.collection)
+    track = animate.begin(scene, rig_obj, capture)
+    for rows in (slice(0, 4), slice(4, 6)):
+        animate.key_frames(track, {k: capture[k][rows] for k in capture_file.PER_FRAME + ("time_s",)})
+    streamed = fcurve_keys(rig_obj, 'pose.bones["global"].rotation_quaternion')[:, 0]
+    np.testing.assert_allclose(streamed, times)
+
+
 def test_import_rig_operator_reads_a_flame_file(scene, tmp_path):
     import pickle
     data = synthetic_model()

@@ -345,3 +345,24 @@ def test_a_long_clip_tracked_in_segments_side_by_side(standin_model: Path, foota
     np.testing.assert_array_equal(b["landmarks"][:40], a["landmarks"][:40])
     gap = np.linalg.norm((b["landmarks"] - a["landmarks"])[..., :2] * 512, axis=-1).mean(1)  # px, per frame
     assert np.median(gap[40:]) < 0.5 and gap.max() < 3.0, (np.median(gap[40:]), gap.max())
+
+
+def test_variable_frame_rate_footage_is_timed_by_its_timestamps(engine: CaptureEngine, talking: dict,
+                                                                variable_rate_clip):
+    """Phone footage whose rate drops mid-clip: every frame is timed at its own timestamp (so keys stay in step
+    with the sound), with a note saying so; with the built-in rig and in a refit too. Constant-rate footage is
+    timed at frame_index / fps exactly, and a frame rate the user gives replaces the timestamps."""
+    path, truth = variable_rate_clip
+    capture = engine.run(str(path))
+    capture_file.validate(capture)
+    np.testing.assert_allclose(capture["time_s"], truth, atol=1e-3)
+    assert any("variable frame rate" in str(w) for w in capture["warnings"])
+    np.testing.assert_array_equal(engine.refit(capture)["time_s"], capture["time_s"])
+    builtin = CaptureEngine().run(str(path), 20, 60)
+    np.testing.assert_allclose(builtin["time_s"], truth[20:60], atol=1e-3)
+
+    steady = talking["capture"]
+    assert np.array_equal(steady["time_s"], steady["frame_index"] / steady["fps"])
+    assert not any("variable frame rate" in str(w) for w in steady.get("warnings", []))
+    given = engine.run(str(path), 0, 30, fps=30.0)
+    assert np.array_equal(given["time_s"], np.arange(30) / 30.0)

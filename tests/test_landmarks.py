@@ -85,12 +85,14 @@ def test_merged_streams_stop_at_the_first_error_or_a_frame_out_of_step():
     def stream(*items):
         yield from items
 
-    merged = list(merged_passes(stream((0, face, (64, 64)), (1, face, (64, 64)), damaged),
-                                stream((0, face + 0.01, (64, 64)), (1, None, (64, 64)), (2, face, (64, 64)))))
+    merged = list(merged_passes(stream((0, face, (64, 64), 0.0), (1, face, (64, 64), 0.04), damaged),
+                                stream((0, face + 0.01, (64, 64), 0.0), (1, None, (64, 64), 0.04),
+                                       (2, face, (64, 64), 0.08))))
     assert merged[0][0] == 0 and np.allclose(merged[0][1], face + 0.005)  # the mean of the two passes
     assert merged[1][0] == 1 and merged[1][1] is face  # the mirrored pass lost the face: the frame's own stands
+    assert merged[1][3] == 0.04, "the frame's timestamp comes along"
     assert merged[2] is damaged and len(merged) == 3
     far = face + np.array([0.3, 0, 0], np.float32)  # the mirrored pass followed someone else
     assert merge_passes(face, far) is face and merge_passes(None, far) is far
-    out_of_step = list(merged_passes(stream((4, face, (64, 64))), stream((5, face, (64, 64)))))
+    out_of_step = list(merged_passes(stream((4, face, (64, 64), 0.16)), stream((5, face, (64, 64), 0.2))))
     assert isinstance(out_of_step[0], KinesicsError) and "out of step" in str(out_of_step[0])

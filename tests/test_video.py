@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.errors import FootageError
-from core.video import frame_numbers, probe, read_frames
+from core.video import frame_numbers, frame_times, probe, read_frames, read_timed_frames
 
 # MP4 boxes that only hold other boxes, on the way from moov down to the chunk offset tables.
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf"}
@@ -222,3 +222,27 @@ def test_image_sequence_problems_fail_clearly_and_keep_what_was_read(clip: Path,
     (tmp_path / "film.0001.exr").write_bytes(b"\x76\x2f\x31\x01")
     with pytest.raises(FootageError, match="exr frames are not read; convert"):
         probe(tmp_path / "film.0001.exr")
+
+
+def test_frames_are_timed_by_the_footage_timestamps(clip: Path, variable_rate_clip, tmp_path: Path):
+    """Constant-rate footage is timed at frame_index / fps exactly; variable-frame-rate footage at its
+    timestamps, read even for a range that starts mid-clip; an image sequence has no timestamps."""
+    path, truth = variable_rate_clip
+    timed = list(read_timed_frames(path, 10, 60, 3))
+    indices = np.array([i for i, _, _ in timed])
+    seconds = np.array([s for _, s, _ in timed])
+    np.testing.assert_allclose(seconds, np.asarray(truth)[indices], atol=1e-3)
+    fps = probe(path).fps
+    times = frame_times(indices, seconds, fps)
+    np.testing.assert_allclose(times, np.asarray(truth)[indices], atol=1e-3)
+    assert np.abs(indices / fps - times).max() > 0.2, "the average rate alone would be off by a fifth of a second"
+
+    steady = list(read_timed_frames(clip, 0, 50))
+    indices = np.array([i for i, _, _ in steady])
+    assert np.array_equal(frame_times(indices, [s for _, s, _ in steady], 25.0), indices / 25.0)
+    assert np.array_equal(frame_times(indices[:3], [np.nan, 0.04, 0.03], 25.0), indices[:3] / 25.0), \
+        "missing or backward timestamps are not trusted"
+    np.testing.assert_allclose(frame_times(indices[:3], [0.0, 0.2, 0.1], 25.0), [0.0, 0.2, 0.24],
+                               err_msg="a frame is never placed before the one it follows")
+    cv2.imwrite(str(tmp_path / "f_0001.png"), steady[0][2])
+    assert np.isnan(next(read_timed_frames(tmp_path / "f_0001.png"))[1])
