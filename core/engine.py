@@ -265,10 +265,11 @@ class _Run:
             if not self.variable_rate and (times != nominal).any():
                 self.variable_rate = True
                 self.warnings.append(
-                    f"{self.plan.source}: the footage has a variable frame rate; its frames are keyed at their "
-                    "timestamps, in step with its sound. Blender plays a video behind the camera frame by frame, so "
-                    "that picture may drift from the keys: for an exact overlay, convert the footage to a constant "
-                    "rate (for example with ffmpeg's -fps_mode cfr) and capture that.")
+                    f"{self.plan.source}: the footage's timestamps depart from its stated {self.plan.fps:g} frames/s "
+                    "(a variable frame rate); its frames are keyed at their timestamps, in step with its sound. "
+                    "Blender plays a video behind the camera frame by frame, so that picture may drift from the "
+                    "keys: for an exact overlay, convert the footage to a constant rate (for example with ffmpeg's "
+                    "-fps_mode cfr) and capture that.")
             self.last_time = float(times[-1])
         return times
 
