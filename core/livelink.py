@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import capture_file
 from .arkit_names import ARKIT_NAMES, LIVELINK_NAMES, LIVELINK_ORDER, arkit_from_capture
 from .errors import KinesicsError
 from .paths import atomic_write
@@ -41,7 +42,9 @@ class LiveLinkError(KinesicsError, ValueError):
 
 @dataclass
 class LiveLinkTake:
-    """T frames: frame (T,) int frame numbers from the first row, arkit (T,52) in Apple's order,
+    """T frames: frame (T,) frame numbers from the first row at `fps` (whole, but for a capture of
+    variable-frame-rate footage, whose frames fall between: the timecodes' sub-frame part keeps them), arkit (T,52)
+    in Apple's order,
     head (T,3) yaw/pitch/roll and eyes (T,6) left then right yaw/pitch/roll, radians."""
 
     fps: float
@@ -61,8 +64,8 @@ def head_rotation(capture: dict) -> np.ndarray:
 
 # --- timecodes --------------------------------------------------------------------------------------------
 
-def format_timecode(frame: int, fps: float) -> str:
-    """Frame number -> `HH:MM:SS:FF.fff` at `fps` (FF counted at the nearest whole rate)."""
+def format_timecode(frame: float, fps: float) -> str:
+    """Frame number (sub-frames allowed) -> `HH:MM:SS:FF.fff` at `fps` (FF counted at the nearest whole rate)."""
     nominal = round(fps)
     t = frame / fps
     seconds = math.floor(t + 1e-9)
@@ -96,7 +99,7 @@ def write_csv(path: str | os.PathLike, take: LiveLinkTake) -> Path:
         out = csv.writer(fh)
         out.writerow(HEADER)
         for i in range(n):
-            out.writerow([format_timecode(int(take.frame[i]), take.fps), BLENDSHAPE_COUNT]
+            out.writerow([format_timecode(float(take.frame[i]), take.fps), BLENDSHAPE_COUNT]
                          + [f"{v:.8f}" for v in blend[i]] + [f"{v:.8f}" for v in rotations[i]])
     return path
 
@@ -164,9 +167,10 @@ def take_from_capture(capture: dict) -> LiveLinkTake:
     eye_pose = np.asarray(capture.get("eye_pose", np.zeros((n, 6))), np.float64)
     eyes = np.concatenate([matrix_to_ypr(rotvec_to_matrix(eye_pose[:, :3])),
                            matrix_to_ypr(rotvec_to_matrix(eye_pose[:, 3:]))], 1)
-    frame_index = np.asarray(capture.get("frame_index", np.arange(n)), np.int64)
-    return LiveLinkTake(float(capture.get("fps", 30.0)), frame_index - (frame_index[0] if n else 0),
-                        np.clip(arkit, 0.0, 1.0), head, eyes)
+    fps = float(capture.get("fps", 30.0))
+    times = capture_file.times({"frame_index": np.arange(n), **capture}, fps)
+    frame = np.round((times - (times[0] if n else 0.0)) * fps, 9)  # whole for constant-rate footage
+    return LiveLinkTake(fps, frame, np.clip(arkit, 0.0, 1.0), head, eyes)
 
 
 def capture_from_take(take: LiveLinkTake) -> dict:

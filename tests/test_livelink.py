@@ -85,6 +85,17 @@ def test_capture_round_trip_through_csv(tmp_path):
     assert np.sign(forward[0]) == np.sign(yaw) and np.sign(-forward[1]) == np.sign(pitch)
 
 
+def test_variable_frame_rate_capture_keeps_its_times_in_the_timecodes(tmp_path):
+    """A capture of variable-frame-rate footage writes each row at its frame's time: the timecode's sub-frame
+    part carries what falls between frames."""
+    capture = _capture()
+    capture["time_s"] = np.arange(50) / 30 + np.where(np.arange(50) >= 10, 0.5 / 30, 0.0)  # half a frame late
+    take = livelink.read_csv(livelink.export_capture(capture, tmp_path / "take.csv"), fps=30)
+    rows = (tmp_path / "take.csv").read_text().splitlines()
+    assert rows[11].startswith("00:00:00:10.500,") and rows[1].startswith("00:00:00:00.000,")
+    np.testing.assert_array_equal(take.frame, np.arange(50))  # the app's frame numbers are whole
+
+
 def test_reading_an_app_take_with_clock_timecodes_and_repeats(tmp_path):
     rows = [APP_HEADER]
     for i, (sec, ff) in enumerate([(52, 28.207), (52, 29.207), (53, 0.207), (53, 0.207), (53, 2.207)]):
