@@ -128,6 +128,7 @@ class KINESICS_OT_apply_capture(bpy.types.Operator, ImportHelper):
         settings.rig = track.rig.armature
         video = bpy.path.abspath(settings.footage)
         takes.note(track.rig.armature, footage=video)
+        takes.retarget_from(context.scene, self.filepath)
         if video:
             footage.present(context.scene, track.camera, video, settings.show_footage, settings.footage_sound)
         self.report({'INFO'}, f"Keyed {track.rig.armature.name} from {bpy.path.basename(self.filepath)}")

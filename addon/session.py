@@ -229,10 +229,10 @@ def _end(state: str, message: str) -> None:
     if s.job is not None and s.job.frames:
         try:
             s.saved_path = str(_save(s.job.capture()))
-            if s.track is not None:
-                _note_on_take(s.track, capture_file=s.saved_path)
         except (KinesicsError, OSError) as err:
             s.message += f" (The capture file could not be saved: {err})"
+        else:
+            _take_saved(s.track, s.saved_path)
     _notify('INFO' if state == "done" else 'ERROR', s.message)
     try:
         bpy.ops.ed.undo_push(message="Kinesics Capture")
@@ -241,12 +241,22 @@ def _end(state: str, message: str) -> None:
     _redraw()
 
 
-def _note_on_take(track: Track, **values: str) -> None:
+def _note_on_take(track: Track | None, **values: str) -> None:
     """Note the footage or the capture file on the take being keyed (nothing when its rig is gone)."""
     try:
-        takes.note(track.rig.armature, **values)
+        if track is not None:
+            takes.note(track.rig.armature, **values)
     except ReferenceError:
         pass
+
+
+def _take_saved(track: Track | None, path: str) -> None:
+    """The saved capture file belongs to the take just keyed, and is what the Retarget panel reads next."""
+    _note_on_take(track, capture_file=path)
+    try:
+        takes.retarget_from(_scene(), path)
+    except KinesicsError:
+        pass  # the scene is gone
 
 
 def _save(capture: dict):

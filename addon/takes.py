@@ -9,6 +9,7 @@ and the panel are in takes_ui.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import bpy
@@ -76,6 +77,12 @@ def note(rig_obj: bpy.types.Object, **values: str) -> None:
     if index is not None:
         for key, value in values.items():
             setattr(rig_obj.kinesics.takes[index], key, value)
+
+
+def retarget_from(scene: bpy.types.Scene, capture_file: str) -> None:
+    """The Retarget panel reads the capture of the take the rig shows (a capture file that exists)."""
+    if capture_file and os.path.exists(bpy.path.abspath(capture_file)):
+        scene.kinesics_retarget.source = capture_file
 
 
 def _unique(rig_obj: bpy.types.Object, name: str) -> str:

@@ -64,8 +64,7 @@ class KINESICS_OT_take_show(bpy.types.Operator):
         camera = rig_obj.get("kinesics_camera")
         if video and os.path.exists(video) and camera is not None:
             footage.present(scene, camera, video, settings.show_footage, settings.footage_sound)
-        if take.capture_file and os.path.exists(bpy.path.abspath(take.capture_file)):
-            scene.kinesics_retarget.source = take.capture_file
+        takes.retarget_from(scene, take.capture_file)
         scene.frame_set(scene.frame_start)
         return {'FINISHED'}
 

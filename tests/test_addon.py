@@ -310,6 +310,7 @@ def test_takes_panel_shows_and_deletes_takes(scene, tmp_path):
         assert bpy.ops.kinesics.apply_capture(filepath=str(path)) == {'FINISHED'}
     entries = rig_obj.kinesics.takes
     assert [t.name for t in entries] == ["walk", "talk"] and entries[1].capture_file == str(paths[1])
+    assert scene.kinesics_retarget.source == str(paths[1])
     assert scene.frame_end == 5
     calls = draw(bpy.types.KINESICS_PT_takes)
     assert [c[1][0] for c in calls if c[0] == "operator"] == ["kinesics.take_show", "kinesics.take_delete"]
@@ -739,6 +740,7 @@ def test_capture_streams_keyframes_from_the_real_worker(capture_session, scene, 
     assert (take.name, take.footage, take.capture_file) == ("frontal_talking_512", scene.kinesics.footage,
                                                             s.saved_path)
     assert (take.frame_start, take.frame_end) == (11, 40)
+    assert scene.kinesics_retarget.source == s.saved_path, "Retarget reads the capture just made"
 
 
 @needs_engine
