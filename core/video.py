@@ -185,6 +185,7 @@ def read_timed_frames(path: str | os.PathLike, start: int = 0, end: int | None =
 
 
 SNAP = 0.02  # of a frame: timestamps this close to frame_index / fps are that, exactly (constant-rate footage)
+CONTAINER_ROUNDING_S = 0.0011  # Matroska and many MP4s round timestamps to the millisecond: still constant-rate
 
 
 def frame_times(frame_index: np.ndarray, seconds: np.ndarray, fps: float, after: float = float("-inf")
@@ -193,16 +194,18 @@ def frame_times(frame_index: np.ndarray, seconds: np.ndarray, fps: float, after:
 
     Constant-rate footage: frame_index / fps, exactly. Variable-frame-rate footage (phones lower the rate in
     low light): the container's timestamps `seconds` (T,), where they depart from that by more than SNAP of a
-    frame, so that keys stay in step with the footage's sound. Timestamps that are missing (NaN) or do not
+    frame (and more than a container's rounding to the millisecond), so that keys stay in step with the
+    footage's sound. Timestamps that are missing (NaN) or do not
     come after the frame before (`after`: the time of the frame before the first) are not trusted: such a frame
     is placed at frame_index / fps, or one frame after the frame before where that would not come after it.
     """
     nominal = np.asarray(frame_index, np.float64) / fps
     times = nominal.copy()
     last = after
+    tolerance = max(SNAP / fps, CONTAINER_ROUNDING_S)
     for k, (n, s) in enumerate(zip(nominal, np.asarray(seconds, np.float64))):
         trusted = np.isfinite(s) and s > last
-        if trusted and abs(s - n) * fps > SNAP:
+        if trusted and abs(s - n) > tolerance:
             times[k] = s
         elif not trusted and n <= last:
             times[k] = last + 1.0 / fps

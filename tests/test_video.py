@@ -240,6 +240,9 @@ def test_frames_are_timed_by_the_footage_timestamps(clip: Path, variable_rate_cl
     steady = list(read_timed_frames(clip, 0, 50))
     indices = np.array([i for i, _, _ in steady])
     assert np.array_equal(frame_times(indices, [s for _, s, _ in steady], 25.0), indices / 25.0)
+    sixty = np.arange(120)
+    assert np.array_equal(frame_times(sixty, np.round(sixty / 60, 3), 60.0), sixty / 60.0), \
+        "timestamps rounded to the millisecond (Matroska) are constant-rate"
     assert np.array_equal(frame_times(indices[:3], [np.nan, 0.04, 0.03], 25.0), indices[:3] / 25.0), \
         "missing or backward timestamps are not trusted"
     np.testing.assert_allclose(frame_times(indices[:3], [0.0, 0.2, 0.1], 25.0), [0.0, 0.2, 0.24],
