@@ -12,6 +12,11 @@ from .mesh_mirror import mirror_landmarks
 
 N_LANDMARKS = 478
 SAME_FACE = 0.25  # the mirror pass's face is the followed one when their centres are this close (face widths)
+SEARCH_EVERY = 5     # frames: how often a frame without a face is searched for a small one (a search is ~0.1 s)
+WINDOW_FACES = 4.0   # a small face is tracked in a window this many face widths across
+WINDOW_ZOOM = 2.5    # a face this many times larger or smaller than its window was made for is searched anew
+MIN_WINDOW = 96      # pixels: the smallest window (MediaPipe needs some context about the face)
+WHOLE_FRAME = 0.8    # a window this close to the frame's shorter side: track in the whole frame instead
 
 
 @dataclass
@@ -51,27 +56,40 @@ class LandmarkTrack:
 
 
 class FaceMeshTracker:
-    """MediaPipe face mesh in tracking mode that keeps following the same person.
+    """MediaPipe face mesh in tracking mode that keeps following the same person, however small in the frame.
 
     With `max_faces` > 1, the face nearest to the last one followed is kept; with 1 (fastest), MediaPipe's
     own tracker keeps the face it locked on to until it loses it. `mirrored` tracks the mirror image of each
     frame and returns its landmarks mirrored back onto the frame: the second half of the mirror pass
     (`merge_passes`).
+
+    Face mesh looks for faces with a short-range detector over the whole frame: in a 1080p medium shot a face
+    100 px wide is not found at all. Where it finds none, MediaPipe's full-range detector searches the frame and
+    then overlapping tiles of it (every SEARCH_EVERY frames while there is no face), and a face it finds is
+    tracked in a square window about it (about WINDOW_FACES face widths across, centred on it each frame), its
+    landmarks mapped back onto the frame.
     """
 
     def __init__(self, max_faces: int = 1, min_confidence: float = 0.5, mirrored: bool = False):
         import mediapipe as mp  # heavy import, only where landmarks are needed
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=max_faces,
-                                                     refine_landmarks=True, min_detection_confidence=min_confidence,
-                                                     min_tracking_confidence=min_confidence)
+        self._new_mesh = lambda: mp.solutions.face_mesh.FaceMesh(  # noqa: E731
+            static_image_mode=False, max_num_faces=max_faces, refine_landmarks=True,
+            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
+        self._new_detector = lambda: mp.solutions.face_detection.FaceDetection(  # noqa: E731
+            model_selection=1, min_detection_confidence=min_confidence)  # full range: faces up to 5 m away
+        self._mesh = self._new_mesh()
+        self._window_mesh = None   # its own tracker: it sees windows, not whole frames
+        self._detector = None
+        self._window: tuple[int, int, int] | None = None   # x0, y0, side in pixels of the (flipped) frame
+        self._since_search = SEARCH_EVERY
         self._mirrored = mirrored
         self._last_center: np.ndarray | None = None
 
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray | None:
         """(478,3) landmarks of the followed face in this frame, or None when there is none."""
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        faces = _faces(self._mesh, cv2.flip(rgb, 1) if self._mirrored else rgb)
+        faces = self._find(cv2.flip(rgb, 1) if self._mirrored else rgb)
         if not faces:
             return None
         if self._mirrored:
@@ -81,8 +99,97 @@ class FaceMeshTracker:
         self._last_center = faces[0][:, :2].mean(0)
         return faces[0]
 
+    def _find(self, rgb: np.ndarray) -> list[np.ndarray]:
+        if self._window is not None:
+            faces = self._in_window(rgb)
+            if faces:
+                self._since_search = SEARCH_EVERY  # if it is lost, search at once
+                return faces
+            self._window = None
+        faces = _faces(self._mesh, rgb)
+        if faces:
+            self._since_search = SEARCH_EVERY
+            return faces
+        self._since_search += 1
+        if self._since_search < SEARCH_EVERY:
+            return []
+        self._since_search = 0
+        found = self._search(rgb)
+        if found is None:
+            return []
+        self._window = _window_about(*found, rgb.shape[1], rgb.shape[0])
+        if self._window is None:
+            return []
+        if self._window_mesh is not None:
+            self._window_mesh.close()
+        self._window_mesh = self._new_mesh()  # a fresh tracker: the last window's state is stale
+        return self._in_window(rgb)
+
+    def _in_window(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Faces tracked in the window, in the frame's normalised coordinates; the window follows the first."""
+        x0, y0, side = self._window
+        height, width = rgb.shape[:2]
+        faces = _faces(self._window_mesh, np.ascontiguousarray(rgb[y0:y0 + side, x0:x0 + side]))
+        scale = np.array([side / width, side / height, side / width], np.float32)  # z is in units of x
+        faces = [f * scale + np.array([x0 / width, y0 / height, 0.0], np.float32) for f in faces]
+        if faces:
+            # Centred on the face each frame: MediaPipe's tracker then finds it where it left it, give or take
+            # one frame's motion. A face that grew or shrank a lot is searched for again (at the next frame).
+            pixels = faces[0][:, :2] * [width, height]
+            center, face_width = (pixels.min(0) + pixels.max(0)) / 2, float(np.ptp(pixels[:, 0]))
+            if 1 / WINDOW_ZOOM < WINDOW_FACES * face_width / side < WINDOW_ZOOM:
+                self._window = _window_about(center, side / WINDOW_FACES, width, height)
+            else:
+                self._window, self._since_search = None, SEARCH_EVERY
+        return faces
+
+    def _search(self, rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """Centre (pixels) and width of the most likely face, by the full-range detector on the whole frame, else
+        on overlapping tiles of it (a small face fills more of a tile); the one nearest to the face followed
+        before, if any."""
+        self._detector = self._detector or self._new_detector()
+        height, width = rgb.shape[:2]
+        last = None
+        if self._last_center is not None:
+            last = self._last_center * [width, height]
+            if self._mirrored:
+                last[0] = width - last[0]
+        for x, y, w, h in [(0, 0, width, height)] + _tiles(width, height):
+            found = []
+            for d in self._detector.process(np.ascontiguousarray(rgb[y:y + h, x:x + w])).detections or []:
+                box = d.location_data.relative_bounding_box
+                center = np.array([x + (box.xmin + box.width / 2) * w, y + (box.ymin + box.height / 2) * h])
+                rank = -d.score[0] if last is None else float(np.linalg.norm(center - last))
+                found.append((rank, center, box.width * w))
+            if found:
+                _, center, face_width = min(found, key=lambda f: f[0])
+                return center, face_width
+        return None
+
     def close(self) -> None:
-        self._mesh.close()
+        for solution in (self._mesh, self._window_mesh, self._detector):
+            if solution is not None:
+                solution.close()
+
+
+def _window_about(center: np.ndarray, face_width: float, width: int, height: int) -> tuple[int, int, int] | None:
+    """A square window (x0, y0, side) WINDOW_FACES face widths across about `center`, inside the frame; None for a
+    face large enough to be tracked in the whole frame."""
+    side = int(round(max(WINDOW_FACES * face_width, MIN_WINDOW)))
+    if side >= WHOLE_FRAME * min(width, height):
+        return None
+    x0 = int(np.clip(round(center[0] - side / 2), 0, width - side))
+    y0 = int(np.clip(round(center[1] - side / 2), 0, height - side))
+    return x0, y0, side
+
+
+def _tiles(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping square tiles (x, y, w, h) half the frame's shorter side across, half a tile apart."""
+    side = min(width, height) // 2
+    step = max(side // 2, 1)
+    xs = sorted(set(list(range(0, width - side, step)) + [width - side]))
+    ys = sorted(set(list(range(0, height - side, step)) + [height - side]))
+    return [(x, y, side, side) for y in ys for x in xs]
 
 
 def merge_passes(face: np.ndarray | None, twin: np.ndarray | None) -> np.ndarray | None:

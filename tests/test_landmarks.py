@@ -10,6 +10,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from core import arkit_geometric as geo
+from core.engine import CaptureEngine
 from core.errors import FootageError, KinesicsError
 from core.landmark_process import merged_passes
 from core.landmarks import FaceMeshTracker, MirrorPassTracker, detect_video, merge_passes
@@ -96,3 +97,41 @@ def test_merged_streams_stop_at_the_first_error_or_a_frame_out_of_step():
     assert merge_passes(face, far) is face and merge_passes(None, far) is far
     out_of_step = list(merged_passes(stream((4, face, (64, 64), 0.16)), stream((5, face, (64, 64), 0.2))))
     assert isinstance(out_of_step[0], KinesicsError) and "out of step" in str(out_of_step[0])
+
+
+def _wide_shot(footage: Path, path: Path, frames: int, scale: float) -> list[tuple[int, int]]:
+    """The talking clip shrunk by `scale` into 1080p frames (a medium or wide shot), walking right and down;
+    written to `path`, with each frame's top-left corner of the shrunk clip."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (1920, 1080))
+    corners = []
+    for i, frame in read_frames(footage / "frontal_talking_512.mp4", 0, frames):
+        small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        x0, y0 = 300 + 8 * i, 200 + 2 * i
+        canvas = np.full((1080, 1920, 3), 90, np.uint8)
+        canvas[y0:y0 + small.shape[0], x0:x0 + small.shape[1]] = small
+        writer.write(canvas)
+        corners.append((x0, y0))
+    writer.release()
+    return corners
+
+
+@pytest.mark.parametrize("scale", [0.4, 0.15])
+def test_a_small_face_in_a_wide_shot_is_found_and_tracked(footage: Path, tmp_path: Path, scale: float):
+    """Faces about 70 and 25 px wide in 1080p frames, moving: MediaPipe's face mesh alone finds neither, the tracker
+    finds and follows both in every frame (through the capture's landmark process too), its landmarks where the
+    full-size clip's land, scaled down (within a pixel, median)."""
+    import mediapipe as mp
+
+    corners = _wide_shot(footage, tmp_path / "wide.mp4", 40, scale)
+    first = next(read_frames(tmp_path / "wide.mp4"))[1]
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as mesh:
+        assert mesh.process(cv2.cvtColor(first, cv2.COLOR_BGR2RGB)).multi_face_landmarks is None
+    reference = detect_video(footage / "frontal_talking_512.mp4", 0, 40)
+    for mirror_pass in (False, True):
+        track = detect_video(tmp_path / "wide.mp4", mirror_pass=mirror_pass)
+        assert track.valid.all(), f"no face in frames {np.flatnonzero(~track.valid)}"
+        expected = reference.landmarks[..., :2] * 512 * scale + np.asarray(corners, np.float64)[:, None]
+        error = np.linalg.norm(track.pixels() - expected, axis=-1)
+        assert np.median(error) < 1.0 and np.percentile(error, 95) < 3.0, (np.median(error), mirror_pass)
+    capture = CaptureEngine().run(str(tmp_path / "wide.mp4"))  # decoded and tracked in a landmark process
+    assert capture["valid"].all()
