@@ -26,6 +26,18 @@ def channelbag(id_data: bpy.types.ID, action_name: str):
     return strip.channelbag(anim.action_slot, ensure=True)
 
 
+def new_action(id_data: bpy.types.ID, name: str) -> bpy.types.Action:
+    """Show a fresh, empty action on `id_data` (its slot is made with the first keys). It and the action shown
+    before keep a fake user, so that Blender keeps whichever is not showing (for the Action editor or the NLA)."""
+    anim = id_data.animation_data or id_data.animation_data_create()
+    if anim.action is not None:
+        anim.action.use_fake_user = True
+    action = bpy.data.actions.new(name)
+    action.use_fake_user = True
+    anim.action = action
+    return action
+
+
 def clear_channels(id_data: bpy.types.ID, channels: list[Channel]) -> None:
     """Remove the F-curves of `channels` from `id_data`'s action, so a new capture starts clean."""
     anim = id_data.animation_data

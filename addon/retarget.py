@@ -276,8 +276,11 @@ def bakeable_bones(mapping: RetargetMap, armature: bpy.types.Object | None) -> l
 
 
 def bake(capture: dict, mesh: bpy.types.Object | None, mapping: RetargetMap, armature: bpy.types.Object | None = None,
-         scene: bpy.types.Scene | None = None, frame_offset: float | None = None) -> BakeReport:
-    """Key the mapped shape keys of `mesh` and bones of `armature` for every capture frame.
+         scene: bpy.types.Scene | None = None, frame_offset: float | None = None, take: str | None = None
+         ) -> BakeReport:
+    """Key the mapped shape keys of `mesh` and bones of `armature` for every capture frame: into the curves of
+    their current actions, or, given a `take` name, into new actions named after it (the current ones are kept
+    with a fake user, for the NLA or the Action editor).
 
     Raises RetargetError, before writing anything, when nothing on the character would move."""
     scene = scene or bpy.context.scene
@@ -298,6 +301,10 @@ def bake(capture: dict, mesh: bpy.types.Object | None, mapping: RetargetMap, arm
     offset = scene.frame_start if frame_offset is None else frame_offset
     frames = key_frames(capture, scene.render.fps / scene.render.fps_base, offset)
     name = f"Kinesics {capture.get('model', 'capture')}"
+    if take:
+        for id_data, label in ((mesh.data.shape_keys if rows else None, "Face"), (armature if bones else None, "Head")):
+            if id_data is not None:
+                keyframes.new_action(id_data, f"{take} {label}")
     if rows:
         values = shape_key_values(capture, RetargetMap(rows, [], mapping.jaw_open_from_pose, mapping.jaw_open_angle))
         write_curves(mesh.data.shape_keys, name, frames,

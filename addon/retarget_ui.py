@@ -64,6 +64,10 @@ class KINESICS_PG_retarget(bpy.types.PropertyGroup):
     jaw_open_from_pose: BoolProperty(name="Jaw pose opens jawOpen", default=True,
                                      description="FLAME opens the jaw with a joint; let its rotation drive jawOpen")
     jaw_open_angle: FloatProperty(name="Jaw fully open", default=0.35, min=0.05, max=1.5, subtype="ANGLE")
+    new_action: BoolProperty(name="Bake as New Action", default=False,
+                             description="Bake into new actions named after the capture, keeping the character's "
+                                         "current ones (with a fake user) for the NLA or the Action editor, instead "
+                                         "of replacing the mapped curves in its current actions")
     channels: CollectionProperty(type=KINESICS_PG_channel)
     channel_index: IntProperty()
     bones: CollectionProperty(type=KINESICS_PG_bone)
@@ -227,7 +231,8 @@ def _bake(operator, context, path: str) -> set[str]:
         fps = _matched_fps(s, capture)
         if fps:
             render.fps, render.fps_base = max(1, round(fps)), max(1, round(fps)) / fps
-        report = retarget.bake(capture, s.character, s.to_map(), s.armature, context.scene)
+        take = bpy.path.display_name_from_filepath(path) if s.new_action else None
+        report = retarget.bake(capture, s.character, s.to_map(), s.armature, context.scene, take=take)
     except KinesicsError as err:
         render.fps, render.fps_base = rate  # a refused bake leaves the scene as it was
         operator.report({"ERROR"}, str(err))
@@ -386,6 +391,7 @@ class KINESICS_PT_retarget(KinesicsPanel, bpy.types.Panel):
         col.prop(s, "jaw_open_from_pose")
         col.prop(s, "jaw_open_angle")
         col.prop(s, "match_fps")
+        col.prop(s, "new_action")
         layout.operator("kinesics.retarget_bake", icon="KEYINGSET")
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from bpy.props import (CollectionProperty, FloatProperty, IntProperty, IntVectorProperty, PointerProperty,
                        StringProperty)
 
+from . import keyframes
 from .camera_space import ensure_camera
 
 EARLIER = "Earlier capture"  # a rig keyed before it had takes: its keys become this take, not lost
@@ -116,12 +117,10 @@ def start(scene: bpy.types.Scene, rig_obj: bpy.types.Object, header: dict, name:
     take.name = _unique(rig_obj, name or "Capture")
     per_frame_lens = np.ndim(header["focal_px"]) == 1
     for attr, id_data in _animated(rig_obj).items():
-        action = None
         if id_data is not None and (attr != "lens" or per_frame_lens):
-            action = bpy.data.actions.new(f"{take.name} {_ACTION_LABELS[attr]}")
-            action.use_fake_user = True  # kept when another take shows
-            setattr(take, attr, action)
-        _assign(id_data, action)
+            setattr(take, attr, keyframes.new_action(id_data, f"{take.name} {_ACTION_LABELS[attr]}"))
+        else:
+            _assign(id_data, None)
     take.fps, take.fps_base = scene.render.fps, scene.render.fps_base
     take.image_size = [int(v) for v in np.asarray(header["image_size"]).ravel()[:2]]
     take.focal_px = float(np.asarray(header["focal_px"], np.float64).ravel()[0])

@@ -87,6 +87,23 @@ def test_rebake_replaces_the_keys_of_the_same_curves(empty_scene):
     assert len(fcurves) == 52 and all(len(fc.keyframe_points) == 20 for fc in fcurves)
 
 
+def test_bake_as_new_actions_keeps_the_earlier_take(empty_scene):
+    """Baked as a take, each capture gets actions of its own on the character; the earlier ones are kept (fake
+    user) with their keys, and the bones' action is the armature's, not the shape keys'."""
+    names = [other_convention(n, 1) for n in ARKIT_NAMES]
+    mesh, armature = make_character(names, with_rig=True)
+    mapping = retarget.RetargetMap(retarget.auto_map(names), retarget.guess_bones(armature.data.bones.keys()))
+    retarget.bake(make_capture(n=10, seed=1), mesh, mapping, armature, take="walk")
+    first = mesh.data.shape_keys.animation_data.action
+    retarget.bake(make_capture(n=20, seed=2), mesh, mapping, armature, take="talk")
+    key_anim, bone_anim = mesh.data.shape_keys.animation_data, armature.animation_data
+    assert (key_anim.action.name, bone_anim.action.name) == ("talk Face", "talk Head")
+    assert first.name == "walk Face" and first.use_fake_user and "walk Head" in bpy.data.actions
+    keys = lambda action, slot: [len(fc.keyframe_points)  # noqa: E731
+                                 for fc in action.layers[0].strips[0].channelbag(slot).fcurves]
+    assert set(keys(first, first.slots[0])) == {10} and set(keys(key_anim.action, key_anim.action_slot)) == {20}
+
+
 def test_keys_land_on_scene_time_when_rates_differ(empty_scene):
     mesh, _ = make_character([other_convention(n, 2) for n in ARKIT_NAMES], with_rig=False)
     empty_scene.render.fps = 50

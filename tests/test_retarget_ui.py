@@ -135,6 +135,15 @@ def test_bake_onto_a_character_without_matching_keys_reports_why(empty_scene, tm
     assert mesh.data.shape_keys.animation_data is None and empty_scene.render.fps == 24
 
 
+def test_bake_as_new_action_is_named_after_the_capture(empty_scene, tmp_path):
+    mesh, armature = _character(empty_scene, "Hero", 2)
+    s = empty_scene.kinesics_retarget
+    s.source, s.new_action = _capture_file(tmp_path, n=5), True
+    assert bpy.ops.kinesics.retarget_bake() == {"FINISHED"}
+    assert mesh.data.shape_keys.animation_data.action.name == "take Face"
+    assert armature.animation_data.action.name == "take Head"
+
+
 def test_export_operator_writes_the_character(empty_scene, tmp_path):
     mesh, armature = _character(empty_scene, "Hero", 2)
     empty_scene.kinesics_retarget.source = _capture_file(tmp_path, n=5)
