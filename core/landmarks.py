@@ -67,7 +67,8 @@ class FaceMeshTracker:
     100 px wide is not found at all. Where it finds none, MediaPipe's full-range detector searches the frame and
     then overlapping tiles of it (every SEARCH_EVERY frames while there is no face), and a face it finds is
     tracked in a square window about it (about WINDOW_FACES face widths across, centred on it each frame), its
-    landmarks mapped back onto the frame.
+    landmarks mapped back onto the frame. Every SEARCH_EVERY frames the whole frame is looked at again: a face
+    found there is followed instead.
     """
 
     def __init__(self, max_faces: int = 1, min_confidence: float = 0.5, mirrored: bool = False):
@@ -83,6 +84,7 @@ class FaceMeshTracker:
         self._detector = None
         self._window: tuple[int, int, int] | None = None   # x0, y0, side in pixels of the (flipped) frame
         self._since_search = SEARCH_EVERY
+        self._since_whole = 0      # frames tracked in a window since the whole frame was last looked at
         self._mirrored = mirrored
         self._last_center: np.ndarray | None = None
 
@@ -101,6 +103,15 @@ class FaceMeshTracker:
 
     def _find(self, rgb: np.ndarray) -> list[np.ndarray]:
         if self._window is not None:
+            self._since_whole += 1
+            if self._since_whole >= SEARCH_EVERY:
+                # A face the whole-frame mesh finds wins over a small one (the actor back in front of a face on
+                # a poster that stood in while they were turned away).
+                self._since_whole = 0
+                faces = _faces(self._mesh, rgb)
+                if faces:
+                    self._window = None
+                    return faces
             faces = self._in_window(rgb)
             if faces:
                 self._since_search = SEARCH_EVERY  # if it is lost, search at once

@@ -135,3 +135,23 @@ def test_a_small_face_in_a_wide_shot_is_found_and_tracked(footage: Path, tmp_pat
         assert np.median(error) < 1.0 and np.percentile(error, 95) < 3.0, (np.median(error), mirror_pass)
     capture = CaptureEngine().run(str(tmp_path / "wide.mp4"))  # decoded and tracked in a landmark process
     assert capture["valid"].all()
+
+
+def test_the_actor_back_in_front_wins_over_a_small_face_that_stood_in(footage: Path):
+    """A small face (a poster in the background) is followed while the actor is out of shot; once the actor is
+    back, large in the frame, the tracker returns to them within a few frames."""
+    actor = [frame for _, frame in read_frames(footage / "frontal_talking_512.mp4", 0, 40)]
+    poster = cv2.resize(actor[0], None, fx=0.12, fy=0.12, interpolation=cv2.INTER_AREA)
+    tracker = FaceMeshTracker()
+    centres = []
+    for i, frame in enumerate(actor):
+        canvas = np.full((720, 1280, 3), 90, np.uint8)
+        canvas[40:40 + poster.shape[0], 1100:1100 + poster.shape[1]] = poster
+        if not 10 <= i < 20:  # the actor steps out of shot for 10 frames
+            canvas[100:612, 200:712] = frame
+        lms = tracker(canvas)
+        centres.append(None if lms is None else lms[:, 0].mean() * 1280)
+    tracker.close()
+    on_actor = [c is not None and c < 800 for c in centres]
+    assert all(on_actor[:10]) and all(on_actor[26:]), on_actor
+    assert any(c is not None and c > 1000 for c in centres[10:20]), "the poster's face stands in meanwhile"
