@@ -23,8 +23,8 @@ def _start_job(operator, context, start, *arguments) -> set[str]:
     try:
         _object_mode(context)
         start(context.scene, preferences.worker_python(prefs),
-              preferences.model_path(prefs, context.scene.kinesics.model), preferences.model_candidates(prefs), *arguments,
-              device=prefs.device)
+              preferences.model_path(prefs, context.scene.kinesics.model), preferences.model_candidates(prefs),
+              *arguments, device=prefs.device)
     except KinesicsError as err:
         operator.report({'ERROR'}, str(err))
         return {'CANCELLED'}

@@ -16,7 +16,8 @@ import numpy as np
 
 from .errors import KinesicsError
 
-Item = tuple[int, np.ndarray | None, tuple[int, int], float]  # frame number, landmarks, (width, height), seconds
+# frame number, landmarks (None: no face), (width, height), timestamp in seconds
+Item = tuple[int, np.ndarray | None, tuple[int, int], float]
 
 
 def _serve(conn, stop) -> None:
@@ -85,8 +86,9 @@ class LandmarkProcess:
                warnings: list[str], cancel: threading.Event | None = None) -> Iterator[Item | BaseException]:
         """Yield (frame number, landmarks or None, (width, height), timestamp in seconds; see
         `core.video.read_timed_frames`) per frame; an error is yielded, not raised, so the caller can keep what
-        came before. Returns early once `cancel` is set. `mirrored`: track the mirrored frames (see `core.landmarks.FaceMeshTracker`). The job starts at once, not on the first
-        next(), so that several processes work side by side."""
+        came before. Returns early once `cancel` is set. `mirrored`: track the mirrored frames (see
+        `core.landmarks.FaceMeshTracker`). The job starts at once, not on the first next(), so that several
+        processes work side by side."""
         results = self._results((video, start, end, stride, max_faces, mirrored), warnings, cancel)
         next(results)  # sends the job; from here on, closing the iterator stops it and frees the process
         return results
