@@ -454,7 +454,9 @@ class _BuiltinRun(_Run):
         if self.header is None:
             return {}
         capture = capture_file.assemble(self.header, self.chunks)
-        if self.warnings and "warnings" not in capture:
-            capture["warnings"] = np.array(self.warnings)
+        # The calibration's notes (in the header), then the footage's (ended early, variable frame rate).
+        notes = [str(w) for w in np.asarray(capture.get("warnings", []), dtype=str).ravel()] + self.warnings
+        if notes:
+            capture["warnings"] = np.array(notes)
         return capture
 

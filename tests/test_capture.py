@@ -360,6 +360,7 @@ def test_variable_frame_rate_footage_is_timed_by_its_timestamps(engine: CaptureE
     np.testing.assert_array_equal(engine.refit(capture)["time_s"], capture["time_s"])
     builtin = CaptureEngine().run(str(path), 20, 60)
     np.testing.assert_allclose(builtin["time_s"], truth[20:60], atol=1e-3)
+    assert any("variable frame rate" in str(w) for w in builtin["warnings"])
 
     steady = talking["capture"]
     assert np.array_equal(steady["time_s"], steady["frame_index"] / steady["fps"])
