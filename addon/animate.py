@@ -114,10 +114,7 @@ def finish(scene: bpy.types.Scene, track: Track) -> None:
     scene.frame_start = int(np.floor(track.first_frame))
     scene.frame_end = max(scene.frame_start, int(np.ceil(track.last_frame)))
     scene.frame_set(scene.frame_start)
-    index = takes.current(track.rig.armature)
-    if index is not None:
-        take = track.rig.armature.kinesics.takes[index]
-        take.frame_start, take.frame_end = scene.frame_start, scene.frame_end
+    takes.note(track.rig.armature, frame_start=scene.frame_start, frame_end=scene.frame_end)
 
 
 def apply_capture(scene: bpy.types.Scene, rig_obj: bpy.types.Object, capture: dict,

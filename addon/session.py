@@ -241,7 +241,7 @@ def _end(state: str, message: str) -> None:
     _redraw()
 
 
-def _note_on_take(track: Track | None, **values: str) -> None:
+def _note_on_take(track: Track | None, **values: str | int) -> None:
     """Note the footage or the capture file on the take being keyed (nothing when its rig is gone)."""
     try:
         if track is not None:

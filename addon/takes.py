@@ -72,8 +72,9 @@ def current(rig_obj: bpy.types.Object) -> int | None:
     return next((i for i, t in enumerate(rig_obj.kinesics.takes) if action is not None and t.bones == action), None)
 
 
-def note(rig_obj: bpy.types.Object, **values: str) -> None:
-    """Note where the showing take came from (footage, capture_file); nothing when no take is showing."""
+def note(rig_obj: bpy.types.Object, **values: str | int) -> None:
+    """Note on the showing take where it came from (footage, capture_file) and the frames it spans (frame_start,
+    frame_end); nothing when no take is showing."""
     index = current(rig_obj)
     if index is not None:
         for key, value in values.items():
