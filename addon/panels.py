@@ -38,8 +38,14 @@ class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
         sub = row.row(align=True)
         sub.active = settings.use_lens
         sub.prop(settings, "lens_mm", text="")
+        row = col.row(align=True)
+        row.prop(settings, "use_neutral_frame")
+        sub = row.row(align=True)
+        sub.active = settings.use_neutral_frame
+        sub.prop(settings, "neutral_frame", text="")
         col.prop(settings, "faces")
         col.prop(settings, "smoothing")
+        col.prop(settings, "expressiveness")
         col.prop(settings, "mirror_pass")
         col.prop(settings, "time_mapping")
         col.prop(settings, "show_footage")

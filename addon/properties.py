@@ -45,6 +45,19 @@ class KinesicsSceneSettings(bpy.types.PropertyGroup):
                                        description="Temporal smoothing against jitter: 1 is the default, 2 twice as "
                                                    "smooth, 0.5 keeps faster motion, 0 is off. It never delays "
                                                    "the motion (it looks ahead as well as back)")
+    expressiveness: bpy.props.FloatProperty(name="Expressiveness", min=0.1, soft_max=4.0, default=1.0, step=10,
+                                            description="How readily the fit reads landmark motion as expression: "
+                                                        "1 is the default, 2 or 4 give fuller expressions (with "
+                                                        "more of the landmark noise in them), 0.5 steadier. Head "
+                                                        "models only: the built-in rig follows the landmarks")
+    use_neutral_frame: bpy.props.BoolProperty(name="Neutral Frame", default=False,
+                                              description="Name a video frame where the face is at rest: the "
+                                                          "actor's face shape and the ARKit calibration come from "
+                                                          "it, so an expression held through the opening frames (a "
+                                                          "smile) stays an expression instead of becoming the face")
+    neutral_frame: bpy.props.IntProperty(name="Neutral Frame", min=0, default=0,
+                                         description="Video frame (0 is the first) where the face is relaxed, the "
+                                                     "mouth closed and the eyes open, looking ahead")
     fps: bpy.props.FloatProperty(name="Frame Rate", min=0.0, soft_max=240.0, default=0.0,
                                  description="The footage's frame rate where it holds none (an image sequence, "
                                              "where 25 is assumed) or a wrong one; 0 reads it from the footage")

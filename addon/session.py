@@ -99,10 +99,13 @@ def start_refit(scene: bpy.types.Scene, worker_python: str, model_path: str | No
 
 
 def _fit_options(settings) -> dict:
-    """The panel's settings that a capture and a refit share: a known lens and the smoothing."""
-    options = {"smoothing": settings.smoothing}
+    """The panel's settings that a capture and a refit share: a known lens, the smoothing, the expressiveness and
+    a neutral frame."""
+    options = {"smoothing": settings.smoothing, "expressiveness": settings.expressiveness}
     if settings.use_lens:
         options["lens_mm"] = settings.lens_mm
+    if settings.use_neutral_frame:
+        options["neutral_frame"] = settings.neutral_frame
     return options
 
 

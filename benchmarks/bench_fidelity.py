@@ -1,17 +1,21 @@
 """Fidelity of the capture engine on synthetic renders with known truth.
 
-    .venv/bin/python benchmarks/bench_fidelity.py [--mirror-pass] [SEQUENCE ...]
+    .venv/bin/python benchmarks/bench_fidelity.py [--mirror-pass] [--expressiveness E] [SEQUENCE ...]
 
 Fits the FLAME-format stand-in (built from ICT-FaceKit by the shared tool) to each render in
 <assets>/synthetic and prints, per sequence: detection rate, 68-landmark reprojection error (median, px),
 face-region expression-displacement error relative to predicting no expression, head-rotation error
 (median, degrees), and acceleration error of the 68 landmarks against the truth (px/frame^2, jitter).
 A second table fits the true landmarks (the embedded MediaPipe points of the true mesh) plus 1 px noise,
-which separates the detector's error from the fitter's. --mirror-pass captures the videos with the mirror pass.
+which separates the detector's error from the fitter's. A third fits them with a smile (mouthSmile_L and _R +0.6)
+held through the first 40 frames, as an actor who opens a take smiling, without and with a neutral frame (the
+quietest frame after the smile, as a user would pick it). --mirror-pass captures the videos with the mirror pass;
+--expressiveness sets the fit's expressiveness (1 by default).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -58,6 +62,18 @@ class Truth:
     def expression_displacement(self) -> np.ndarray:
         """(T,V_face,3) true expression displacement in the head frame, metres."""
         return np.einsum("vck,tk->tvc", self.ict.exprdirs[FACE], self.t["expressions"])
+
+
+def held_expression(truth: Truth, weights: dict[str, float], frames: int) -> Truth:
+    """The same render's truth with `weights` added (within [0, 1]) through its first `frames` frames."""
+    held = copy.copy(truth)
+    t = dict(truth.t)
+    expressions = t["expressions"].copy()
+    for name, weight in weights.items():
+        k = truth.names.index(name)
+        expressions[:frames, k] = np.clip(expressions[:frames, k] + weight, 0.0, 1.0)
+    held.t = {**t, "expressions": expressions}
+    return held
 
 
 def project(points: np.ndarray, focal: float, cx: float, cy: float) -> np.ndarray:
@@ -126,6 +142,7 @@ def table(rows: list[tuple[str, dict]], title: str) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror-pass", action="store_true")
+    parser.add_argument("--expressiveness", type=float, default=1.0)
     parser.add_argument("sequences", nargs="*")
     args = parser.parse_args(argv)
     root = assets_dir()
@@ -134,17 +151,29 @@ def main(argv: list[str]) -> int:
     engine = CaptureEngine(str(standin_model_path(root / "models/ict_facekit/ict_facekit.npz")))
     model = HeadModel(engine.data.truncated(engine.settings.fit.n_shape, engine.settings.fit.n_expression),
                       dtype=torch.float64)
-    detector, fitter_only = [], []
+    e = args.expressiveness
+    detector, fitter_only, held = [], [], []
     for name in sequences:
         truth = Truth(root / "synthetic" / name, ict)
         t0 = time.perf_counter()
-        capture = engine.run(str(root / "synthetic" / name / "video.mp4"), mirror_pass=args.mirror_pass)
+        capture = engine.run(str(root / "synthetic" / name / "video.mp4"), mirror_pass=args.mirror_pass,
+                             expressiveness=e)
         detector.append((name, {**evaluate(capture, truth, model), "secs": time.perf_counter() - t0}))
         t0 = time.perf_counter()
-        capture = engine.run_track(true_landmark_track(truth, engine, noise_px=1.0))
+        capture = engine.run_track(true_landmark_track(truth, engine, noise_px=1.0), expressiveness=e)
         fitter_only.append((name, {**evaluate(capture, truth, model), "secs": time.perf_counter() - t0}))
-    table(detector, f"Video -> MediaPipe{' (mirror pass)' if args.mirror_pass else ''} -> fit (FLAME-format stand-in)")
-    table(fitter_only, "True landmarks + 1 px noise -> fit (fitter alone)")
+        smiling = held_expression(truth, {"mouthSmile_L": 0.6, "mouthSmile_R": 0.6}, 40)
+        track = true_landmark_track(smiling, engine, noise_px=1.0)
+        quietest = 40 + int(np.argmin(smiling.t["expressions"][40:].sum(1)))
+        for label, neutral in ((name, None), (f"{name} @{quietest}", quietest)):
+            t0 = time.perf_counter()
+            capture = engine.run_track(track, expressiveness=e, neutral_frame=neutral)
+            held.append((label, {**evaluate(capture, smiling, model), "secs": time.perf_counter() - t0}))
+    suffix = "" if e == 1.0 else f", expressiveness {e:g}"
+    table(detector, f"Video -> MediaPipe{' (mirror pass)' if args.mirror_pass else ''} -> fit (FLAME-format stand-in"
+          f"{suffix})")
+    table(fitter_only, f"True landmarks + 1 px noise -> fit (fitter alone{suffix})")
+    table(held, f"A smile held through the first 40 frames, true landmarks + 1 px noise; @N: neutral frame N{suffix}")
     return 0
 
 

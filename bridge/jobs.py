@@ -120,7 +120,8 @@ class Job:
 
     def stream_rest(self, capture: dict | None) -> dict:
         """Send the frames of `capture` the engine has not streamed yet, so the client ends up with all of it;
-        returns the static keys that were not in the header (warnings found along the way), for the last event."""
+        returns the static keys that were not in the header, and the warnings (found along the way; a built-in
+        capture's header already held its calibration's), for the last event."""
         if not capture:
             return {}
         n = len(capture["frame_index"])
@@ -129,7 +130,8 @@ class Job:
             self.on_header({**{k: v for k, v in capture.items() if k not in per_frame}, "n_frames": n})
         if n > self.frames_sent:
             self.on_chunk({k: np.asarray(capture[k])[self.frames_sent:] for k in per_frame})
-        return {k: v for k, v in capture.items() if k not in self.header_keys and k not in per_frame}
+        return {k: v for k, v in capture.items()
+                if k not in per_frame and (k not in self.header_keys or k == "warnings")}
 
 
 class DeviceRunner:

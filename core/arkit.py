@@ -85,9 +85,11 @@ class ArkitSolver:
             path = Path(os.path.expanduser(str(basis_path)))
         return BasisSolver(load_model_data(path), device)
 
-    def prepare(self, landmarks: np.ndarray, valid: np.ndarray, image_size, camera: Camera) -> None:
+    def prepare(self, landmarks: np.ndarray, valid: np.ndarray, image_size, camera: Camera,
+                neutral: int | None = None) -> None:
         """Fix what is constant over the clip from its opening frames: landmarks (K,478,3) normalised as
-        MediaPipe gives them, valid (K,) bool, image_size (W,H), the capture's camera."""
+        MediaPipe gives them, valid (K,) bool, image_size (W,H), the capture's camera; neutral: the row of a frame
+        known to show the face at rest, if any."""
         raise NotImplementedError
 
     def solve(self, landmarks: np.ndarray, valid: np.ndarray, camera: Camera) -> np.ndarray:
@@ -125,19 +127,21 @@ class BasisSolver(ArkitSolver):
         self.direct = GeometricSolver("it measures the blended channels") if blend else None
         self.blended = [ARKIT_NAMES.index(n) for n in BLENDED]
 
-    def prepare(self, landmarks, valid, image_size, camera) -> None:
+    def prepare(self, landmarks, valid, image_size, camera, neutral=None) -> None:
         if self.direct is not None:
-            self.direct.prepare(landmarks, valid, image_size, camera)
+            self.direct.prepare(landmarks, valid, image_size, camera, neutral)
             warnings = self.direct.calibration.warnings
             lead = f"ARKit {', '.join(BLENDED)} (partly measured against the neutral):"
             self.note = " ".join([lead] + warnings) if warnings else ""
         self.image_size = np.asarray(image_size, np.float64)
         pix = _pixels(landmarks, image_size)
         keys = spread_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes)
+        if neutral is not None:
+            keys = np.union1d(keys, [neutral])
         self.fitter.prepare(torch.zeros_like(self.fitter.shape_active))  # each clip starts from the mean face
         if len(keys):
             state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
-            self.fitter.solve_identity(state, pix[keys], camera)
+            self.fitter.solve_identity(state, pix[keys], camera, neutral=keys == neutral)
         self.previous = None
 
     def solve(self, landmarks, valid, camera) -> np.ndarray:
@@ -174,11 +178,11 @@ class GeometricSolver(ArkitSolver):
         return " ".join([f"ARKit curves come from the landmark-only geometric solver ({covered} of 52 channels, "
                          f"the others stay 0) because {self.reason}; {INSTALL_HINT}."] + warnings)
 
-    def prepare(self, landmarks, valid, image_size, camera) -> None:
+    def prepare(self, landmarks, valid, image_size, camera, neutral=None) -> None:
         self.image_size = np.asarray(image_size, np.float64)
         frames = geometric.face_frames(landmarks, valid, image_size, camera.focal)
         self.reference = np.median(frames.points[frames.valid], axis=0)
-        self.calibration = geometric.calibrate(frames)
+        self.calibration = geometric.calibrate(frames, neutral)
         self.note = self._note(self.calibration.warnings)
 
     def _align(self, points: np.ndarray, valid: np.ndarray) -> geometric.FaceFrames:

@@ -216,22 +216,27 @@ def neutral_features(points: np.ndarray) -> dict[str, np.ndarray]:
             "corner_lift": lips_mid - points[..., list(MOUTH_CORNER), 1].mean(-1)}
 
 
-def calibrate(frames: FaceFrames) -> Calibration:
+def calibrate(frames: FaceFrames, neutral_row: int | None = None) -> Calibration:
     """The actor's neutral: the frames whose mouth is closed and relaxed and whose eyes are open.
 
     Frames are ranked by how far their features lie from the quiet end of the clip's own distribution;
     the best tenth (at least 3 frames) is averaged (median). If even that neutral falls outside the range
     of neutral faces in the population, the feature is taken from the population and a warning says so.
+    `neutral_row`: a frame the user knows to be at rest, which is the neutral instead (with its valid neighbours,
+    against landmark noise).
     """
     ids = np.flatnonzero(frames.valid)
-    feats = neutral_features(frames.points[ids])
-    spread = {k: np.subtract(*np.percentile(v, [90, 10])) + 1e-6 for k, v in feats.items()}
-    # Quiet = small lip gap, narrow mouth, low corners, open (median) eyes.
-    cost = (np.maximum(feats["lip_gap"] - np.percentile(feats["lip_gap"], 5), 0) / spread["lip_gap"]
-            + np.maximum(feats["mouth_width"] - np.percentile(feats["mouth_width"], 20), 0) / spread["mouth_width"]
-            + np.maximum(feats["corner_lift"] - np.percentile(feats["corner_lift"], 20), 0) / spread["corner_lift"]
-            + np.abs(feats["aperture"] - np.median(feats["aperture"])) / spread["aperture"])
-    pick = ids[np.argsort(cost)[:max(3, len(ids) // 10)]]
+    if neutral_row is not None:
+        pick = ids[np.abs(ids - neutral_row) <= 1]
+    else:
+        feats = neutral_features(frames.points[ids])
+        spread = {k: np.subtract(*np.percentile(v, [90, 10])) + 1e-6 for k, v in feats.items()}
+        # Quiet = small lip gap, narrow mouth, low corners, open (median) eyes.
+        cost = (np.maximum(feats["lip_gap"] - np.percentile(feats["lip_gap"], 5), 0) / spread["lip_gap"]
+                + np.maximum(feats["mouth_width"] - np.percentile(feats["mouth_width"], 20), 0) / spread["mouth_width"]
+                + np.maximum(feats["corner_lift"] - np.percentile(feats["corner_lift"], 20), 0) / spread["corner_lift"]
+                + np.abs(feats["aperture"] - np.median(feats["aperture"])) / spread["aperture"])
+        pick = ids[np.argsort(cost)[:max(3, len(ids) // 10)]]
     neutral = np.median(frames.points[pick], axis=0)
     values = {k: float(v) for k, v in neutral_features(neutral).items()}
     warnings = []
@@ -239,7 +244,11 @@ def calibrate(frames: FaceFrames) -> Calibration:
         if not low <= values[key] <= high:
             warnings.append(f"{key.replace('_', ' ')} {values[key]:.2f} is outside the neutral range "
                             f"{low:g}..{high:g}")
-    if warnings:
+    if warnings and neutral_row is not None:
+        warnings = ["calibration uncertain: the neutral frame given does not look relaxed (" + "; ".join(warnings)
+                    + "); population values stand in for those features. Pick a frame where the mouth is closed "
+                    "and relaxed and the eyes are open."]
+    elif warnings:
         warnings = ["calibration uncertain: no neutral-looking frame in the clip (" + "; ".join(warnings)
                     + "); population values stand in for the actor's neutral. Include a second or two of "
                     "relaxed, neutral face in the clip for calibrated curves."]

@@ -101,14 +101,15 @@ def _interpolate_rotations(rot: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def capture_builtin(track, focal_px: float | None = None,
-                    smoothing: SmoothingSettings = SmoothingSettings()) -> dict:
+                    smoothing: SmoothingSettings = SmoothingSettings(), neutral_row: int | None = None) -> dict:
     """A complete, validated capture with the built-in model from a `core.landmarks.LandmarkTrack`.
 
     Keys: all of `core.capture_file` (model 'builtin', an empty shape, expression (T,E) on the clip's own
     shape keys, jaw and eye poses, arkit (T,52) from `core.arkit_geometric`), plus the rig in `builtin_*`
     keys (see `core.builtin_model.model_from_capture`) and `warnings` (strings for the user, e.g. an
     uncertain calibration). Parameters and curves are smoothed in time as a fitted capture's are (`smoothing`);
-    frames without a face get parameters filled in by that prior, and valid=False.
+    frames without a face get parameters filled in by that prior, and valid=False. `neutral_row`: the row of a
+    frame known to show the face at rest, which becomes the rig's neutral (otherwise the clip's quietest frames).
     Raises FootageError when no frame holds a face.
     """
     landmarks = np.asarray(track.landmarks, np.float64)
@@ -117,7 +118,7 @@ def capture_builtin(track, focal_px: float | None = None,
     focal = float(focal_px) if focal_px else geo.default_focal((width, height))
     cx, cy = width / 2.0, height / 2.0
     frames = geo.face_frames(landmarks, valid, (width, height), focal)
-    cal = geo.calibrate(frames)
+    cal = geo.calibrate(frames, neutral_row)
     template = cal.neutral * FACE_TO_MODEL
     local = frames.points * FACE_TO_MODEL                      # (T,478,3) model frame, head motion removed
 

@@ -30,6 +30,13 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _not_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -60,7 +67,8 @@ DELEGATES = {"worker": (_delegate_worker, "run the capture worker the Blender ad
 
 
 def _fit_arguments(command: argparse.ArgumentParser) -> None:
-    """The arguments `capture` and `refit` share: output, model, device, lens and smoothing."""
+    """The arguments `capture` and `refit` share: output, model, device, lens, smoothing, expressiveness and
+    neutral frame."""
     command.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="the capture file to write")
     command.add_argument("--model", metavar="MODEL", default=None,
                          help="head model: FLAME generic_model.pkl, ICT-FaceKit folder or .npz "
@@ -75,6 +83,15 @@ def _fit_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--smoothing", type=_not_negative, default=1.0, metavar="S",
                          help="temporal smoothing against jitter (default 1; 2 is twice as smooth, 0.5 keeps faster "
                               "motion, 0 turns it off); zero-lag, so smoothing never delays the motion")
+    command.add_argument("--expressiveness", type=_positive, default=1.0, metavar="E",
+                         help="how readily the fit reads landmark motion as expression (default 1; 2 or 4 for "
+                              "fuller expressions, with more of the landmark noise in them; 0.5 steadier); head "
+                              "models only, the built-in rig follows the landmarks as they are")
+    command.add_argument("--neutral-frame", type=_not_negative_int, default=None, metavar="N",
+                         help="a frame (footage numbering) where the face is relaxed, mouth closed, looking ahead: "
+                              "the actor's face shape and the ARKit calibration are taken from it, so that an "
+                              "expression held through the opening frames (a smile) stays an expression "
+                              "(default: the opening frames are taken to be mostly at rest)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,7 +318,8 @@ def _capture_one(args: argparse.Namespace, video: str, output: Path, preview: Pa
             result = engine.run(video, args.start, args.end, args.stride, args.focal_px,
                                 on_progress=lambda p: bar.update(p.done, p.total, p.fps, p.eta_s, p.faces),
                                 cancel=cancel, max_faces=args.faces, lens_mm=args.lens_mm,
-                                smoothing=args.smoothing, mirror_pass=args.mirror_pass, fps=args.fps)
+                                smoothing=args.smoothing, mirror_pass=args.mirror_pass, fps=args.fps,
+                                neutral_frame=args.neutral_frame, expressiveness=args.expressiveness)
     except CaptureCancelled as cancelled:
         partial = cancelled.partial or {}
         if len(partial.get("frame_index", ())) == 0:
@@ -344,7 +362,8 @@ def refit(args: argparse.Namespace) -> int:
     _say(f"model: {args.model}" if args.model else "model: the built-in rig, made from the actor's own face")
     engine = CaptureEngine(args.model, args.device, on_prepare=_say_preparing)
     started = time.perf_counter()
-    result = engine.refit(source, args.focal_px, args.lens_mm, args.smoothing)
+    result = engine.refit(source, args.focal_px, args.lens_mm, args.smoothing, neutral_frame=args.neutral_frame,
+                          expressiveness=args.expressiveness)
     elapsed = time.perf_counter() - started
     capture_file.save(output, result)
     _summary(result, output, None, elapsed)

@@ -36,6 +36,23 @@ from .video import frame_times, probe
 SEED_REACH = 3  # frames: how far from an identity keyframe a frame may be and still start from its state
 
 
+def expression_prior(settings: FitSettings, expressiveness: float) -> float:
+    """The per-frame expression prior for the user's expressiveness: 1 as set, 2 a quarter as strong (the
+    prior's pull is quadratic: expressions twice as far from rest cost what they cost at 1)."""
+    if not 0 < expressiveness < float("inf"):
+        raise SettingError(f"an expressiveness of {expressiveness} is not possible: give 1 (the default), more "
+                           "(expressions read more readily) or less, above 0 (steadier)")
+    return settings.expression_prior / expressiveness ** 2
+
+
+def _check_neutral(frame: int | None, start: int, stop: int | None) -> None:
+    """A neutral frame must lie among the frames captured, [start, stop)."""
+    if frame is not None and not (start <= frame and (stop is None or stop <= 0 or frame < stop)):
+        last = "the end" if stop is None or stop <= 0 else str(stop - 1)
+        raise SettingError(f"the neutral frame {frame} lies outside the frames captured ({start} to {last}): "
+                           "give a frame in the range where the face is relaxed and looks ahead")
+
+
 @dataclass
 class Progress:
     done: int
@@ -72,6 +89,8 @@ class _Plan:
     smoothing: SmoothingSettings
     identity_window: int
     timestamps: bool = True   # the footage's own timestamps time its frames (not when a frame rate is given)
+    neutral_frame: int | None = None  # a frame the user says shows the face at rest (fixes the face's shape)
+    expressiveness: float = 1.0       # scales how readily the fit reaches for expression (see `expression_prior`)
 
 
 class CaptureEngine:
@@ -109,14 +128,22 @@ class CaptureEngine:
             focal_px: float | None = None, on_header: Callable[[dict], None] | None = None,
             on_chunk: Callable[[dict], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
             cancel: threading.Event | None = None, max_faces: int = 1, lens_mm: float | None = None,
-            smoothing: float = 1.0, mirror_pass: bool = False, fps: float | None = None) -> dict:
+            smoothing: float = 1.0, mirror_pass: bool = False, fps: float | None = None,
+            neutral_frame: int | None = None, expressiveness: float = 1.0) -> dict:
         """Capture `video`; returns the capture dict (see core.capture_file). Raises CaptureCancelled with
         everything finished so far when `cancel` is set, FootageError for bad footage, SettingError for a
         setting out of range. A known lens is given as `focal_px` or as `lens_mm` (see
         `core.fit.focal_from_lens`). `smoothing` scales the temporal prior: 1 as set, 0 off, 2 twice as smooth.
         `mirror_pass` also tracks the mirrored footage and averages (see `core.landmarks.merge_passes`). `fps`
-        replaces the footage's frame rate (an image sequence has none: `core.video.DEFAULT_FPS` stands in)."""
+        replaces the footage's frame rate (an image sequence has none: `core.video.DEFAULT_FPS` stands in).
+        `neutral_frame`: a frame (footage numbering) that shows the actor's face at rest, relaxed and looking
+        ahead; the face's shape is taken from it (see `core.fit.Fitter.solve_identity`), so that an expression held
+        through the opening frames stays an expression. The first keys then wait for that frame.
+        `expressiveness` scales how readily the fit reads landmark motion as expression rather than noise: 1 as
+        set, 2 or 4 for fuller expressions (and more of MediaPipe's noise in them), 0.5 steadier; see
+        `expression_prior`. It applies to fitted head models; the built-in rig follows the landmarks as they are."""
         smoothing_settings = self.settings.smoothing.scaled(smoothing)
+        expression_prior(self.settings.fit, expressiveness)  # a bad value fails before any work
         if fps is not None and not 0 < fps < float("inf"):
             raise SettingError(f"a frame rate of {fps} is not possible: give frames per second, above 0")
         info = probe(video)
@@ -124,6 +151,7 @@ class CaptureEngine:
             focal_px = focal_from_lens(lens_mm, (info.width, info.height))
         stop_frame = info.n_frames if end is None else min(end, info.n_frames) if info.n_frames > 0 else end
         total = len(range(start, stop_frame, stride))
+        _check_neutral(neutral_frame, start, stop_frame)
         warnings: list[str] = []
         if mirror_pass:  # the mirrored frames in a process of their own: on a machine with cores to spare, free
             own = self._process(0).frames(video, start, end, stride, max_faces, False, warnings, cancel)
@@ -134,13 +162,14 @@ class CaptureEngine:
             items = chained([self._process(k).frames(video, a, b, stride, max_faces, False, warnings, cancel)
                              for k, (a, b) in enumerate(bounds)])
         plan = _Plan(info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
-                     smoothing_settings, self.settings.identity_window, timestamps=fps is None)
+                     smoothing_settings, self.settings.identity_window, timestamps=fps is None,
+                     neutral_frame=neutral_frame, expressiveness=expressiveness)
         return self._consume(items, plan, on_header, on_chunk, on_progress, cancel, warnings)
 
     def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,
                   on_header: Callable[[dict], None] | None = None, on_chunk: Callable[[dict], None] | None = None,
-                  cancel: threading.Event | None = None, smoothing: float = 1.0, whole_clip_identity: bool = False
-                  ) -> dict:
+                  cancel: threading.Event | None = None, smoothing: float = 1.0, whole_clip_identity: bool = False,
+                  neutral_frame: int | None = None, expressiveness: float = 1.0) -> dict:
         """Capture from landmarks already tracked (or synthesised): the same fit, no video. With
         `whole_clip_identity`, identity comes from keyframes spread over the whole clip rather than its opening
         faces (nothing streams before the end then; for a finished clip, such as a refit)."""
@@ -148,20 +177,25 @@ class CaptureEngine:
         items = ((int(i), lm if ok else None, tuple(track.image_size), float(t))
                  for i, lm, ok, t in zip(track.frame_index, track.landmarks, track.valid, seconds))
         window = len(track.valid) + 1 if whole_clip_identity else self.settings.identity_window
+        if len(track.frame_index):
+            _check_neutral(neutral_frame, int(track.frame_index[0]), int(track.frame_index[-1]) + 1)
+        expression_prior(self.settings.fit, expressiveness)
         plan = _Plan("landmark track", track.fps, tuple(track.image_size), len(track.valid), stride, focal_px,
-                     self.settings.smoothing.scaled(smoothing), window)
+                     self.settings.smoothing.scaled(smoothing), window, neutral_frame=neutral_frame,
+                     expressiveness=expressiveness)
         return self._consume(items, plan, on_header, on_chunk, None, cancel, list(track.warnings))
 
     def refit(self, source: dict, focal_px: float | None = None, lens_mm: float | None = None,
               smoothing: float = 1.0, on_header: Callable[[dict], None] | None = None,
-              on_chunk: Callable[[dict], None] | None = None, cancel: threading.Event | None = None) -> dict:
+              on_chunk: Callable[[dict], None] | None = None, cancel: threading.Event | None = None,
+              neutral_frame: int | None = None, expressiveness: float = 1.0) -> dict:
         """Fit the landmarks a capture (`core.capture_file.load`) holds again: this engine's model, a known lens,
         other smoothing, and the actor's shape from the whole clip. Seconds, with no footage; errors as `run`."""
         track = LandmarkTrack.from_capture(source)
         if lens_mm is not None:
             focal_px = focal_from_lens(lens_mm, track.image_size)
         return self.run_track(track, track.stride, focal_px, on_header, on_chunk, cancel, smoothing,
-                              whole_clip_identity=True)
+                              whole_clip_identity=True, neutral_frame=neutral_frame, expressiveness=expressiveness)
 
     def _consume(self, items, plan: _Plan, on_header, on_chunk, on_progress, cancel, warnings: list[str]) -> dict:
         torch.set_num_threads(1)
@@ -233,6 +267,7 @@ class _Run:
         self.last_global: np.ndarray | None = None
         self.camera: Camera | None = None
         self.seeds: tuple[np.ndarray, FitState] | None = None   # identity keyframes and their solved state
+        self.expression_prior = expression_prior(engine.settings.fit, plan.expressiveness)
 
     @property
     def n_frames(self) -> int:
@@ -251,7 +286,8 @@ class _Run:
     def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int], seconds: float = float("nan")) -> None:
         self.record(index, lms, size, seconds)
         # Identity needs faces, not frames: footage often opens on an empty set or a slate.
-        if self.header is None and self.faces >= self.plan.identity_window:
+        neutral = self.plan.neutral_frame
+        if self.header is None and self.faces >= self.plan.identity_window and (neutral is None or index >= neutral):
             self.start_fit()
         if self.header is not None:
             self.advance(final=False)
@@ -283,17 +319,21 @@ class _Run:
         pix = self.pixels(slice(0, self.n_frames))
         valid = np.asarray(self.valid)
         keys = spread_keyframes(pix, valid, self.engine.settings.fit.identity_keyframes)
+        neutral = self._neutral_row()
+        if neutral is not None:
+            keys = np.union1d(keys, [neutral])
         # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one).
         fitter.prepare(torch.zeros(len(fitter.shape_cols), dtype=fitter.dtype, device=fitter.device))
         # Without a known lens, start from a typical one; the identity solve refines it with the shape.
         focal = self.plan.focal_px or max(w, h) / 2 / np.tan(np.radians(self.engine.settings.typical_fov_deg) / 2)
         camera = Camera(float(focal), w / 2.0, h / 2.0)
         state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
-        state, self.camera = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.plan.focal_px)
+        state, self.camera = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.plan.focal_px,
+                                                   neutral=keys == neutral, expression_prior=self.expression_prior)
         self.seeds = (keys, state)
         focal = self.camera.focal
         solver = self.engine.arkit_solver
-        solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera)
+        solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera, neutral)
         self.arkit = ArkitStream(solver, self.plan.fps / self.plan.stride, self.plan.smoothing.arkit_hz)
         if solver.note:
             self.warnings.append(solver.note)
@@ -304,6 +344,25 @@ class _Run:
                        "n_expression": fitter.n_expression_out, "arkit_names": np.array(ARKIT_NAMES)}
         if self.on_header:
             self.on_header(dict(self.header))
+
+    def _neutral_row(self) -> int | None:
+        """The row of the neutral frame the user named, or None (none named; or, with a warning, the footage
+        ended before it or it shows no face)."""
+        frame = self.plan.neutral_frame
+        if frame is None:
+            return None
+        indices = np.asarray(self.indices)
+        row = int(np.abs(indices - frame).argmin())
+        if abs(int(indices[row]) - frame) >= self.plan.stride:
+            self.warnings.append(f"the footage ended before the neutral frame {frame}: the face's shape comes from "
+                                 "the opening frames instead")
+            return None
+        if not self.valid[row]:
+            self.warnings.append(f"no face was found in the neutral frame {frame}: the face's shape comes from the "
+                                 "opening frames instead; pick a frame where the face is visible, relaxed and looks "
+                                 "ahead")
+            return None
+        return row
 
     def _seed(self, state: FitState, rows: slice, valid: np.ndarray) -> tuple[FitState, bool]:
         """Start the frames of a cold batch that lie next to an identity keyframe from its solved state rather
@@ -338,7 +397,7 @@ class _Run:
             if not warm:
                 state, warm = self._seed(state, rows, valid)
             iterations = s.fit.iterations if warm else s.fit.cold_iterations
-            self.states.append(fitter.solve(state, pix, valid, self.camera, iterations))
+            self.states.append(fitter.solve(state, pix, valid, self.camera, iterations, self.expression_prior))
             self.arkit.add(np.asarray(self.landmarks[rows]), valid, self.camera)
             self.fitted = rows.stop
         ready = self.fitted if final else self.fitted - s.lookahead
@@ -435,7 +494,10 @@ class _BuiltinRun(_Run):
             return
         track = LandmarkTrack(np.asarray(self.indices, np.int64), np.asarray(self.landmarks, np.float32),
                               np.asarray(self.valid, bool), self.plan.fps, self.image_size, self.warnings)
-        capture = capture_builtin(track, self.plan.focal_px, self.plan.smoothing)
+        if self.plan.expressiveness != 1.0:
+            self.warnings.append("expressiveness applies to fitted head models (FLAME, ICT-FaceKit): the built-in "
+                                 "rig's shape keys follow the landmarks as they are measured")
+        capture = capture_builtin(track, self.plan.focal_px, self.plan.smoothing, self._neutral_row())
         capture["time_s"] = self.times(0, self.n_frames)
         per_frame = set(capture_file.PER_FRAME + capture_file.OPTIONAL_PER_FRAME)
         self.header = {k: v for k, v in capture.items() if k not in per_frame}

@@ -70,6 +70,7 @@ class FitSettings:
     shape_prior: float = 0.02        # relative to the landmark motion one unit of a component causes
     expression_prior: float = 0.5
     identity_expression_prior: float = 5.0   # while solving identity: the static face is shape, not expression
+    neutral_expression_prior: float = 50.0   # on a keyframe known to show the face at rest (a neutral frame)
     focal_prior: float = 0.1         # px^2 per landmark and keyframe (at the reference scale), per unit log focal
     jaw_prior: tuple[float, float, float] = (1.0, 3e4, 3e4)   # px^2 per rad^2: the jaw mostly opens
     eye_prior: tuple[float, float, float] = (20.0, 20.0, 4000.0)  # roll is unobservable
@@ -191,7 +192,6 @@ class Fitter:
                 if k in chain:
                     below.add(j)
             self.carried.append(sorted(below))
-        self._solving_identity = False
         self.w = torch.as_tensor(self.landmark_weights[self.ids], dtype=self.dtype, device=self.device)
         # Priors are scaled by how far (RMS over landmarks, metres) one unit of each column moves the face.
         self.shape_scale = self.shapedirs_l.pow(2).sum(1).mean(0).sqrt()
@@ -305,9 +305,11 @@ class Fitter:
             blocks.append((proj - centre)[..., None])
         return proj - target, torch.cat(blocks, -1), z
 
-    def _prior(self, state: FitState, px_per_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prior(self, state: FitState, px_per_m: torch.Tensor, expression_prior: float | torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Diagonal prior weights (B,P) and the prior's gradient (B,P), in pixel^2 units. px_per_m (B,1): the
-        face's image scale, which the joint priors (set at the reference scale) follow."""
+        face's image scale, which the joint priors (set at the reference scale) follow; expression_prior: in place
+        of the settings' per-frame one, for every frame (a float) or each its own ((B,1))."""
         s = self.settings
         b = state.rotations.shape[0]
         angles = state.axis_angles()
@@ -319,7 +321,7 @@ class Fitter:
             lam = torch.as_tensor(lam, dtype=self.dtype, device=self.device) * joint_scale
             diag.append(lam)
             grad.append(lam * angles[:, k])
-        lam = s.identity_expression_prior if self._solving_identity else s.expression_prior
+        lam = s.expression_prior if expression_prior is None else expression_prior
         expr_lam = lam * (self.expr_scale * px_per_m) ** 2 * len(self.ids)
         zeros = torch.zeros(b, 3, dtype=self.dtype, device=self.device)
         diag += [zeros, expr_lam]
@@ -365,22 +367,25 @@ class Fitter:
         return FitState(rotations, state.trans + step[:, o:o + 3], expr)
 
     def solve(self, state: FitState, pix: np.ndarray, valid: np.ndarray, camera: Camera,
-              iterations: int | None = None) -> FitState:
-        """Levenberg-Marquardt over every frame (independent given the identity), in batches."""
+              iterations: int | None = None, expression_prior: float | torch.Tensor | None = None) -> FitState:
+        """Levenberg-Marquardt over every frame (independent given the identity), in batches. expression_prior:
+        see `_prior`."""
         parts = []
         for a in range(0, len(pix), self.chunk):
             rows = slice(a, a + self.chunk)
+            prior = expression_prior[rows] if torch.is_tensor(expression_prior) else expression_prior
             parts.append(self._solve_batch(state.take(rows), pix[rows], valid[rows], camera,
-                                           iterations or self.settings.iterations))
+                                           iterations or self.settings.iterations, prior))
         return FitState.cat(parts)
 
     def _normal_equations(self, state: FitState, target: torch.Tensor, camera: Camera, frame_weight: torch.Tensor,
-                          with_shape: bool = False, with_focal: bool = False
+                          with_shape: bool = False, with_focal: bool = False,
+                          expression_prior: float | torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Robustly weighted normal equations of B frames: H (B,P,P), g (B,P) and depth (B,L), over the frame
         parameters (priors, damping and eye coupling applied) and, `with_shape`/`with_focal`, the shape columns and
         the log focal length after them (left bare: they are shared, their priors belong to the sum over frames).
-        frame_weight (B,): 0 drops a frame."""
+        frame_weight (B,): 0 drops a frame; expression_prior: see `_prior`."""
         s = self.settings
         res, jac, depth = self.residuals_and_jacobian(state, target, camera, with_shape, with_focal)
         px_per_m = (camera.focal / depth.mean(1))[:, None]
@@ -389,7 +394,7 @@ class Fitter:
         jw = (jac * (self.w * robust * frame_weight[:, None])[..., None, None]).flatten(1, 2).transpose(1, 2)
         h = jw @ jac.flatten(1, 2)
         g = (jw @ res.flatten(1, 2)[..., None])[..., 0]
-        prior_diag, prior_grad = self._prior(state, px_per_m)
+        prior_diag, prior_grad = self._prior(state, px_per_m, expression_prior)
         n = prior_diag.shape[1]
         diag = torch.arange(n, device=self.device)
         g[:, :n] += prior_grad
@@ -398,28 +403,38 @@ class Fitter:
         return h, g, depth
 
     def _solve_batch(self, state: FitState, pix: np.ndarray, valid: np.ndarray, camera: Camera,
-                     iterations: int) -> FitState:
+                     iterations: int, expression_prior: float | torch.Tensor | None = None) -> FitState:
         target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
         valid_t = torch.as_tensor(valid, dtype=self.dtype, device=self.device)
         for _ in range(iterations):
-            h, g, _ = self._normal_equations(state, target, camera, valid_t)
+            h, g, _ = self._normal_equations(state, target, camera, valid_t, expression_prior=expression_prior)
             step = -torch.linalg.solve(h, g[..., None])[..., 0]
             state = self._apply(state, step * valid_t[:, None])
         return state
 
-    def solve_identity(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool = False
+    def solve_identity(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool = False,
+                       neutral: np.ndarray | None = None, expression_prior: float | None = None
                        ) -> tuple[FitState, Camera]:
         """Solve the shared shape (and, `estimate_focal`, the focal length) with the keyframes' own parameters
-        (see `_identity_rounds`), then refit the keyframes to it; returns the keyframe state and the camera."""
-        self._solving_identity = True
-        try:
-            state, camera = self._identity_rounds(state, pix, camera, estimate_focal)
-        finally:
-            self._solving_identity = False
-        return self.solve(state, pix, np.ones(len(pix), bool), camera, iterations=3), camera
+        (see `_identity_rounds`), then refit the keyframes to it; returns the keyframe state and the camera.
 
-    def _identity_rounds(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool
-                         ) -> tuple[FitState, Camera]:
+        neutral (K,) bool: keyframes known to show the face at rest. Without any, every keyframe is taken to be
+        mostly at rest (`identity_expression_prior`), so a steady expression becomes part of the face's shape. With
+        one, the face's shape is what those frames show (`neutral_expression_prior`), and the other keyframes
+        are free to express as every frame is (`expression_prior`, by default the settings'): an actor who
+        smiles through the opening second keeps the smile."""
+        s = self.settings
+        per_frame = s.expression_prior if expression_prior is None else expression_prior
+        if neutral is not None and np.any(neutral):
+            lam = np.where(neutral, s.neutral_expression_prior, per_frame)
+        else:
+            lam = np.full(len(pix), s.identity_expression_prior)
+        lam = torch.as_tensor(lam[:, None], dtype=self.dtype, device=self.device)
+        state, camera = self._identity_rounds(state, pix, camera, estimate_focal, lam)
+        return self.solve(state, pix, np.ones(len(pix), bool), camera, 3, per_frame), camera
+
+    def _identity_rounds(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool,
+                         expression_prior: torch.Tensor) -> tuple[FitState, Camera]:
         """Joint Levenberg-Marquardt steps over every keyframe's parameters and the shared shape (and log focal
         length). The frames' blocks are eliminated (Schur complement), so each step costs one small solve per
         frame plus one of the shared block's size. Alternating frame fits with shape updates instead crawls along
@@ -427,12 +442,13 @@ class Fitter:
         s = self.settings
         ones = torch.ones(len(pix), dtype=self.dtype, device=self.device)
         target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
-        state = self.solve(state, pix, np.ones(len(pix), bool), camera, iterations=3)  # PnP start -> near the valley
+        # PnP start -> near the valley
+        state = self.solve(state, pix, np.ones(len(pix), bool), camera, iterations=3, expression_prior=expression_prior)
         n_shared = len(self.shape_cols) + estimate_focal
         frame, shared = slice(None, -n_shared), slice(-n_shared, None)
         focal0 = camera.focal
         for _ in range(s.identity_rounds):
-            h, g, depth = self._normal_equations(state, target, camera, ones, True, estimate_focal)
+            h, g, depth = self._normal_equations(state, target, camera, ones, True, estimate_focal, expression_prior)
             h_ff, h_fs, h_ss = h[:, frame, frame], h[:, frame, shared], h[:, shared, shared].sum(0)
             px_per_m = float(camera.focal / depth.mean())
             count = len(self.ids) * len(pix)

@@ -767,9 +767,10 @@ def test_known_lens_and_faces_reach_the_real_worker(capture_session, scene, foot
 
 @needs_engine
 def test_rate_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(capture_session, scene, footage, tmp_path):
-    """The panel's Frame Rate, Smoothing and Mirror Pass are the capture's: the built-in capture the real worker
-    makes runs at the rate given, holds the mirror pass's landmarks and is the one the library makes from them
-    with smoothing off."""
+    """The panel's Frame Rate, Smoothing, Mirror Pass, Neutral Frame and Expressiveness are the capture's: the
+    built-in capture the real worker makes runs at the rate given, holds the mirror pass's landmarks and is the
+    one the library makes from them with smoothing off and that neutral frame; the expressiveness, which the
+    built-in rig has no use for, is noted."""
     from core.builtin_capture import capture_builtin
     from core.landmarks import LandmarkTrack, detect_video
     from core.trajectory import SmoothingSettings
@@ -777,7 +778,7 @@ def test_rate_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(captur
     settings = scene.kinesics
     settings.footage = str(footage / "frontal_talking_512.mp4")
     settings.frame_start, settings.frame_end, settings.smoothing, settings.mirror_pass = 0, 20, 0.0, True
-    settings.fps = 30.0
+    settings.fps, settings.use_neutral_frame, settings.neutral_frame, settings.expressiveness = 30.0, True, 12, 2.0
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.capture_folder = str(tmp_path)
     try:
@@ -786,6 +787,7 @@ def test_rate_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(captur
     finally:
         prefs.capture_folder = ""
         settings.smoothing, settings.mirror_pass, settings.fps = 1.0, False, 0.0
+        settings.use_neutral_frame, settings.neutral_frame, settings.expressiveness = False, 0, 1.0
     s = capture_session.SESSION
     assert s.state == "done", s.message
     saved = capture_file.load(s.saved_path)
@@ -793,10 +795,13 @@ def test_rate_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(captur
     mirrored = detect_video(footage / "frontal_talking_512.mp4", 0, 20, mirror_pass=True)
     np.testing.assert_allclose(saved["landmarks"], mirrored.landmarks, atol=1e-6)
     track = LandmarkTrack.from_capture(saved)
-    off, default = (capture_builtin(track, float(saved["focal_px"]), SmoothingSettings().scaled(strength))
+    off, default = (capture_builtin(track, float(saved["focal_px"]), SmoothingSettings().scaled(strength), 12)
                     for strength in (0, 1))
     np.testing.assert_allclose(saved["jaw_pose"], off["jaw_pose"], atol=1e-6)
     assert np.abs(saved["jaw_pose"] - default["jaw_pose"]).max() > 1e-3
+    unnamed = capture_builtin(track, float(saved["focal_px"]), SmoothingSettings().scaled(0))
+    assert np.abs(saved["arkit"] - unnamed["arkit"]).max() > 1e-2
+    assert any("expressiveness applies to fitted head models" in str(w) for w in saved["warnings"])
 
 
 @needs_engine

@@ -149,3 +149,20 @@ def test_geometric_arkit_curves_follow_the_rendered_truth(rom_track, synthetic):
     assert arkit.min() >= 0 and arkit.max() <= 1
     uncovered = [ARKIT_INDEX[n] for n in ARKIT_NAMES if n not in geo.covered_channels()]
     assert np.all(arkit[:, uncovered] == 0) and "tongueOut" not in geo.covered_channels()
+
+
+def test_a_neutral_frame_named_by_the_user_is_the_rig_at_rest(footage, talking_track):
+    """The user's neutral frame (with its neighbours, against landmark noise) is the rig's rest face and the
+    ARKit calibration's neutral: the shape keys and curves sit at rest there, wherever the clip's quietest frames
+    are. A neutral frame that does not look relaxed is said to be so."""
+    rest = 10
+    capture = capture_builtin(talking_track, smoothing=SmoothingSettings().scaled(0), neutral_row=rest)
+    default = capture_builtin(talking_track, smoothing=SmoothingSettings().scaled(0))
+    size = lambda c: np.abs(c["expression"]).sum(1)  # noqa: E731
+    assert size(capture)[rest] < 0.25 * np.median(size(capture)), (size(capture)[rest], np.median(size(capture)))
+    assert size(default)[rest] > 0.5 * np.median(size(default))  # not a rest frame of its own accord
+    assert np.abs(capture["arkit"][rest]).max() < 0.1
+    assert not any("neutral frame given" in str(w) for w in capture["warnings"])
+    smiling = detect_video(footage / "happy_1080p.mp4", end=10)
+    assert any("neutral frame given does not look relaxed" in str(w)
+               for w in capture_builtin(smiling, neutral_row=5)["warnings"])

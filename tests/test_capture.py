@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
 from scipy.spatial.transform import Rotation
 
 from core import capture_file
@@ -367,3 +368,77 @@ def test_variable_frame_rate_footage_is_timed_by_its_timestamps(engine: CaptureE
     assert not any("variable frame rate" in str(w) for w in steady.get("warnings", []))
     given = engine.run(str(path), 0, 30, fps=30.0)
     assert np.array_equal(given["time_s"], np.arange(30) / 30.0)
+
+
+def held_smile(engine: CaptureEngine, frames: int = 60, held: int = 30, noise_px: float = 0.5
+               ) -> tuple[LandmarkTrack, np.ndarray, np.ndarray, Camera]:
+    """Landmarks of a known face (the stand-in with a random identity), smiling (mouthSmile_L and _R at 0.6)
+    through its first `held` frames and relaxed after, turning gently before a 640x480 camera: (track, clean
+    pixels (T,478,2), the smile's weights (T,E), camera)."""
+    rng = np.random.default_rng(3)
+    data, fitter = engine.data, engine.fitter
+    names = list(data.expression_names)
+    shape = np.zeros(fitter.n_shape_out)
+    shape[:100] = rng.normal(0, 0.7, 100)
+    t = np.arange(frames) / 25.0
+    turn = np.stack([12 * np.sin(1.3 * t), 6 * np.sin(0.9 * t + 1), 3 * np.sin(0.7 * t)], 1)
+    params = {"global_pose": (Rotation.from_matrix(FLIP) * Rotation.from_euler("yxz", turn, degrees=True)).as_rotvec(),
+              "translation": np.stack([0.02 * np.sin(t), 0.01 * np.cos(t), 0.6 + 0.03 * np.sin(0.5 * t)], 1)}
+    expression = np.zeros((frames, fitter.n_expression_out))
+    expression[:held, [names.index("mouthSmile_L"), names.index("mouthSmile_R")]] = 0.6
+    emb = landmark_embedding(data)
+    model = HeadModel(data).subset(emb.triangles, emb.barycentric)
+    as_t = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
+    with torch.no_grad():
+        points = model(shape=as_t(shape)[None], expression=as_t(expression),
+                       **{k: as_t(v) for k, v in params.items()}).vertices.double()
+    camera = Camera(900.0, 320.0, 240.0)
+    clean = camera.project(points).numpy()
+    pix = clean + rng.normal(0, noise_px, clean.shape)
+    landmarks = np.concatenate([pix / [640, 480], np.zeros((frames, 478, 1))], -1).astype(np.float32)
+    return LandmarkTrack(np.arange(frames), landmarks, np.ones(frames, bool), 25.0, (640, 480)), clean, expression, \
+        camera
+
+
+def test_a_neutral_frame_keeps_a_held_smile_out_of_the_face_shape(engine: CaptureEngine):
+    """An actor who smiles through the opening second: the opening faces are taken to be mostly at rest, so the
+    smile becomes the face's shape and the relaxed frames after it are fitted badly (their mouth pulled into a
+    frown the shape keys cannot make). Naming a relaxed frame takes the shape from it: the relaxed frames fit,
+    and the smiling ones hold more smile. A neutral frame outside the clip is refused; one without a face is
+    noted and the faces up to it serve."""
+    track, clean, expression, camera = held_smile(engine)
+    lips = [i for i in sorted({i for edge in FACEMESH_LIPS for i in edge}) if landmark_embedding(engine.data).valid[i]]
+    errors, smiles = {}, {}
+    for neutral in (None, 45):
+        capture = engine.run_track(track, focal_px=camera.focal, neutral_frame=neutral, expressiveness=4.0)
+        points, _ = landmark_points(engine, capture)
+        errors[neutral] = np.linalg.norm(project(points, capture) - clean, axis=-1)[30:, lips].mean()
+        smiles[neutral] = (capture["expression"][:30] * (expression[:30] > 0)).sum(1).mean()
+    assert errors[None] > 2.5 * errors[45], errors
+    assert smiles[45] > 2 * smiles[None], smiles
+    with pytest.raises(SettingError, match="neutral frame 60 lies outside"):
+        engine.run_track(track, neutral_frame=60)
+    hidden = LandmarkTrack(track.frame_index, track.landmarks, np.arange(60) != 45, 25.0, (640, 480))
+    capture = engine.run_track(hidden, focal_px=camera.focal, neutral_frame=45)
+    assert any("no face was found in the neutral frame 45" in str(w) for w in capture["warnings"])
+    assert len(capture["frame_index"]) == 60 and capture["valid"].sum() == 59
+
+
+def test_expressiveness_lets_expressions_read_fuller(engine: CaptureEngine):
+    """The per-frame expression prior keeps landmark noise out of the shape keys, at the price of shrinking
+    real expressions; expressiveness scales it: a held smile reads fuller at 4 than at 1, still within the
+    weights' [0, 1], and the clip's landmarks fit closer. Expressiveness must be above 0."""
+    track, clean, expression, camera = held_smile(engine, noise_px=0.0)
+    smile = expression[:30] > 0
+    fitted = {}
+    for e in (1.0, 4.0):
+        capture = engine.run_track(track, focal_px=camera.focal, neutral_frame=45, expressiveness=e)
+        points, _ = landmark_points(engine, capture)
+        fitted[e] = ((capture["expression"][:30] * smile).sum(1).mean(),
+                     np.linalg.norm(project(points, capture) - clean, axis=-1).mean(), capture["expression"])
+    assert fitted[4.0][0] > 2.5 * fitted[1.0][0], fitted
+    assert fitted[4.0][1] < fitted[1.0][1], fitted
+    assert fitted[4.0][2].min() >= 0 and fitted[4.0][2].max() <= 1
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(SettingError, match="expressiveness"):
+            engine.run_track(track, expressiveness=bad)

@@ -117,6 +117,20 @@ def test_smoothing_and_mirror_pass_reach_the_capture(clip: Path, tmp_path: Path)
     assert np.abs(capture["jaw_pose"] - default["jaw_pose"]).max() > 1e-3
 
 
+def test_neutral_frame_and_expressiveness_reach_the_capture(clip: Path, tmp_path: Path):
+    """--neutral-frame makes that frame the rest face (the built-in rig is the one the library builds with it as
+    neutral); --expressiveness, which the built-in rig has no use for, is noted rather than silently dropped."""
+    proc = run("capture", str(clip), "--end", "30", "--neutral-frame", "10", "--expressiveness", "2",
+               "-o", str(tmp_path / "t.npz"))
+    assert proc.returncode == 0, proc.stderr
+    capture = capture_file.load(tmp_path / "t.npz")
+    track = LandmarkTrack.from_capture(capture)
+    named, default = (capture_builtin(track, float(capture["focal_px"]), neutral_row=row) for row in (10, None))
+    np.testing.assert_allclose(capture["arkit"], named["arkit"], atol=1e-6)
+    assert np.abs(capture["arkit"] - default["arkit"]).max() > 1e-2
+    assert "expressiveness applies to fitted head models" in proc.stdout
+
+
 def test_image_sequence_capture_with_a_given_frame_rate(clip: Path, tmp_path: Path):
     """A numbered image series is captured like the video it came from (the same landmarks), at the frame rate
     given with --fps; without --fps the user is told the rate was assumed."""
@@ -176,7 +190,7 @@ def test_batch_capture_goes_on_past_a_bad_video(clip: Path, tmp_path: Path):
     assert proc.returncode == 1 and "-o names a folder" in proc.stderr
 
 
-def test_faces_lens_smoothing_and_rate_must_be_in_range(clip: Path, tmp_path: Path):
+def test_faces_lens_smoothing_rate_and_neutral_frame_must_be_in_range(clip: Path, tmp_path: Path):
     proc = run("capture", str(clip), "--faces", "0", "-o", str(tmp_path / "out.npz"))
     assert proc.returncode == 2 and "--faces: must be 1 or more" in proc.stderr
     proc = run("capture", str(clip), "--lens-mm", "-5", "-o", str(tmp_path / "out.npz"))
@@ -185,6 +199,12 @@ def test_faces_lens_smoothing_and_rate_must_be_in_range(clip: Path, tmp_path: Pa
     assert proc.returncode == 2 and "--smoothing: must be 0 or more" in proc.stderr
     proc = run("capture", str(clip), "--fps", "0", "-o", str(tmp_path / "out.npz"))
     assert proc.returncode == 2 and "--fps: must be above 0" in proc.stderr
+    proc = run("capture", str(clip), "--expressiveness", "0", "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode == 2 and "--expressiveness: must be above 0" in proc.stderr
+    proc = run("capture", str(clip), "--neutral-frame", "-1", "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode == 2 and "--neutral-frame: must be 0 or more" in proc.stderr
+    proc = run("capture", str(clip), "--end", "20", "--neutral-frame", "30", "-o", str(tmp_path / "out.npz"))
+    assert proc.returncode == 1 and "the neutral frame 30 lies outside the frames captured (0 to 19)" in proc.stderr
     assert not (tmp_path / "out.npz").exists()
 
 
