@@ -17,10 +17,8 @@ from ..core import capture_file
 from . import models, takes
 from .camera_space import ensure_camera, lens_mm
 from .joint_tracks import joint_tracks
-from .keyframes import append_keys
+from .keyframes import FIRST_FRAME, append_keys
 from .rig import Rig, build_rig, is_rig, read_rig, reshape_rig
-
-FIRST_FRAME = 1
 
 
 @dataclass

@@ -9,6 +9,7 @@ import bpy
 import numpy as np
 
 Channel = tuple[str, int]  # (data_path, array_index)
+FIRST_FRAME = 1            # the scene frame a capture's time 0 is keyed on
 
 _LINEAR = bpy.types.Keyframe.bl_rna.properties["interpolation"].enum_items["LINEAR"].value
 

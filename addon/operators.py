@@ -65,6 +65,30 @@ class KINESICS_OT_capture_refit(bpy.types.Operator, ImportHelper):
         return _start_job(self, context, session.start_refit, self.filepath)
 
 
+class KINESICS_OT_capture_neutral(bpy.types.Operator):
+    """Name the footage frame shown at the current frame as the actor's rest face (Neutral Frame): go to a frame
+    of the rig's take where the face is relaxed, mouth closed, eyes open and looking ahead, press it, then Refit"""
+
+    bl_idname = "kinesics.capture_neutral"
+    bl_label = "Neutral from Frame"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene.kinesics.rig is not None and not session.SESSION.running
+
+    def execute(self, context):
+        settings = context.scene.kinesics
+        try:
+            frame = takes.footage_frame_at(context.scene, settings.rig, context.scene.frame_current)
+        except KinesicsError as err:
+            self.report({'ERROR'}, str(err))
+            return {'CANCELLED'}
+        settings.use_neutral_frame, settings.neutral_frame = True, frame
+        self.report({'INFO'}, f"Neutral frame: footage frame {frame}; Refit (or capture again) to use it")
+        return {'FINISHED'}
+
+
 class KINESICS_OT_capture_cancel(bpy.types.Operator):
     """Stop the capture; the frames keyed so far are kept"""
 
@@ -150,5 +174,5 @@ class KINESICS_OT_notify(bpy.types.Operator):
         return {'FINISHED'}
 
 
-classes = (KINESICS_OT_capture_start, KINESICS_OT_capture_refit, KINESICS_OT_capture_cancel,
-           KINESICS_OT_import_rig, KINESICS_OT_apply_capture, KINESICS_OT_notify)
+classes = (KINESICS_OT_capture_start, KINESICS_OT_capture_refit, KINESICS_OT_capture_neutral,
+           KINESICS_OT_capture_cancel, KINESICS_OT_import_rig, KINESICS_OT_apply_capture, KINESICS_OT_notify)

@@ -43,6 +43,7 @@ class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
         sub = row.row(align=True)
         sub.active = settings.use_neutral_frame
         sub.prop(settings, "neutral_frame", text="")
+        row.operator("kinesics.capture_neutral", text="", icon='EYEDROPPER')
         col.prop(settings, "faces")
         col.prop(settings, "smoothing")
         col.prop(settings, "expressiveness")

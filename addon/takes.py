@@ -17,8 +17,11 @@ import numpy as np
 from bpy.props import (CollectionProperty, FloatProperty, IntProperty, IntVectorProperty, PointerProperty,
                        StringProperty)
 
+from ..core import capture_file
+from ..core.errors import KinesicsError
 from . import keyframes
 from .camera_space import ensure_camera
+from .retarget import capture_row_at
 
 EARLIER = "Earlier capture"  # a rig keyed before it had takes: its keys become this take, not lost
 _ACTION_LABELS = {"bones": "Head", "shape_keys": "Expressions", "lens": "Lens"}
@@ -81,10 +84,24 @@ def note(rig_obj: bpy.types.Object, **values: str | int) -> None:
             setattr(rig_obj.kinesics.takes[index], key, value)
 
 
-def retarget_from(scene: bpy.types.Scene, capture_file: str) -> None:
+def footage_frame_at(scene: bpy.types.Scene, rig_obj: bpy.types.Object, scene_frame: float) -> int:
+    """The footage frame the rig's showing take keyed nearest to `scene_frame`. Raises KinesicsError when the rig
+    shows no take with a capture file."""
+    index = current(rig_obj)
+    path = bpy.path.abspath(rig_obj.kinesics.takes[index].capture_file) if index is not None else ""
+    if not path or not os.path.isfile(path):
+        raise KinesicsError("The rig shows no take with a saved capture: capture (or apply a capture file) first, "
+                            "then go to a frame where the face is at rest.")
+    take = rig_obj.kinesics.takes[index]
+    capture = capture_file.load(path)
+    scene_fps = take.fps / take.fps_base if take.fps else scene.render.fps / scene.render.fps_base
+    return int(capture["frame_index"][capture_row_at(capture, scene_fps, keyframes.FIRST_FRAME, scene_frame)])
+
+
+def retarget_from(scene: bpy.types.Scene, path: str) -> None:
     """The Retarget panel reads the capture of the take the rig shows (a capture file that exists)."""
-    if capture_file and os.path.exists(bpy.path.abspath(capture_file)):
-        scene.kinesics_retarget.source = capture_file
+    if path and os.path.exists(bpy.path.abspath(path)):
+        scene.kinesics_retarget.source = path
 
 
 def _unique(rig_obj: bpy.types.Object, name: str) -> str:

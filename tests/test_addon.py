@@ -324,6 +324,31 @@ def test_takes_panel_shows_and_deletes_takes(scene, tmp_path):
     assert [t.name for t in entries] == ["walk"] and addon("takes").current(rig_obj) == 0
 
 
+def test_neutral_from_frame_names_the_footage_frame_the_take_shows(scene, tmp_path):
+    """The capture panel's Neutral from Frame reads, through the rig's showing take, which footage frame is keyed
+    at the current frame (a capture that starts at footage frame 10 and takes every second frame), and sets it as
+    the Neutral Frame a capture or refit uses; with no take on the rig it says what to do."""
+    data = synthetic_model()
+    capture = random_capture(data, frames=6, frame_index=10 + 2 * np.arange(6))
+    rig_obj = addon("animate").ensure_rig(capture, None, lambda: data, scene.collection)
+    settings = scene.kinesics
+    settings.rig = rig_obj
+    with pytest.raises(RuntimeError, match="shows no take with a saved capture"):
+        bpy.ops.kinesics.capture_neutral()
+    path = capture_file.save(tmp_path / "strided.npz", capture)
+    assert bpy.ops.kinesics.apply_capture(filepath=str(path)) == {'FINISHED'}
+    keyed = np.unique(action_keys(rig_obj, JAW)[:, 0])
+    try:
+        scene.frame_set(int(keyed[3]))
+        assert bpy.ops.kinesics.capture_neutral() == {'FINISHED'}
+        assert settings.use_neutral_frame and settings.neutral_frame == 16
+        assert addon("session")._fit_options(settings)["neutral_frame"] == 16
+        scene.frame_set(int(keyed[-1]) + 50)  # past the end: the last frame keyed
+        assert bpy.ops.kinesics.capture_neutral() == {'FINISHED'} and settings.neutral_frame == 20
+    finally:
+        settings.use_neutral_frame, settings.neutral_frame, settings.rig = False, 0, None
+
+
 def test_ict_rig_has_arkit_shape_keys_and_one_joint(scene, ict_npz):
     data = load_model_data(ict_npz).truncated(n_shape=5)
     capture = random_capture(data, frames=2, expression=np.random.default_rng(3).random((2, data.n_expression)))
@@ -578,8 +603,8 @@ def test_panels_draw_in_every_state(scene, state):
         "(7 frames)." if state == "failed" else "Done."), saved_path="/tmp/x.npz" if state != "idle" else "")
     calls = draw(bpy.types.KINESICS_PT_capture)
     ops = [c[1][0] for c in calls if c[0] == "operator"]
-    assert ops == (["kinesics.capture_cancel"] if state == "running"
-                   else ["kinesics.capture_start", "kinesics.capture_refit"])
+    assert ops == ["kinesics.capture_neutral"] + (["kinesics.capture_cancel"] if state == "running"
+                                                  else ["kinesics.capture_start", "kinesics.capture_refit"])
     if state == "running":
         progress = next(c for c in calls if c[0] == "progress")
         assert progress[2]["factor"] == pytest.approx(0.35) and "3.5 frames/s" in progress[2]["text"]
