@@ -72,15 +72,21 @@ def test_names_and_ict_mapping(ict_data):
     assert ict_to_arkit(np.ones((3, len(names))), names)[:, ARKIT_INDEX["tongueOut"]].tolist() == [0, 0, 0]
 
 
-def _known_landmarks(ict_data) -> tuple[np.ndarray, np.ndarray, Camera]:
+def _known_landmarks(ict_data, held_smile: bool = False) -> tuple[np.ndarray, np.ndarray, Camera]:
     """Landmarks (24,478,3) projected from known ICT parameters (no MediaPipe), their ARKit truth (24,52) and
-    the camera; the opening frames are neutral, the others hold two or three shapes each."""
+    the camera; the opening frames are neutral, the others hold two or three shapes each. `held_smile`: every
+    frame but the third also smiles (mouthSmile_L and _R +0.6)."""
     rng = np.random.default_rng(7)
     n_frames, size = 24, (512, 512)
     camera = Camera(900.0, 256.0, 256.0)
     weights = np.zeros((n_frames, ict_data.n_expression))
     for row in weights[4:]:
         row[rng.choice(ict_data.n_expression, rng.integers(2, 4), replace=False)] = rng.uniform(0.4, 0.9)
+    if held_smile:
+        smile = [ict_data.expression_names.index(n) for n in ("mouthSmile_L", "mouthSmile_R")]
+        weights[np.arange(n_frames) != 2, smile[0]] += 0.6
+        weights[np.arange(n_frames) != 2, smile[1]] += 0.6
+        weights = np.clip(weights, 0.0, 1.0)
     emb = landmark_embedding(ict_data)
     model = HeadModel(ict_data).subset(emb.triangles, emb.barycentric)
     tilt = rng.normal(0, 0.12, (n_frames, 3))
@@ -95,9 +101,9 @@ def _known_landmarks(ict_data) -> tuple[np.ndarray, np.ndarray, Camera]:
     return landmarks, ict_to_arkit(weights, ict_data.expression_names), camera
 
 
-def _solve_in_batches(solver, landmarks: np.ndarray, camera: Camera) -> np.ndarray:
+def _solve_in_batches(solver, landmarks: np.ndarray, camera: Camera, neutral: int | None = None) -> np.ndarray:
     valid = np.ones(len(landmarks), bool)
-    solver.prepare(landmarks, valid, (512, 512), camera)
+    solver.prepare(landmarks, valid, (512, 512), camera, neutral)
     return np.concatenate([solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
                            for a in range(0, len(landmarks), 8)])
 
@@ -115,6 +121,33 @@ def test_bounded_solve_recovers_known_weights(ict_data, bounded_solver):
     assert np.median(err[active]) < 0.35, f"median error on active channels {np.median(err[active]):.3f}"
     assert np.median(curves[truth == 0]) < 0.01
     assert np.all(curves[:, ARKIT_INDEX["tongueOut"]] == 0)
+
+
+def _landmark_displacement(ict_data, curves: np.ndarray) -> np.ndarray:
+    """(T,478,3) landmark motion ICT-FaceKit's shapes make for ARKit curves (T,52), read back through the
+    (linear) ICT-to-ARKit mapping."""
+    emb = landmark_embedding(ict_data)
+    dirs = np.einsum("lkcK,lk->lcK", ict_data.exprdirs[emb.triangles], emb.barycentric)
+    mapping = ict_to_arkit(np.eye(ict_data.n_expression), ict_data.expression_names)  # (53,52)
+    weights = np.linalg.lstsq(mapping.T, curves.T, rcond=None)[0].T
+    return np.einsum("lcK,tK->tlc", dirs, weights)
+
+
+def test_a_neutral_frame_keeps_a_held_smile_in_the_curves(ict_data, bounded_solver):
+    """A smile held through every frame but one: the basis's identity, solved from frames taken to be mostly at
+    rest, absorbs most of it. Named as the neutral, that one frame fixes the identity: the curves make more of
+    the smile's motion, and at the neutral frame they rest."""
+    landmarks, truth, camera = _known_landmarks(ict_data, held_smile=True)
+    held = np.arange(len(truth)) != 2
+    moved = _landmark_displacement(ict_data, truth)[held]
+    error = {}
+    for neutral in (None, 2):
+        curves = _solve_in_batches(bounded_solver, landmarks, camera, neutral)
+        made = _landmark_displacement(ict_data, curves)[held]
+        error[neutral] = np.linalg.norm(made - moved, axis=-1).sum() / np.linalg.norm(moved, axis=-1).sum()
+        if neutral is not None:
+            assert curves[neutral].max() < 0.15
+    assert error[2] < 0.85 * error[None], error
 
 
 def test_blended_channels_average_the_fit_and_the_geometric_measure(ict_data, basis_solver, bounded_solver):
