@@ -21,8 +21,13 @@ def _rig_poll(self, obj) -> bool:
     return is_rig(obj)
 
 
+def _new_footage(self, context) -> None:
+    """A neutral frame belongs to the footage it was read from: other footage starts without one."""
+    self.use_neutral_frame = False
+
+
 class KinesicsSceneSettings(bpy.types.PropertyGroup):
-    footage: bpy.props.StringProperty(name="Footage", subtype='FILE_PATH',
+    footage: bpy.props.StringProperty(name="Footage", subtype='FILE_PATH', update=_new_footage,
                                       description="Video of the face to capture, or one frame of an image "
                                                   "sequence (shot_0001.png stands for every shot_NNNN.png beside it)")
     frame_start: bpy.props.IntProperty(name="Start", min=0, default=0,

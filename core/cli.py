@@ -244,6 +244,9 @@ def _say_preparing(fraction: float, message: str) -> None:
 def capture(args: argparse.Namespace) -> int:
     """`kinesics capture`: one video to a capture file, or several (a batch) to a folder; returns the exit status.
     In a batch the model loads once, and a video that fails is reported and skipped: the others go on."""
+    if args.neutral_frame is not None and len(args.video) > 1:
+        raise KinesicsError("--neutral-frame names a frame of one video: capture the videos one at a time to give "
+                            "each its own neutral frame")
     jobs = _batch(args.video, Path(args.output), Path(args.preview) if args.preview else None)
     for _, output, preview in jobs:  # fail before a long capture, not after it
         _check_writable(output)

@@ -327,7 +327,8 @@ def test_takes_panel_shows_and_deletes_takes(scene, tmp_path):
 def test_neutral_from_frame_names_the_footage_frame_the_take_shows(scene, tmp_path):
     """The capture panel's Neutral from Frame reads, through the rig's showing take, which footage frame is keyed
     at the current frame (a capture that starts at footage frame 10 and takes every second frame), and sets it as
-    the Neutral Frame a capture or refit uses; with no take on the rig it says what to do."""
+    the Neutral Frame a capture or refit uses, until other footage is chosen; with no take on the rig it says what
+    to do."""
     data = synthetic_model()
     capture = random_capture(data, frames=6, frame_index=10 + 2 * np.arange(6))
     rig_obj = addon("animate").ensure_rig(capture, None, lambda: data, scene.collection)
@@ -345,8 +346,10 @@ def test_neutral_from_frame_names_the_footage_frame_the_take_shows(scene, tmp_pa
         assert addon("session")._fit_options(settings)["neutral_frame"] == 16
         scene.frame_set(int(keyed[-1]) + 50)  # past the end: the last frame keyed
         assert bpy.ops.kinesics.capture_neutral() == {'FINISHED'} and settings.neutral_frame == 20
+        settings.footage = str(tmp_path / "another take.mp4")  # the neutral frame was another footage's
+        assert not settings.use_neutral_frame
     finally:
-        settings.use_neutral_frame, settings.neutral_frame, settings.rig = False, 0, None
+        settings.use_neutral_frame, settings.neutral_frame, settings.rig, settings.footage = False, 0, None, ""
 
 
 def test_ict_rig_has_arkit_shape_keys_and_one_joint(scene, ict_npz):

@@ -188,6 +188,8 @@ def test_batch_capture_goes_on_past_a_bad_video(clip: Path, tmp_path: Path):
     assert proc.returncode == 1 and "would overwrite each other" in proc.stderr and not (tmp_path / "twins").exists()
     proc = run("capture", str(clip), str(other), "-o", str(tmp_path / "one.npz"))
     assert proc.returncode == 1 and "-o names a folder" in proc.stderr
+    proc = run("capture", str(clip), str(other), "--neutral-frame", "3", "-o", str(tmp_path / "neutral"))
+    assert proc.returncode == 1 and "capture the videos one at a time" in proc.stderr
 
 
 def test_faces_lens_smoothing_rate_and_neutral_frame_must_be_in_range(clip: Path, tmp_path: Path):
