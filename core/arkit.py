@@ -136,12 +136,12 @@ class BasisSolver(ArkitSolver):
         self.image_size = np.asarray(image_size, np.float64)
         pix = _pixels(landmarks, image_size)
         keys = spread_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes)
-        if neutral is not None:
-            keys = np.union1d(keys, [neutral])
+        resting = geometric.neutral_rows(valid, neutral) if neutral is not None else np.zeros(0, int)
+        keys = np.union1d(keys, resting)
         self.fitter.prepare(torch.zeros_like(self.fitter.shape_active))  # each clip starts from the mean face
         if len(keys):
             state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
-            self.fitter.solve_identity(state, pix[keys], camera, neutral=keys == neutral)
+            self.fitter.solve_identity(state, pix[keys], camera, neutral=np.isin(keys, resting))
         self.previous = None
 
     def solve(self, landmarks, valid, camera) -> np.ndarray:

@@ -22,6 +22,7 @@ from .errors import FootageError
 
 IPD_MM = 63.0  # assumed distance between the eye centres: sets the metric scale
 FIELD_OF_VIEW_DEG = 50.0  # assumed across the longer image side when the focal length is not given
+NEUTRAL_SPAN = 2  # frames either side of a neutral frame the user names that count as at rest too
 
 # Landmarks that expressions barely move: nose bridge and tip, eye corners, temples, cheekbones (not the
 # forehead: its skin follows the brows).
@@ -216,18 +217,24 @@ def neutral_features(points: np.ndarray) -> dict[str, np.ndarray]:
             "corner_lift": lips_mid - points[..., list(MOUTH_CORNER), 1].mean(-1)}
 
 
+def neutral_rows(valid: np.ndarray, row: int) -> np.ndarray:
+    """The rows that stand for a neutral frame the user named: it and its valid neighbours within NEUTRAL_SPAN (a
+    rest moment outlasts a frame; several frames average the landmarks' noise)."""
+    rows = np.arange(max(row - NEUTRAL_SPAN, 0), min(row + NEUTRAL_SPAN + 1, len(valid)))
+    return rows[np.asarray(valid, bool)[rows]]
+
+
 def calibrate(frames: FaceFrames, neutral_row: int | None = None) -> Calibration:
     """The actor's neutral: the frames whose mouth is closed and relaxed and whose eyes are open.
 
     Frames are ranked by how far their features lie from the quiet end of the clip's own distribution;
     the best tenth (at least 3 frames) is averaged (median). If even that neutral falls outside the range
     of neutral faces in the population, the feature is taken from the population and a warning says so.
-    `neutral_row`: a frame the user knows to be at rest, which is the neutral instead (with its valid neighbours,
-    against landmark noise).
+    `neutral_row`: a frame the user knows to be at rest, which is the neutral instead (see `neutral_rows`).
     """
     ids = np.flatnonzero(frames.valid)
     if neutral_row is not None:
-        pick = ids[np.abs(ids - neutral_row) <= 1]
+        pick = neutral_rows(frames.valid, neutral_row)
     else:
         feats = neutral_features(frames.points[ids])
         spread = {k: np.subtract(*np.percentile(v, [90, 10])) + 1e-6 for k, v in feats.items()}

@@ -25,6 +25,7 @@ from .fit import (Camera, Fitter, FitSettings, FitState, fitted_landmarks, focal
                   spread_keyframes)
 from .head_model import HeadModel
 from .arkit import ArkitSolver, ArkitStream
+from .arkit_geometric import neutral_rows
 from .arkit_names import ARKIT_NAMES
 from .builtin_capture import capture_builtin
 from .landmark_process import LandmarkProcess, chained, merged_passes
@@ -320,8 +321,8 @@ class _Run:
         valid = np.asarray(self.valid)
         keys = spread_keyframes(pix, valid, self.engine.settings.fit.identity_keyframes)
         neutral = self._neutral_row()
-        if neutral is not None:
-            keys = np.union1d(keys, [neutral])
+        resting = neutral_rows(valid, neutral) if neutral is not None else np.zeros(0, int)
+        keys = np.union1d(keys, resting)
         # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one).
         fitter.prepare(torch.zeros(len(fitter.shape_cols), dtype=fitter.dtype, device=fitter.device))
         # Without a known lens, start from a typical one; the identity solve refines it with the shape.
@@ -329,7 +330,8 @@ class _Run:
         camera = Camera(float(focal), w / 2.0, h / 2.0)
         state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
         state, self.camera = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.plan.focal_px,
-                                                   neutral=keys == neutral, expression_prior=self.expression_prior)
+                                                   neutral=np.isin(keys, resting),
+                                                   expression_prior=self.expression_prior)
         self.seeds = (keys, state)
         focal = self.camera.focal
         solver = self.engine.arkit_solver
