@@ -158,13 +158,19 @@ def read_timed_frames(path: str | os.PathLike, start: int = 0, end: int | None =
         expected = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         index = 0
         first_ms = float("nan")
+        grabbed = False  # the capture already holds frame `index` (after a seek)
         while end is None or index < end:
             wanted = index >= start and (index - start) % stride == 0
-            ok = cap.grab()
-            if not ok:
+            if not grabbed and not cap.grab():
                 break
+            grabbed = False
             if index == 0:
                 first_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+                moved = _seek(path, start, first_ms) if start > 1 and isinstance(cap, cv2.VideoCapture) else None
+                if moved is not None:  # a later segment: no need to decode every frame before it
+                    cap.release()
+                    cap, index, grabbed = moved, start, True
+                    continue
             if wanted:
                 seconds = (cap.get(cv2.CAP_PROP_POS_MSEC) - first_ms) / 1000.0
                 ok, frame = cap.retrieve()
@@ -182,6 +188,52 @@ def read_timed_frames(path: str | os.PathLike, start: int = 0, end: int | None =
             raise FootageError(f"{path}: holds no decodable frame (empty or damaged video).")
     finally:
         cap.release()
+
+
+TIMESTAMP_TOLERANCE_MS = 0.5  # a frame's timestamp as OpenCV and as the container's packets give it
+
+
+def presentation_ms(path: str | os.PathLike) -> np.ndarray | None:
+    """(N,) every frame's timestamp in milliseconds after the stream's start, in presentation order, as OpenCV's
+    CAP_PROP_POS_MSEC gives it, read from the video's packets alone (PyAV demuxes without decoding: a fraction of
+    a second for a long clip). None where PyAV is missing or cannot read the file, or a frame has no timestamp."""
+    try:
+        import av
+    except ImportError:
+        return None
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            pts = [packet.pts for packet in container.demux(stream) if packet.size > 0]
+            start, base = stream.start_time or 0, float(stream.time_base)
+    except (av.FFmpegError, IndexError):
+        return None
+    if not pts or any(p is None for p in pts):
+        return None
+    return (np.sort(np.asarray(pts, np.float64)) - start) * base * 1000.0
+
+
+def _seek(path: str | os.PathLike, frame: int, first_ms: float) -> cv2.VideoCapture | None:
+    """A capture of the video at `path` that has just grabbed frame `frame` (presentation order, as counted by
+    grabbing every frame from the first), reached by seeking; None where that cannot be verified against the
+    container's timestamps (see `presentation_ms`). OpenCV numbers frames by timestamp times the average frame
+    rate: exact for constant-rate footage, early or late for variable-rate footage, where this grabs forward from
+    an earlier seek."""
+    times = presentation_ms(path)
+    if times is None or frame >= len(times) or not abs(times[0] - first_ms) <= TIMESTAMP_TOLERANCE_MS:
+        return None
+    cap = _open(path)
+    for lead in (0, 8, 64, 512):  # frames to seek short of `frame` where the last seek overshot it
+        cap.set(cv2.CAP_PROP_POS_FRAMES, max(frame - lead, 0))
+        while cap.grab():
+            ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+            landed = int(np.argmin(np.abs(times - ms)))
+            if not abs(times[landed] - ms) <= TIMESTAMP_TOLERANCE_MS or landed > frame:
+                break
+            if landed == frame:
+                return cap
+    cap.release()
+    return None
 
 
 SNAP = 0.02  # of a frame: timestamps this close to frame_index / fps are that, exactly (constant-rate footage)

@@ -249,3 +249,33 @@ def test_frames_are_timed_by_the_footage_timestamps(clip: Path, variable_rate_cl
                                err_msg="a frame is never placed before the one it follows")
     cv2.imwrite(str(tmp_path / "f_0001.png"), steady[0][2])
     assert np.isnan(next(read_timed_frames(tmp_path / "f_0001.png"))[1])
+
+
+def test_a_range_that_starts_late_is_reached_by_seeking_to_the_same_frames(clip: Path, variable_rate_clip,
+                                                                          monkeypatch):
+    """A range that starts mid-clip (a later segment of a long capture) is reached by seeking instead of decoding
+    every frame before it, checked against the container's own timestamps: the same frames, pixels and times as
+    reading from the first frame, on constant-rate footage and on variable-rate footage (where OpenCV's seek by
+    frame number lands elsewhere and is corrected). Without those timestamps (no PyAV) frames are read one by one,
+    to the same result."""
+    import core.video as video
+
+    for path, starts in ((clip, (30, 201, 350)), (variable_rate_clip[0], (17, 30, 41, 55))):
+        every = list(read_timed_frames(path))
+        cap = cv2.VideoCapture(str(path))
+        cap.grab()
+        first_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+        for start in starts:
+            moved = video._seek(path, start, first_ms)
+            assert moved is not None, (path, start)
+            assert np.array_equal(moved.retrieve()[1], every[start][2]), (path, start)
+            part = list(read_timed_frames(path, start, start + 10, 3))
+            assert [i for i, _, _ in part] == list(range(start, min(start + 10, len(every)), 3))
+            for index, seconds, frame in part:
+                assert seconds == every[index][1] and np.array_equal(frame, every[index][2]), (path, index)
+    with monkeypatch.context() as patch:
+        patch.setattr(video, "presentation_ms", lambda path: None)
+        assert video._seek(clip, 201, 0.0) is None
+        part = list(read_timed_frames(clip, 201, 205))
+    assert [i for i, _, _ in part] == [201, 202, 203, 204]
+    assert np.array_equal(part[0][2], dict(read_frames(clip, 201, 202))[201])
