@@ -25,7 +25,7 @@ from .fit import (Camera, Fitter, FitSettings, FitState, fitted_landmarks, focal
                   spread_keyframes)
 from .head_model import HeadModel
 from .arkit import ArkitSolver, ArkitStream
-from .arkit_geometric import neutral_rows
+from .arkit_geometric import NEUTRAL_SPAN, neutral_rows
 from .arkit_names import ARKIT_NAMES
 from .builtin_capture import capture_builtin
 from .landmark_process import LandmarkProcess, chained, merged_passes
@@ -287,8 +287,10 @@ class _Run:
     def add(self, index: int, lms: np.ndarray | None, size: tuple[int, int], seconds: float = float("nan")) -> None:
         self.record(index, lms, size, seconds)
         # Identity needs faces, not frames: footage often opens on an empty set or a slate.
+        # A named neutral frame fixes the shape with the frames either side of it: they must have arrived.
         neutral = self.plan.neutral_frame
-        if self.header is None and self.faces >= self.plan.identity_window and (neutral is None or index >= neutral):
+        arrived = neutral is None or index >= neutral + NEUTRAL_SPAN * self.plan.stride
+        if self.header is None and self.faces >= self.plan.identity_window and arrived:
             self.start_fit()
         if self.header is not None:
             self.advance(final=False)
