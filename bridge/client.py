@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +38,15 @@ __all__ = ["WorkerClient", "CaptureAccumulator", "BridgeError", "WorkerDied"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OUTPUT_LINES = 40
+# MediaPipe's start-up notes (absl warnings and infos, TensorFlow Lite's delegate notice): every landmark process
+# prints them, and kept they would push the worker's own lines, and a traceback, out of the tail a user is shown.
+_STARTUP_NOISE = re.compile(r"^(?:[WI]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] |INFO: Created TensorFlow Lite "
+                            r"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+
+
+def kept_output(line: str) -> bool:
+    """Whether a line of the worker's output belongs in the tail kept for the user (not MediaPipe's notes)."""
+    return _STARTUP_NOISE.match(line) is None
 
 
 class _Waiter:
@@ -141,7 +151,8 @@ class WorkerClient:
     def _drain_output(self, process: subprocess.Popen, ready: queue.Queue) -> None:
         for raw in process.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
-            self._output.append(line)
+            if kept_output(line):
+                self._output.append(line)
             if line.startswith("{") and '"kinesics_worker"' in line:
                 try:
                     ready.put(json.loads(line))

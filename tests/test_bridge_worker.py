@@ -14,7 +14,7 @@ import pytest
 
 from bridge import PROTOCOL_VERSION, protocol
 from bridge.auth import read_token
-from bridge.client import BridgeError, WorkerClient, WorkerDied
+from bridge.client import BridgeError, WorkerClient, WorkerDied, kept_output
 
 AUTH_TIMEOUT = 1.0
 
@@ -168,3 +168,18 @@ def test_worker_that_cannot_start_says_why(worker):
     assert err.value.code == "worker_died"
     with pytest.raises(WorkerDied, match="Cannot run the worker's Python"):
         WorkerClient.start("/nonexistent/python3")
+
+
+def test_the_kept_output_leaves_out_mediapipes_start_up_notes():
+    """Every landmark process prints MediaPipe's notes as it starts; the tail of output a user is shown when the
+    worker dies keeps the worker's own lines, errors and tracebacks instead."""
+    noise = ["W0000 00:00:1795361970.251935    5404 inference_feedback_manager.cc:114] Feedback manager requires a "
+             "model with a single signature inference. Disabling support for feedback tensors.",
+             "I0000 00:00:1795361970.25    77 gl_context.cc:369] GL version: 3.2",
+             "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
+             "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"]
+    kept = ["kinesics worker: job 3: face.mp4 frames 0 to the end, stride 1, on cpu",
+            "E0000 00:00:1795361970.251935    5404 calculator_graph.cc:887] INTERNAL: a real failure",
+            "Traceback (most recent call last):", '{"kinesics_worker": "ready", "port": 40000}']
+    assert not any(kept_output(line) for line in noise)
+    assert all(kept_output(line) for line in kept)
