@@ -37,7 +37,7 @@ from .errors import BridgeError, ProtocolError, WorkerDied
 __all__ = ["WorkerClient", "CaptureAccumulator", "BridgeError", "WorkerDied"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-OUTPUT_LINES = 40
+OUTPUT_LINES = 100
 # MediaPipe's start-up notes (absl warnings and infos, TensorFlow Lite's delegate notice): every landmark process
 # prints them, and kept they would push the worker's own lines, and a traceback, out of the tail a user is shown.
 _STARTUP_NOISE = re.compile(r"^(?:[WI]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] |INFO: Created TensorFlow Lite "
