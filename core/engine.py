@@ -345,7 +345,10 @@ class _Run:
                        "model": self.engine.model_name, "model_hash": self.engine.data.content_hash,
                        "shape": fitter.shape_vector(), "focal_px": float(focal), "cx": w / 2.0, "cy": h / 2.0,
                        "expression_names": np.array(self._expression_names()), "n_frames": self.total,
-                       "n_expression": fitter.n_expression_out, "arkit_names": np.array(ARKIT_NAMES)}
+                       "n_expression": fitter.n_expression_out, "arkit_names": np.array(ARKIT_NAMES),
+                       "expressiveness": float(self.plan.expressiveness)}
+        if neutral is not None:
+            self.header["neutral_frame"] = int(self.indices[neutral])
         if self.on_header:
             self.on_header(dict(self.header))
 
@@ -501,8 +504,11 @@ class _BuiltinRun(_Run):
         if self.plan.expressiveness != 1.0:
             self.warnings.append("expressiveness applies to fitted head models (FLAME, ICT-FaceKit): the built-in "
                                  "rig's shape keys follow the landmarks as they are measured")
-        capture = capture_builtin(track, self.plan.focal_px, self.plan.smoothing, self._neutral_row())
+        neutral = self._neutral_row()
+        capture = capture_builtin(track, self.plan.focal_px, self.plan.smoothing, neutral)
         capture["time_s"] = self.times(0, self.n_frames)
+        if neutral is not None:
+            capture["neutral_frame"] = int(self.indices[neutral])
         per_frame = set(capture_file.PER_FRAME + capture_file.OPTIONAL_PER_FRAME)
         self.header = {k: v for k, v in capture.items() if k not in per_frame}
         self.header["n_frames"] = self.total

@@ -405,7 +405,7 @@ def test_a_neutral_frame_keeps_a_held_smile_out_of_the_face_shape(engine: Captur
     smile becomes the face's shape and the relaxed frames after it are fitted badly (their mouth pulled into a
     frown the shape keys cannot make). Naming a relaxed frame takes the shape from it: the relaxed frames fit,
     and the smiling ones hold more smile. A neutral frame outside the clip is refused; one without a face is
-    noted and the faces up to it serve."""
+    noted and the faces up to it serve. The capture records the neutral frame and the expressiveness it used."""
     track, clean, expression, camera = held_smile(engine)
     lips = [i for i in sorted({i for edge in FACEMESH_LIPS for i in edge}) if landmark_embedding(engine.data).valid[i]]
     errors, smiles = {}, {}
@@ -414,6 +414,7 @@ def test_a_neutral_frame_keeps_a_held_smile_out_of_the_face_shape(engine: Captur
         points, _ = landmark_points(engine, capture)
         errors[neutral] = np.linalg.norm(project(points, capture) - clean, axis=-1)[30:, lips].mean()
         smiles[neutral] = (capture["expression"][:30] * (expression[:30] > 0)).sum(1).mean()
+        assert capture.get("neutral_frame") == neutral and capture["expressiveness"] == 4.0  # the file says so
     assert errors[None] > 2.5 * errors[45], errors
     assert smiles[45] > 2 * smiles[None], smiles
     with pytest.raises(SettingError, match="neutral frame 60 lies outside"):

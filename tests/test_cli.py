@@ -127,6 +127,7 @@ def test_neutral_frame_and_expressiveness_reach_the_capture(clip: Path, tmp_path
     track = LandmarkTrack.from_capture(capture)
     named, default = (capture_builtin(track, float(capture["focal_px"]), neutral_row=row) for row in (10, None))
     np.testing.assert_allclose(capture["arkit"], named["arkit"], atol=1e-6)
+    assert int(capture["neutral_frame"]) == 10 and "expressiveness" not in capture
     assert np.abs(capture["arkit"] - default["arkit"]).max() > 1e-2
     assert "expressiveness applies to fitted head models" in proc.stdout
 
