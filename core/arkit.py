@@ -22,7 +22,7 @@ from . import arkit_geometric as geometric
 from .arkit_names import ARKIT_NAMES, ict_to_arkit, ict_to_arkit_name
 from .embedding import landmark_embedding
 from .errors import ModelFileError
-from .fit import Camera, Fitter, FitSettings, FitState, landmark_weights, spread_keyframes
+from .fit import Camera, Fitter, FitSettings, FitState, identity_keyframes, landmark_weights
 from .head_model import HeadModel
 from .ict_install import NPZ_NAME, install_dir
 from .model_data import HeadModelData, load_model_data
@@ -135,13 +135,12 @@ class BasisSolver(ArkitSolver):
             self.note = " ".join([lead] + warnings) if warnings else ""
         self.image_size = np.asarray(image_size, np.float64)
         pix = _pixels(landmarks, image_size)
-        keys = spread_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes)
-        resting = geometric.neutral_rows(valid, neutral) if neutral is not None else np.zeros(0, int)
-        keys = np.union1d(keys, resting)
+        keys, at_rest = identity_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes,
+                                           geometric.neutral_rows(valid, neutral))
         self.fitter.prepare(torch.zeros_like(self.fitter.shape_active))  # each clip starts from the mean face
         if len(keys):
             state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
-            self.fitter.solve_identity(state, pix[keys], camera, neutral=np.isin(keys, resting))
+            self.fitter.solve_identity(state, pix[keys], camera, neutral=at_rest)
         self.previous = None
 
     def solve(self, landmarks, valid, camera) -> np.ndarray:

@@ -217,9 +217,11 @@ def neutral_features(points: np.ndarray) -> dict[str, np.ndarray]:
             "corner_lift": lips_mid - points[..., list(MOUTH_CORNER), 1].mean(-1)}
 
 
-def neutral_rows(valid: np.ndarray, row: int) -> np.ndarray:
+def neutral_rows(valid: np.ndarray, row: int | None) -> np.ndarray:
     """The rows that stand for a neutral frame the user named: it and its valid neighbours within NEUTRAL_SPAN (a
-    rest moment outlasts a frame; several frames average the landmarks' noise)."""
+    rest moment outlasts a frame; several frames average the landmarks' noise). None (none named): no rows."""
+    if row is None:
+        return np.zeros(0, int)
     rows = np.arange(max(row - NEUTRAL_SPAN, 0), min(row + NEUTRAL_SPAN + 1, len(valid)))
     return rows[np.asarray(valid, bool)[rows]]
 

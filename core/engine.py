@@ -21,8 +21,8 @@ import torch
 from . import capture_file
 from .embedding import landmark_embedding
 from .errors import CaptureCancelled, FootageError, SettingError
-from .fit import (Camera, Fitter, FitSettings, FitState, fitted_landmarks, focal_from_lens, landmark_weights,
-                  spread_keyframes)
+from .fit import (Camera, Fitter, FitSettings, FitState, fitted_landmarks, focal_from_lens, identity_keyframes,
+                  landmark_weights)
 from .head_model import HeadModel
 from .arkit import ArkitSolver, ArkitStream
 from .arkit_geometric import NEUTRAL_SPAN, neutral_rows
@@ -321,10 +321,9 @@ class _Run:
         w, h = self.image_size
         pix = self.pixels(slice(0, self.n_frames))
         valid = np.asarray(self.valid)
-        keys = spread_keyframes(pix, valid, self.engine.settings.fit.identity_keyframes)
         neutral = self._neutral_row()
-        resting = neutral_rows(valid, neutral) if neutral is not None else np.zeros(0, int)
-        keys = np.union1d(keys, resting)
+        keys, at_rest = identity_keyframes(pix, valid, self.engine.settings.fit.identity_keyframes,
+                                           neutral_rows(valid, neutral))
         # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one).
         fitter.prepare(torch.zeros(len(fitter.shape_cols), dtype=fitter.dtype, device=fitter.device))
         # Without a known lens, start from a typical one; the identity solve refines it with the shape.
@@ -332,8 +331,7 @@ class _Run:
         camera = Camera(float(focal), w / 2.0, h / 2.0)
         state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
         state, self.camera = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.plan.focal_px,
-                                                   neutral=np.isin(keys, resting),
-                                                   expression_prior=self.expression_prior)
+                                                   neutral=at_rest, expression_prior=self.expression_prior)
         self.seeds = (keys, state)
         focal = self.camera.focal
         solver = self.engine.arkit_solver

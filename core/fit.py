@@ -45,6 +45,14 @@ def spread_keyframes(pix: np.ndarray, valid: np.ndarray, count: int) -> np.ndarr
     return idx[np.sort(chosen)]
 
 
+def identity_keyframes(pix: np.ndarray, valid: np.ndarray, count: int, resting: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Keyframes of an identity solve: up to `count` spread ones (`spread_keyframes`) and the rows `resting`, known
+    to show the face at rest. Returns their indices (K,) and which of them are at rest (K,) bool."""
+    keys = np.union1d(spread_keyframes(pix, valid, count), resting)
+    return keys, np.isin(keys, resting)
+
+
 def fitted_landmarks(valid: np.ndarray, stride: int = 2) -> np.ndarray:
     """Which embedded landmarks the fit uses (478,) bool: every point of the expressive contours (lips,
     eyes, brows, irises, face oval) and every `stride`-th of the dense rest, which is redundant for pose
