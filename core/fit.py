@@ -140,17 +140,6 @@ def focal_from_lens(lens_mm: float, image_size: tuple[int, int]) -> float:
     return float(lens_mm) / SENSOR_MM * max(image_size)
 
 
-def _rotation_columns(moved: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
-    """d(points)/d(increment) for a rotation increment in a joint's frame: (frame e_i) x moved for i = 0..2.
-
-    moved (B,L,3) points relative to the joint, frame (B,3,3) the joint's world rotation -> (B,L,3,3),
-    computed as -[moved]_x @ frame."""
-    x, y, z = moved.unbind(-1)
-    zero = torch.zeros_like(x)
-    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(*moved.shape[:2], 3, 3)
-    return -(skew @ frame[:, None])
-
-
 @dataclass
 class Fitter:
     """Fits one head model to landmark tracks. Build once per model; `prepare(shape)` bakes an identity."""
@@ -200,6 +189,8 @@ class Fitter:
                 if k in chain:
                     below.add(j)
             self.carried.append(sorted(below))
+        # (L,) per fitted joint: the share of each point's skinning that moves with it
+        self.carried_share = [self.weights_l[:, below].sum(1) for below in self.carried]
         self.w = torch.as_tensor(self.landmark_weights[self.ids], dtype=self.dtype, device=self.device)
         # Priors are scaled by how far (RMS over landmarks, metres) one unit of each column moves the face.
         self.shape_scale = self.shapedirs_l.pow(2).sum(1).mean(0).sqrt()
@@ -227,17 +218,28 @@ class Fitter:
 
     # ---- forward on the landmarks ----------------------------------------------------------------------
     def _forward(self, state: FitState):
-        """Camera-space points (B,L,3), per-joint carried points (B,J,L,3), world rotations (B,J,3,3) and
-        posed joint positions (B,J,3), both before translation."""
+        """Camera-space points (B,L,3) and what their Jacobian needs: each point's blended skinning rotation
+        (B,L,3,3), and per fitted joint its world rotation (B,3,3) and the points relative to it, scaled by the
+        share of their skinning it carries (B,L,3)."""
         shaped = self.base + torch.einsum("lck,bk->blc", self.exprdirs_l, state.expr)
         joints = self.joint_base + torch.einsum("jck,bk->bjc", self.joint_exprdirs, state.expr)
         if self.posedirs_l.shape[2]:
             shaped = shaped + torch.einsum("lcp,bp->blc", self.posedirs_l, pose_feature(state.rotations))
         posed_joints, transforms = rigid_transforms(state.rotations, joints, self.parents)
-        per_joint = transforms[:, :, None, :3, :3] @ shaped[:, None, :, :, None]
-        per_joint = per_joint[..., 0] + transforms[:, :, None, :3, 3]  # (B,J,L,3)
-        pts = torch.einsum("lj,bjlc->blc", self.weights_l, per_joint)
-        return pts + state.trans[:, None], per_joint, transforms[:, :, :3, :3], posed_joints
+        rigid = transforms[:, :, :3, :]  # (B,J,3,4)
+        # Blend the transforms, then apply them (as smplx does): one transform per point, not one per joint.
+        blend = torch.einsum("lj,bjrc->blrc", self.weights_l, rigid)
+        column = shaped[..., None]
+        pts = (blend[..., :3] @ column)[..., 0] + blend[..., 3]
+        carried = []
+        for k, below, share in zip(self.fit_joints, self.carried, self.carried_share):
+            if len(below) == rigid.shape[1]:  # the root carries every point whole
+                moved = pts
+            else:
+                part = torch.einsum("lj,bjrc->blrc", self.weights_l[:, below], rigid[:, below])
+                moved = (part[..., :3] @ column)[..., 0] + part[..., 3]
+            carried.append(moved - share[:, None] * posed_joints[:, k, None])
+        return pts + state.trans[:, None], blend[..., :3], rigid[:, self.fit_joints, :, :3], carried
 
     def project_points(self, state: FitState, camera: Camera) -> torch.Tensor:
         return camera.project(self._forward(state)[0])
@@ -283,15 +285,8 @@ class Fitter:
                                with_shape: bool = False, with_focal: bool = False):
         """Pixel residuals (B,L,2), Jacobian (B,L,2,P) over [joint rotation increments (3 per fitted joint),
         translation, expression(, shape)(, log focal length)], and depth (B,L)."""
-        pts, per_joint, world_rot, posed_joints = self._forward(state)
+        pts, rot_world, frames, carried = self._forward(state)
         b, n = pts.shape[:2]
-        cols = []
-        for k, carried in zip(self.fit_joints, self.carried):
-            # A rotation increment d in joint k's frame turns what it carries about the joint, world axis R_k d.
-            moved = torch.einsum("lj,bjlc->blc", self.weights_l[:, carried], per_joint[:, carried]
-                                 - posed_joints[:, k, None, None, :])
-            cols.append(_rotation_columns(moved, world_rot[:, k]))
-        d_rot = torch.cat(cols, -1)  # (B,L,3,R)
         z = pts[..., 2].clamp(min=1e-4)
         f = camera.focal
         proj = torch.stack([f * pts[..., 0] / z + camera.cx, f * pts[..., 1] / z + camera.cy], -1)
@@ -300,12 +295,15 @@ class Fitter:
         d_proj[..., 0, 2] = -f * pts[..., 0] / z ** 2
         d_proj[..., 1, 1] = f / z
         d_proj[..., 1, 2] = -f * pts[..., 1] / z ** 2
-        rot_world = (self.weights_l @ world_rot.reshape(b, -1, 9)).view(b, n, 3, 3)
+        # A rotation increment d in a joint's frame R turns a point it carries (m, about the joint) by
+        # (R d) x m; through the projection's row a that is (m x a) . R d: one cross product per row, then R.
+        d_rot = torch.cat([(torch.linalg.cross(m[:, :, None].expand(-1, -1, 2, -1), d_proj, dim=-1)
+                            .view(b, n * 2, 3) @ frame).view(b, n, 2, 3) for m, frame in zip(carried, frames.unbind(1))], -1)
         d_skin = d_proj @ rot_world  # (B,L,2,3)
         # Basis columns: one small matmul per landmark, (B*2,3) @ (3,K), batched over landmarks.
         per_landmark = d_skin.permute(1, 0, 2, 3).reshape(n, b * 2, 3)
         basis = lambda dirs: (per_landmark @ dirs).view(n, b, 2, -1).permute(1, 0, 2, 3)  # noqa: E731
-        blocks = [d_proj @ d_rot, d_proj, basis(self.exprdirs_l)]
+        blocks = [d_rot, d_proj, basis(self.exprdirs_l)]
         if with_shape:
             blocks.append(basis(self.shapedirs_l))
         if with_focal:  # d proj / d log f: the offset from the principal point

@@ -10,11 +10,14 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import threading
+from contextlib import closing
 from typing import Iterator
 
 import numpy as np
 
 from .errors import KinesicsError
+
+DECODE_AHEAD = 3  # frames decoded ahead of MediaPipe (a 1080p frame is 6 MB)
 
 # frame number, landmarks (None: no face), (width, height), timestamp in seconds
 Item = tuple[int, np.ndarray | None, tuple[int, int], float]
@@ -26,7 +29,7 @@ def _serve(conn, stop) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it cancels the job)
     from .landmarks import FaceMeshTracker
-    from .video import read_timed_frames
+    from .video import read_ahead, read_timed_frames
 
     while True:
         try:
@@ -43,10 +46,11 @@ def _serve(conn, stop) -> None:
         sender.start()
         try:
             tracker = FaceMeshTracker(max_faces, mirrored=mirrored)
-            for index, seconds, frame in read_timed_frames(video, start, end, stride, warnings):
-                if stop.is_set():
-                    break
-                outbox.put(("frame", index, tracker(frame), (frame.shape[1], frame.shape[0]), seconds))
+            with closing(read_ahead(read_timed_frames(video, start, end, stride, warnings), DECODE_AHEAD)) as frames:
+                for index, seconds, frame in frames:
+                    if stop.is_set():
+                        break
+                    outbox.put(("frame", index, tracker(frame), (frame.shape[1], frame.shape[0]), seconds))
             outbox.put(("end", warnings))
         except Exception as err:  # reported to the parent, which raises it there
             reported = err if isinstance(err, KinesicsError) else KinesicsError(f"{type(err).__name__}: {err}")

@@ -4,10 +4,12 @@ shot_NNNN.png beside it), read in frame-number order."""
 from __future__ import annotations
 
 import os
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import cv2
 import numpy as np
@@ -188,6 +190,53 @@ def read_timed_frames(path: str | os.PathLike, start: int = 0, end: int | None =
             raise FootageError(f"{path}: holds no decodable frame (empty or damaged video).")
     finally:
         cap.release()
+
+
+T = TypeVar("T")
+
+
+def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """`items` (decoded frames), produced in a thread of their own up to `depth` ahead of the consumer: OpenCV
+    decodes without Python's lock, so the next frames decode while the consumer runs MediaPipe on this one. An
+    error is raised to the consumer in its place; closing this iterator stops the thread and closes `items`."""
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(message: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(message, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((True, item)):
+                    return
+            offer((False, None))
+        except Exception as err:  # noqa: BLE001 - handed to the consumer, which raises it
+            offer((False, err))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, daemon=True, name="kinesics-decode")
+    thread.start()
+    try:
+        while True:
+            more, item = ahead.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 TIMESTAMP_TOLERANCE_MS = 0.5  # a frame's timestamp as OpenCV and as the container's packets give it

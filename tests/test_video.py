@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.errors import FootageError
-from core.video import frame_numbers, frame_times, probe, read_frames, read_timed_frames
+from core.video import frame_numbers, frame_times, probe, read_ahead, read_frames, read_timed_frames
 
 # MP4 boxes that only hold other boxes, on the way from moov down to the chunk offset tables.
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"dinf"}
@@ -179,6 +180,48 @@ def test_truncated_file_keeps_the_frames_before_the_damage(clip: Path, tmp_path:
     for index, frame in frames[:-1]:  # the last frame may be partly decoded
         assert np.array_equal(frame, reference[index])
     assert len(warnings) == 1 and "truncated" in warnings[0] and str(cut) in warnings[0]
+
+
+def test_reading_ahead_gives_the_same_frames_and_the_damage_after_them(clip: Path, tmp_path: Path):
+    """Frames decoded in a thread ahead of their use: the same frames, times and notes in order; an error comes
+    where it happened, after the frames before it."""
+    reference = list(read_timed_frames(clip, 0, 60, 2))
+    ahead = list(read_ahead(read_timed_frames(clip, 0, 60, 2), 3))
+    assert [(i, t) for i, t, _ in ahead] == [(i, t) for i, t, _ in reference]
+    assert all(np.array_equal(a[2], r[2]) for a, r in zip(ahead, reference))
+
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart(clip.read_bytes())[:len(clip.read_bytes()) // 2])
+    warnings: list[str] = []
+    assert len(list(read_ahead(read_timed_frames(cut, 0, None, 1, warnings), 3))) > 50
+    assert len(warnings) == 1 and "truncated" in warnings[0]
+
+    def failing():
+        yield from read_timed_frames(clip, 0, 5)
+        raise FootageError("damaged")
+
+    got = []
+    with pytest.raises(FootageError, match="damaged"):
+        for index, _, _ in read_ahead(failing(), 2):
+            got.append(index)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_reading_ahead_stops_when_its_consumer_does(clip: Path):
+    """Closing the reader early stops its thread and closes the decoder (the landmark process stops a job so)."""
+    closed = threading.Event()
+
+    def frames():
+        try:
+            yield from read_timed_frames(clip)
+        finally:
+            closed.set()
+
+    before = threading.active_count()
+    reader = read_ahead(frames(), 2)
+    assert next(reader)[0] == 0
+    reader.close()
+    assert closed.is_set() and threading.active_count() == before
 
 
 def _write_sequence(clip: Path, folder: Path, names: list[str]) -> list[np.ndarray]:
