@@ -311,14 +311,14 @@ class Fitter:
             blocks.append((proj - centre)[..., None])
         return proj - target, torch.cat(blocks, -1), z
 
-    def _prior(self, state: FitState, px_per_m: torch.Tensor, expression_prior: float | torch.Tensor | None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Diagonal prior weights (B,P) and the prior's gradient (B,P), in pixel^2 units. px_per_m (B,1): the
-        face's image scale, which the joint priors (set at the reference scale) follow; expression_prior: in place
-        of the settings' per-frame one, for every frame (a float) or each its own ((B,1))."""
+    def _prior(self, state: FitState, angles: torch.Tensor, px_per_m: torch.Tensor,
+               expression_prior: float | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diagonal prior weights (B,P) and the prior's gradient (B,P), in pixel^2 units. angles (B,J,3): the
+        state's axis-angles; px_per_m (B,1): the face's image scale, which the joint priors (set at the reference
+        scale) follow; expression_prior: in place of the settings' per-frame one, for every frame (a float) or
+        each its own ((B,1))."""
         s = self.settings
         b = state.rotations.shape[0]
-        angles = state.axis_angles()
         joint_scale = (px_per_m / s.reference_px_per_m) ** 2
         diag, grad = [], []
         for k in self.fit_joints:
@@ -334,12 +334,11 @@ class Fitter:
         grad += [zeros, expr_lam * state.expr]
         return torch.cat(diag, 1), torch.cat(grad, 1)
 
-    def _vergence(self, h: torch.Tensor, g: torch.Tensor, state: FitState, face_scale: torch.Tensor) -> None:
-        """Couple the two eyes' yaw and pitch (in place): penalise their difference. face_scale (B,): the face's
-        image scale relative to the reference."""
+    def _vergence(self, h: torch.Tensor, g: torch.Tensor, angles: torch.Tensor, face_scale: torch.Tensor) -> None:
+        """Couple the two eyes' yaw and pitch (in place): penalise their difference. angles (B,J,3) axis-angles,
+        face_scale (B,): the face's image scale relative to the reference."""
         if "left_eye" not in self.names:
             return
-        angles = state.axis_angles()
         left, right = self.names.index("left_eye"), self.names.index("right_eye")
         i0, j0 = 3 * self.fit_joints.index(left), 3 * self.fit_joints.index(right)
         lam = self.settings.vergence_prior * face_scale ** 2
@@ -355,10 +354,9 @@ class Fitter:
 
     def _apply(self, state: FitState, step: torch.Tensor) -> FitState:
         rotations = state.rotations.clone()
-        b = len(step)
-        for n, k in enumerate(self.fit_joints):
-            delta = batch_rodrigues(step[:, 3 * n:3 * n + 3].reshape(-1, 3)).reshape(b, 3, 3)
-            rotations[:, k] = rotations[:, k] @ delta
+        b, n = len(step), len(self.fit_joints)
+        delta = batch_rodrigues(step[:, :3 * n].reshape(-1, 3)).reshape(b, n, 3, 3)
+        rotations[:, self.fit_joints] = rotations[:, self.fit_joints] @ delta
         if "jaw" in self.names:
             # A jaw cannot close past its rest pose: keep FLAME's opening angle (about +x) non-negative.
             k = self.names.index("jaw")
@@ -397,15 +395,16 @@ class Fitter:
         px_per_m = (camera.focal / depth.mean(1))[:, None]
         face_scale = px_per_m / s.reference_px_per_m
         robust = 1.0 / (1.0 + (res.norm(dim=-1) / (s.robust_px * face_scale)) ** 2)
-        jw = (jac * (self.w * robust * frame_weight[:, None])[..., None, None]).flatten(1, 2).transpose(1, 2)
-        h = jw @ jac.flatten(1, 2)
-        g = (jw @ res.flatten(1, 2)[..., None])[..., 0]
-        prior_diag, prior_grad = self._prior(state, px_per_m, expression_prior)
+        weight = (self.w * robust * frame_weight[:, None])[..., None, None]
+        h = (jac * weight).flatten(1, 2).transpose(1, 2) @ jac.flatten(1, 2)
+        g = ((weight[..., 0] * res).flatten(1, 2)[:, None] @ jac.flatten(1, 2))[:, 0]  # 10x faster than J^T r
+        angles = state.axis_angles()
+        prior_diag, prior_grad = self._prior(state, angles, px_per_m, expression_prior)
         n = prior_diag.shape[1]
         diag = torch.arange(n, device=self.device)
         g[:, :n] += prior_grad
         h[:, diag, diag] += prior_diag + s.damping * h[:, diag, diag] + 1e-6
-        self._vergence(h, g, state, face_scale[:, 0])
+        self._vergence(h, g, angles, face_scale[:, 0])
         return h, g, depth
 
     def _solve_batch(self, state: FitState, pix: np.ndarray, valid: np.ndarray, camera: Camera,

@@ -114,6 +114,16 @@ def _open(path: str | os.PathLike) -> cv2.VideoCapture | _ImageSequence:
     return cap
 
 
+def frame_count(path: str | os.PathLike) -> int:
+    """The number of frames the footage announces (0: none announced), without decoding any; fails clearly as
+    `probe` does for a missing, empty or unreadable file."""
+    cap = _open(path)
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+
+
 def probe(path: str | os.PathLike) -> FootageInfo:
     """Read the container's frame rate, size and rotation; fails clearly when no frame decodes."""
     cap = _open(path)

@@ -254,6 +254,17 @@ def test_cancel_keeps_every_frame_handed_out(engine: CaptureEngine, footage: Pat
         assert np.array_equal(partial[key], assembled[key]), key
 
 
+def test_a_lens_refused_after_the_landmark_jobs_started_frees_them(engine: CaptureEngine, footage: Path):
+    """Landmark jobs start before the footage's first frame is probed; a setting refused after the probe stops
+    them, and the next capture runs on the same processes."""
+    video = str(footage / "frontal_talking_512.mp4")
+    with pytest.raises(SettingError, match="-2.0 mm") as refused:
+        engine.run(video, end=30, lens_mm=-2.0)
+    # While the error is held (its traceback keeps the run's locals alive), the processes are already free.
+    assert refused.value and not any(process._lock.locked() for process in engine._landmarks)
+    assert len(engine.run(video, end=5)["frame_index"]) == 5
+
+
 def test_identity_solve_refines_the_focal_length(engine: CaptureEngine):
     """With the face's shape pinned, perspective across poses tells the lens: a solve that starts a third too
     short moves most of the way to the true focal length, and one that starts there stays. (With the shape free,
