@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -32,7 +33,7 @@ from .landmark_process import LandmarkProcess, chained, merged_passes
 from .landmarks import N_LANDMARKS, LandmarkTrack
 from .model_data import HeadModelData, load_model_data
 from .trajectory import RawTrack, SmoothingSettings, to_parameters
-from .video import frame_count, frame_times, probe
+from .video import frame_times, probe
 
 SEED_REACH = 3  # frames: how far from an identity keyframe a frame may be and still start from its state
 
@@ -147,28 +148,21 @@ class CaptureEngine:
         expression_prior(self.settings.fit, expressiveness)  # a bad value fails before any work
         if fps is not None and not 0 < fps < float("inf"):
             raise SettingError(f"a frame rate of {fps} is not possible: give frames per second, above 0")
-        count = frame_count(video)  # without decoding: the landmark jobs start before the probe's first decode
-        stop_frame = count if end is None else min(end, count) if count > 0 else end
+        info = probe(video, decode=False)  # the landmark process decodes, and fails clearly if nothing does
+        if lens_mm is not None:
+            focal_px = focal_from_lens(lens_mm, (info.width, info.height))
+        stop_frame = info.n_frames if end is None else min(end, info.n_frames) if info.n_frames > 0 else end
         total = len(range(start, stop_frame, stride))
         _check_neutral(neutral_frame, start, stop_frame)
         warnings: list[str] = []
         if mirror_pass:  # the mirrored frames in a process of their own: on a machine with cores to spare, free
-            streams = [self._process(0).frames(video, start, end, stride, max_faces, False, warnings, cancel),
-                       self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel)]
+            own = self._process(0).frames(video, start, end, stride, max_faces, False, warnings, cancel)
+            items = merged_passes(own, self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel))
         else:
             # Following one person across a cut between segments is not possible: several faces keep one stream.
             bounds = self._segments(start, end, stop_frame, stride) if max_faces == 1 else [(start, end)]
-            streams = [self._process(k).frames(video, a, b, stride, max_faces, False, warnings, cancel)
-                       for k, (a, b) in enumerate(bounds)]
-        try:
-            info = probe(video)
-            if lens_mm is not None:
-                focal_px = focal_from_lens(lens_mm, (info.width, info.height))
-        except BaseException:
-            for stream in streams:  # frees the landmark processes for the next capture
-                stream.close()
-            raise
-        items = merged_passes(*streams) if mirror_pass else chained(streams)
+            items = chained([self._process(k).frames(video, a, b, stride, max_faces, False, warnings, cancel)
+                             for k, (a, b) in enumerate(bounds)])
         plan = _Plan(info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
                      smoothing_settings, self.settings.identity_window, timestamps=fps is None,
                      neutral_frame=neutral_frame, expressiveness=expressiveness)
@@ -210,15 +204,16 @@ class CaptureEngine:
         run_cls = _Run if self.fitter is not None else _BuiltinRun
         run = run_cls(self, plan, on_header, on_chunk, on_progress, warnings)
         cancelled = lambda: cancel is not None and cancel.is_set()  # noqa: E731
-        for item in items:
-            if cancelled():
-                break
-            if isinstance(item, FootageError) and run.n_frames:
-                warnings.append(str(item))  # damage mid-file: keep what was decoded
-                break
-            if isinstance(item, BaseException):
-                raise item
-            run.add(*item)
+        with closing(items):  # stops the landmark jobs however this ends
+            for item in items:
+                if cancelled():
+                    break
+                if isinstance(item, FootageError) and run.n_frames:
+                    warnings.append(str(item))  # damage mid-file: keep what was decoded
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                run.add(*item)
         if cancelled():
             run.finish(final=False)
             raise CaptureCancelled(f"capture cancelled after {run.emitted} frames; they are kept", run.capture())

@@ -99,6 +99,7 @@ class LandmarkProcess:
 
     def _results(self, job: tuple, warnings: list[str], cancel: threading.Event | None
                  ) -> Iterator[Item | BaseException | None]:
+        error: BaseException | None = None
         with self._lock:
             self._stop.clear()
             self._conn.send(job)
@@ -111,15 +112,15 @@ class LandmarkProcess:
                     if not self._conn.poll(0.05):
                         if not self._process.is_alive():
                             finished = True
-                            yield KinesicsError(f"the landmark process stopped (exit code {self._process.exitcode})")
-                            return
+                            error = KinesicsError(f"the landmark process stopped (exit code {self._process.exitcode})")
+                            break
                         continue
                     try:
                         message = self._conn.recv()
                     except (EOFError, OSError):
                         finished = True
-                        yield KinesicsError(f"the landmark process stopped (exit code {self._process.exitcode})")
-                        return
+                        error = KinesicsError(f"the landmark process stopped (exit code {self._process.exitcode})")
+                        break
                     if message[0] == "frame":
                         yield message[1:]
                     elif message[0] == "end":
@@ -128,12 +129,16 @@ class LandmarkProcess:
                         return
                     else:
                         finished = True
-                        yield message[1]
-                        return
+                        error = message[1]
+                        break
             finally:
                 if not finished:
                     self._stop.set()
                     self._drain()
+        # The process is free before the error is handed out: a caller that keeps the error (and with it this
+        # generator, through its traceback) must not keep the next capture waiting.
+        if error is not None:
+            yield error
 
     def _drain(self) -> None:
         """Discard what the child still sends for a stopped job, up to its end marker."""

@@ -16,11 +16,12 @@ from core import capture_file
 from core.capture_file import CaptureFileError
 from core.embedding import landmark_embedding
 from core.engine import CaptureEngine, EngineSettings
-from core.errors import CaptureCancelled, SettingError
+from core.errors import CaptureCancelled, FootageError, SettingError
 from core.fit import Camera
 from core.head_model import HeadModel
 from core.landmarks import LandmarkTrack
 from core.model_data import load_model_data
+from test_video import _boxes, faststart
 
 TALKING_FRAMES = 60
 # Model frame (+Y up, face towards +Z) to OpenCV camera (y down, z forward) when facing the camera.
@@ -254,15 +255,23 @@ def test_cancel_keeps_every_frame_handed_out(engine: CaptureEngine, footage: Pat
         assert np.array_equal(partial[key], assembled[key]), key
 
 
-def test_a_lens_refused_after_the_landmark_jobs_started_frees_them(engine: CaptureEngine, footage: Path):
-    """Landmark jobs start before the footage's first frame is probed; a setting refused after the probe stops
-    them, and the next capture runs on the same processes."""
-    video = str(footage / "frontal_talking_512.mp4")
-    with pytest.raises(SettingError, match="-2.0 mm") as refused:
-        engine.run(video, end=30, lens_mm=-2.0)
-    # While the error is held (its traceback keeps the run's locals alive), the processes are already free.
-    assert refused.value and not any(process._lock.locked() for process in engine._landmarks)
-    assert len(engine.run(video, end=5)["frame_index"]) == 5
+def test_footage_the_landmark_process_refuses_fails_clearly_and_frees_it(engine: CaptureEngine, footage: Path,
+                                                                          tmp_path: Path):
+    """What only decoding finds (a range that starts past the clip's end; a file whose index announces frames its
+    data does not hold) fails clearly, and the next capture runs while the error is still held, as a worker holds
+    it to report it (it once waited for the garbage collector)."""
+    video = footage / "frontal_talking_512.mp4"
+    data = faststart(video.read_bytes())
+    index = next(box for box in _boxes(data, 0, len(data)) if box[0] == b"moov")
+    no_frames = tmp_path / "index_only.mp4"
+    no_frames.write_bytes(data[:index[1] + index[2] + 16])
+    held = []
+    for path, start, words in ((video, 500, "the range starts at frame 500"), (no_frames, 0, "no decodable frame")):
+        with pytest.raises(FootageError, match=words) as refused:
+            engine.run(str(path), start=start)
+        held.append(refused)
+        assert not any(process._lock.locked() for process in engine._landmarks)
+    assert len(engine.run(str(video), end=5)["frame_index"]) == 5 and len(held) == 2
 
 
 def test_identity_solve_refines_the_focal_length(engine: CaptureEngine):

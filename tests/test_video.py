@@ -99,8 +99,9 @@ def test_phone_rotation_metadata_is_applied(footage: Path, tmp_path: Path):
     tagged = tmp_path / "portrait.mp4"
     tagged.write_bytes(rotated_for_display(stored.read_bytes()))
 
-    info = probe(tagged)
-    assert (info.rotation, info.width, info.height) == (90, 1920, 1080)
+    for decode in (True, False):  # the container's size, read without decoding, is the upright one too
+        info = probe(tagged, decode=decode)
+        assert (info.rotation, info.width, info.height) == (90, 1920, 1080)
     decoded = [frame for _, frame in read_frames(tagged)]
     assert len(decoded) == len(upright) and decoded[0].shape == upright[0].shape
     assert np.abs(decoded[0].astype(np.int16) - upright[0].astype(np.int16)).mean() < 6.0  # mp4v's loss only
@@ -151,7 +152,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 @pytest.mark.parametrize("case", ["missing", "folder", "empty", "noise"])
 def test_bad_files_fail_clearly(tmp_path: Path, case: str):
     path, words = _bad_files(tmp_path)[case]
-    for attempt in (lambda: probe(path), lambda: list(read_frames(path))):
+    for attempt in (lambda: probe(path), lambda: probe(path, decode=False), lambda: list(read_frames(path))):
         with pytest.raises(FootageError, match=words) as err:
             attempt()
         assert str(path) in str(err.value)
