@@ -274,6 +274,22 @@ def test_footage_the_landmark_process_refuses_fails_clearly_and_frees_it(engine:
     assert len(engine.run(str(video), end=5)["frame_index"]) == 5 and len(held) == 2
 
 
+def test_a_consumer_that_fails_mid_capture_stops_the_landmark_job(engine: CaptureEngine, footage: Path):
+    """A callback that raises while chunks stream (a client gone) ends the run with its error; the landmark job
+    stops with it, and the next capture runs while the error is held."""
+    class Gone(Exception):
+        pass
+
+    def on_chunk(chunk: dict) -> None:
+        raise Gone("the client left")
+
+    video = str(footage / "frontal_talking_512.mp4")
+    with pytest.raises(Gone) as gone:
+        engine.run(video, end=200, on_chunk=on_chunk)
+    assert not any(process._lock.locked() for process in engine._landmarks)
+    assert len(engine.run(video, end=5)["frame_index"]) == 5 and gone.value
+
+
 def test_identity_solve_refines_the_focal_length(engine: CaptureEngine):
     """With the face's shape pinned, perspective across poses tells the lens: a solve that starts a third too
     short moves most of the way to the true focal length, and one that starts there stays. (With the shape free,
