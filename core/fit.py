@@ -298,7 +298,8 @@ class Fitter:
         # A rotation increment d in a joint's frame R turns a point it carries (m, about the joint) by
         # (R d) x m; through the projection's row a that is (m x a) . R d: one cross product per row, then R.
         d_rot = torch.cat([(torch.linalg.cross(m[:, :, None].expand(-1, -1, 2, -1), d_proj, dim=-1)
-                            .view(b, n * 2, 3) @ frame).view(b, n, 2, 3) for m, frame in zip(carried, frames.unbind(1))], -1)
+                            .view(b, n * 2, 3) @ frame).view(b, n, 2, 3)
+                           for m, frame in zip(carried, frames.unbind(1))], -1)  # (B,L,2,3 per fitted joint)
         d_skin = d_proj @ rot_world  # (B,L,2,3)
         # Basis columns: one small matmul per landmark, (B*2,3) @ (3,K), batched over landmarks.
         per_landmark = d_skin.permute(1, 0, 2, 3).reshape(n, b * 2, 3)
