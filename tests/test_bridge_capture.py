@@ -140,7 +140,12 @@ def test_failing_jobs_report_clear_errors(worker, standin_model, video, tmp_path
     lens = CaptureAccumulator(worker.submit(video, model=standin_model, end=5, lens_mm=-2.0))
     smoothing = CaptureAccumulator(worker.submit(video, end=5, smoothing=-1.0))
     rate = CaptureAccumulator(worker.submit(video, end=5, fps=0.0))
-    _drain(worker, capture, load, lens, smoothing, rate)
+    past_end = CaptureAccumulator(worker.submit(video, model=standin_model, start=500))
+    after = CaptureAccumulator(worker.submit(video, model=standin_model, end=5))  # waited on the last until fixed
+    _drain(worker, capture, load, lens, smoothing, rate, past_end, after)
+    assert past_end.outcome == "error" and past_end.final["code"] == "footage"
+    assert "the range starts at frame 500" in past_end.final["message"]
+    assert after.outcome == "done" and len(after.capture()["frame_index"]) == 5
     assert rate.outcome == "error" and rate.final["code"] == "setting" and "frame rate of 0.0" in rate.final["message"]
     assert lens.outcome == "error" and lens.final["code"] == "setting" and "-2.0 mm" in lens.final["message"]
     assert smoothing.outcome == "error" and smoothing.final["code"] == "setting"
