@@ -205,7 +205,7 @@ def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
     """`items` (decoded frames), produced in a thread of their own up to `depth` ahead of the consumer: OpenCV
     decodes without Python's lock, so the next frames decode while the consumer runs MediaPipe on this one. An
     error is raised to the consumer in its place; closing this iterator stops the thread and closes `items`."""
-    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    ahead: queue.Queue = queue.Queue(maxsize=max(1, depth))  # 0 would make it unbounded
     stop = threading.Event()
 
     def offer(message: tuple) -> bool:
