@@ -104,7 +104,9 @@ class CaptureEngine:
         """`on_prepare(fraction, message)` follows the first use of a model (its landmark embedding is derived,
         a few seconds; cached afterwards)."""
         self.settings = settings or EngineSettings()
-        self._landmarks: list[LandmarkProcess] = []
+        # The first landmark process starts at once: its start-up (MediaPipe's imports and models, about a
+        # second) runs beside the model's loading instead of before the first capture's first frame.
+        self._landmarks: list[LandmarkProcess] = [LandmarkProcess()]
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise FootageError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu "
                                "or install a CUDA build of torch (see README)")

@@ -31,6 +31,7 @@ def _serve(conn, stop) -> None:
     from .landmarks import FaceMeshTracker
     from .video import read_ahead, read_timed_frames
 
+    FaceMeshTracker().close()  # MediaPipe's first graph loads its models (about 0.4 s): now, not in the first job
     while True:
         try:
             job = conn.recv()
