@@ -363,7 +363,7 @@ def refit(args: argparse.Namespace) -> int:
     _say(f"landmarks: {args.capture} ({len(source['frame_index'])} frames of {width}x{height} footage at "
          f"{float(source['fps']):.2f} fps, captured with {source['model']})")
     _say(f"model: {args.model}" if args.model else "model: the built-in rig, made from the actor's own face")
-    engine = CaptureEngine(args.model, args.device, on_prepare=_say_preparing)
+    engine = CaptureEngine(args.model, args.device, on_prepare=_say_preparing, tracks_footage=False)
     started = time.perf_counter()
     result = engine.refit(source, args.focal_px, args.lens_mm, args.smoothing, neutral_frame=args.neutral_frame,
                           expressiveness=args.expressiveness)

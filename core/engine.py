@@ -100,16 +100,18 @@ class CaptureEngine:
 
     def __init__(self, model_path: str | None = None, device: str = "cpu",
                  settings: EngineSettings | None = None, data: HeadModelData | None = None,
-                 arkit_basis: str | None = None, on_prepare: Callable[[float, str], None] | None = None):
+                 arkit_basis: str | None = None, on_prepare: Callable[[float, str], None] | None = None,
+                 tracks_footage: bool = True):
         """`on_prepare(fraction, message)` follows the first use of a model (its landmark embedding is derived,
-        a few seconds; cached afterwards)."""
+        a few seconds; cached afterwards). `tracks_footage` False: an engine that only refits landmarks already
+        tracked starts no landmark process until a capture needs one."""
         self.settings = settings or EngineSettings()
-        # The first landmark process starts at once: its start-up (MediaPipe's imports and models, about a
-        # second) runs beside the model's loading instead of before the first capture's first frame.
-        self._landmarks: list[LandmarkProcess] = [LandmarkProcess()]
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise FootageError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu "
                                "or install a CUDA build of torch (see README)")
+        # The first landmark process starts at once: its start-up (MediaPipe's imports and models, about a
+        # second) runs beside the model's loading instead of before the first capture's first frame.
+        self._landmarks: list[LandmarkProcess] = [LandmarkProcess()] if tracks_footage else []
         self.data = data if data is not None else (load_model_data(model_path) if model_path else None)
         self.fitter: Fitter | None = None
         self.arkit_solver: ArkitSolver | None = None
