@@ -185,7 +185,6 @@ class CaptureEngine:
         window = len(track.valid) + 1 if whole_clip_identity else self.settings.identity_window
         if len(track.frame_index):
             _check_neutral(neutral_frame, int(track.frame_index[0]), int(track.frame_index[-1]) + 1)
-        expression_prior(self.settings.fit, expressiveness)
         plan = _Plan("landmark track", track.fps, tuple(track.image_size), len(track.valid), stride, focal_px,
                      self.settings.smoothing.scaled(smoothing), window, neutral_frame=neutral_frame,
                      expressiveness=expressiveness)

@@ -113,14 +113,14 @@ class LandmarkProcess:
                     if not self._conn.poll(0.05):
                         if not self._process.is_alive():
                             finished = True
-                            error = KinesicsError(f"the landmark process stopped (exit code {self._process.exitcode})")
+                            error = self._stopped()
                             break
                         continue
                     try:
                         message = self._conn.recv()
                     except (EOFError, OSError):
                         finished = True
-                        error = KinesicsError(f"the landmark process stopped (exit code {self._process.exitcode})")
+                        error = self._stopped()
                         break
                     if message[0] == "frame":
                         yield message[1:]
@@ -140,6 +140,9 @@ class LandmarkProcess:
         # generator, through its traceback) must not keep the next capture waiting.
         if error is not None:
             yield error
+
+    def _stopped(self) -> KinesicsError:
+        return KinesicsError(f"the landmark process stopped (exit code {self._process.exitcode})")
 
     def _drain(self) -> None:
         """Discard what the child still sends for a stopped job, up to its end marker."""
