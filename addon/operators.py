@@ -89,6 +89,30 @@ class KINESICS_OT_capture_neutral(bpy.types.Operator):
         return {'FINISHED'}
 
 
+class KINESICS_OT_face_from_take(bpy.types.Operator):
+    """Reuse the actor's face shape from the capture of the take the rig shows: later captures and refits of this
+    actor with the same head model keep that face"""
+
+    bl_idname = "kinesics.face_from_take"
+    bl_label = "Face from Take"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene.kinesics.rig is not None and not session.SESSION.running
+
+    def execute(self, context):
+        settings = context.scene.kinesics
+        try:
+            path = takes.showing_capture(settings.rig, "press this again")
+        except KinesicsError as err:
+            self.report({'ERROR'}, str(err))
+            return {'CANCELLED'}
+        settings.use_face_from, settings.face_from = True, path
+        self.report({'INFO'}, f"Actor's face: from {bpy.path.basename(path)}; captures and refits now keep it")
+        return {'FINISHED'}
+
+
 class KINESICS_OT_capture_cancel(bpy.types.Operator):
     """Stop the capture; the frames keyed so far are kept"""
 
@@ -174,5 +198,5 @@ class KINESICS_OT_notify(bpy.types.Operator):
         return {'FINISHED'}
 
 
-classes = (KINESICS_OT_capture_start, KINESICS_OT_capture_refit, KINESICS_OT_capture_neutral,
+classes = (KINESICS_OT_capture_start, KINESICS_OT_capture_refit, KINESICS_OT_capture_neutral, KINESICS_OT_face_from_take,
            KINESICS_OT_capture_cancel, KINESICS_OT_import_rig, KINESICS_OT_apply_capture, KINESICS_OT_notify)

@@ -44,6 +44,12 @@ class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
         sub.active = settings.use_neutral_frame
         sub.prop(settings, "neutral_frame", text="")
         row.operator("kinesics.capture_neutral", text="", icon='EYEDROPPER')
+        row = col.row(align=True)
+        row.prop(settings, "use_face_from")
+        sub = row.row(align=True)
+        sub.active = settings.use_face_from
+        sub.prop(settings, "face_from", text="")
+        row.operator("kinesics.face_from_take", text="", icon='USER')
         col.prop(settings, "faces")
         col.prop(settings, "smoothing")
         col.prop(settings, "expressiveness")

@@ -91,21 +91,28 @@ def start_refit(scene: bpy.types.Scene, worker_python: str, model_path: str | No
     if not os.path.isfile(capture_path):
         raise KinesicsError(f"The capture file '{capture_path}' does not exist: choose a saved capture (.npz).")
     video = bpy.path.abspath(scene.kinesics.footage)
+    options = _fit_options(scene.kinesics)
     _launch(scene, worker_python, model_path, model_candidates, video if os.path.exists(video) else "",
             "Fitting the capture again…",
-            lambda client: client.refit(capture_path, model=model_path, device=device,
-                                        **_fit_options(scene.kinesics)),
+            lambda client: client.refit(capture_path, model=model_path, device=device, **options),
             name=f"{os.path.splitext(os.path.basename(capture_path))[0]}_refit")
 
 
 def _fit_options(settings) -> dict:
-    """The panel's settings that a capture and a refit share: a known lens, the smoothing, the expressiveness and
-    a neutral frame."""
+    """The panel's settings that a capture and a refit share: a known lens, the smoothing, the expressiveness, a
+    neutral frame and the actor's face from an earlier capture. Raises KinesicsError for a face file that is not
+    there."""
     options = {"smoothing": settings.smoothing, "expressiveness": settings.expressiveness}
     if settings.use_lens:
         options["lens_mm"] = settings.lens_mm
     if settings.use_neutral_frame:
         options["neutral_frame"] = settings.neutral_frame
+    if settings.use_face_from:
+        path = bpy.path.abspath(settings.face_from)
+        if not path or not os.path.isfile(path):
+            raise KinesicsError(f"The Actor's Face capture '{settings.face_from}' does not exist: choose an earlier "
+                                "capture (.npz) of this actor, or untick Actor's Face.")
+        options["face_from"] = path
     return options
 
 

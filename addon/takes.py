@@ -84,16 +84,22 @@ def note(rig_obj: bpy.types.Object, **values: str | int) -> None:
             setattr(rig_obj.kinesics.takes[index], key, value)
 
 
-def footage_frame_at(scene: bpy.types.Scene, rig_obj: bpy.types.Object, scene_frame: float) -> int:
-    """The footage frame the rig's showing take keyed nearest to `scene_frame`. Raises KinesicsError when the rig
-    shows no take with a capture file."""
+def showing_capture(rig_obj: bpy.types.Object, then: str) -> str:
+    """The capture file (absolute path) of the take the rig shows. Raises KinesicsError, ending with `then` (what
+    to do once there is one), when the rig shows no take with a saved capture."""
     index = current(rig_obj)
     path = bpy.path.abspath(rig_obj.kinesics.takes[index].capture_file) if index is not None else ""
     if not path or not os.path.isfile(path):
-        raise KinesicsError("The rig shows no take with a saved capture: capture (or apply a capture file) first, "
-                            "then go to a frame where the face is at rest.")
-    take = rig_obj.kinesics.takes[index]
-    capture = capture_file.load(path)
+        raise KinesicsError(f"The rig shows no take with a saved capture: capture (or apply a capture file) first, "
+                            f"then {then}.")
+    return path
+
+
+def footage_frame_at(scene: bpy.types.Scene, rig_obj: bpy.types.Object, scene_frame: float) -> int:
+    """The footage frame the rig's showing take keyed nearest to `scene_frame`. Raises KinesicsError when the rig
+    shows no take with a capture file."""
+    capture = capture_file.load(showing_capture(rig_obj, "go to a frame where the face is at rest"))
+    take = rig_obj.kinesics.takes[current(rig_obj)]
     scene_fps = take.fps / take.fps_base if take.fps else scene.render.fps / scene.render.fps_base
     return int(capture["frame_index"][capture_row_at(capture, scene_fps, keyframes.FIRST_FRAME, scene_frame)])
 

@@ -7,6 +7,7 @@ Heavy modules (torch, MediaPipe, the worker) are imported only by the command th
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -67,8 +68,8 @@ DELEGATES = {"worker": (_delegate_worker, "run the capture worker the Blender ad
 
 
 def _fit_arguments(command: argparse.ArgumentParser) -> None:
-    """The arguments `capture` and `refit` share: output, model, device, lens, smoothing, expressiveness and
-    neutral frame."""
+    """The arguments `capture` and `refit` share: output, model, device, lens, smoothing, expressiveness, neutral
+    frame and a face shape from an earlier capture."""
     command.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="the capture file to write")
     command.add_argument("--model", metavar="MODEL", default=None,
                          help="head model: FLAME generic_model.pkl, ICT-FaceKit folder or .npz "
@@ -92,6 +93,10 @@ def _fit_arguments(command: argparse.ArgumentParser) -> None:
                               "the actor's face shape and the ARKit calibration are taken from it, so that an "
                               "expression held through the opening frames (a smile) stays an expression "
                               "(default: the opening frames are taken to be mostly at rest)")
+    command.add_argument("--face-from", metavar="CAPTURE.npz", default=None,
+                         help="an earlier capture of the same actor with the same --model: its face shape is reused "
+                              "instead of solved again, so every take of the actor has one face (best taken from a "
+                              "take that shows the face relaxed and turning, refitted over its whole length)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +257,7 @@ def capture(args: argparse.Namespace) -> int:
         _check_writable(output)
         if preview:
             _check_writable(preview)
+    _check_face_from(args)
     if len(jobs) == 1:
         return _capture_one(args, *jobs[0], None)[0]
     engine, failed = None, []
@@ -322,7 +328,8 @@ def _capture_one(args: argparse.Namespace, video: str, output: Path, preview: Pa
                                 on_progress=lambda p: bar.update(p.done, p.total, p.fps, p.eta_s, p.faces),
                                 cancel=cancel, max_faces=args.faces, lens_mm=args.lens_mm,
                                 smoothing=args.smoothing, mirror_pass=args.mirror_pass, fps=args.fps,
-                                neutral_frame=args.neutral_frame, expressiveness=args.expressiveness)
+                                neutral_frame=args.neutral_frame, expressiveness=args.expressiveness,
+                                face_from=args.face_from)
     except CaptureCancelled as cancelled:
         partial = cancelled.partial or {}
         if len(partial.get("frame_index", ())) == 0:
@@ -359,6 +366,7 @@ def refit(args: argparse.Namespace) -> int:
     output = Path(args.output)
     _check_writable(output)
     source = capture_file.load(args.capture)  # a bad file fails before the model loads
+    _check_face_from(args)
     width, height = (int(v) for v in source["image_size"][:2])
     _say(f"landmarks: {args.capture} ({len(source['frame_index'])} frames of {width}x{height} footage at "
          f"{float(source['fps']):.2f} fps, captured with {source['model']})")
@@ -366,11 +374,20 @@ def refit(args: argparse.Namespace) -> int:
     engine = CaptureEngine(args.model, args.device, on_prepare=_say_preparing, tracks_footage=False)
     started = time.perf_counter()
     result = engine.refit(source, args.focal_px, args.lens_mm, args.smoothing, neutral_frame=args.neutral_frame,
-                          expressiveness=args.expressiveness)
+                          expressiveness=args.expressiveness, face_from=args.face_from)
     elapsed = time.perf_counter() - started
     capture_file.save(output, result)
     _summary(result, output, None, elapsed)
     return 0
+
+
+def _check_face_from(args: argparse.Namespace) -> None:
+    """A --face-from capture that cannot be read fails before the model loads (whether it fits the model is the
+    engine's to say)."""
+    if args.face_from is not None:
+        from . import capture_file
+
+        capture_file.load(os.path.expanduser(args.face_from))
 
 
 def _summary(result: dict, output: Path, preview: str | None, elapsed: float) -> None:
@@ -380,7 +397,8 @@ def _summary(result: dict, output: Path, preview: str | None, elapsed: float) ->
     faces = int(result["valid"].sum())
     lines = [f"captured {n} frames in {elapsed:.1f} s ({n / max(elapsed, 1e-9):.1f} fps); a face was found in "
              f"{faces} of them" + ("" if faces == n else f" ({n - faces} filled in from their neighbours)"),
-             f"model: {result['model']}, focal length {float(np.mean(result['focal_px'])):.0f} px",
+             f"model: {result['model']}, focal length {float(np.mean(result['focal_px'])):.0f} px"
+             + (f", face shape from {result['face_from']}" if "face_from" in result else ""),
              f"saved: {output}"]
     if preview:
         lines.append(f"preview: {preview}")

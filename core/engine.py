@@ -47,6 +47,13 @@ def expression_prior(settings: FitSettings, expressiveness: float) -> float:
     return settings.expression_prior / expressiveness ** 2
 
 
+def _source_name(face_from: str | os.PathLike | dict | None) -> str:
+    """How a face shape's source is named to the user and in the capture file."""
+    if face_from is None:
+        return ""
+    return "the capture given" if isinstance(face_from, dict) else os.fspath(face_from)
+
+
 def _check_neutral(frame: int | None, start: int, stop: int | None) -> None:
     """A neutral frame must lie among the frames captured, [start, stop)."""
     if frame is not None and not (start <= frame and (stop is None or stop <= 0 or frame < stop)):
@@ -93,6 +100,8 @@ class _Plan:
     timestamps: bool = True   # the footage's own timestamps time its frames (not when a frame rate is given)
     neutral_frame: int | None = None  # a frame the user says shows the face at rest (fixes the face's shape)
     expressiveness: float = 1.0       # scales how readily the fit reaches for expression (see `expression_prior`)
+    face_shape: np.ndarray | None = None  # the actor's shape (S,), known from an earlier capture: not solved again
+    face_from: str = ""               # where it came from
 
 
 class CaptureEngine:
@@ -135,7 +144,8 @@ class CaptureEngine:
             on_chunk: Callable[[dict], None] | None = None, on_progress: Callable[[Progress], None] | None = None,
             cancel: threading.Event | None = None, max_faces: int = 1, lens_mm: float | None = None,
             smoothing: float = 1.0, mirror_pass: bool = False, fps: float | None = None,
-            neutral_frame: int | None = None, expressiveness: float = 1.0) -> dict:
+            neutral_frame: int | None = None, expressiveness: float = 1.0,
+            face_from: str | os.PathLike | dict | None = None) -> dict:
         """Capture `video`; returns the capture dict (see core.capture_file). Raises CaptureCancelled with
         everything finished so far when `cancel` is set, FootageError for bad footage, SettingError for a
         setting out of range. A known lens is given as `focal_px` or as `lens_mm` (see
@@ -147,9 +157,12 @@ class CaptureEngine:
         through the opening frames stays an expression. The first keys then wait for that frame.
         `expressiveness` scales how readily the fit reads landmark motion as expression rather than noise: 1 as
         set, 2 or 4 for fuller expressions (and more of MediaPipe's noise in them), 0.5 steadier; see
-        `expression_prior`. It applies to fitted head models; the built-in rig follows the landmarks as they are."""
+        `expression_prior`. It applies to fitted head models; the built-in rig follows the landmarks as they are.
+        `face_from`: an earlier capture of the same actor with the same head model (its file's path, or the capture
+        loaded); its face shape is reused instead of solved again (see `face_shape`)."""
         smoothing_settings = self.settings.smoothing.scaled(smoothing)
         expression_prior(self.settings.fit, expressiveness)  # a bad value fails before any work
+        face = self.face_shape(face_from)
         if fps is not None and not 0 < fps < float("inf"):
             raise SettingError(f"a frame rate of {fps} is not possible: give frames per second, above 0")
         info = probe(video, decode=False)  # the landmark process decodes, and fails clearly if nothing does
@@ -169,16 +182,19 @@ class CaptureEngine:
                              for k, (a, b) in enumerate(bounds)])
         plan = _Plan(info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
                      smoothing_settings, self.settings.identity_window, timestamps=fps is None,
-                     neutral_frame=neutral_frame, expressiveness=expressiveness)
+                     neutral_frame=neutral_frame, expressiveness=expressiveness, face_shape=face,
+                     face_from=_source_name(face_from))
         return self._consume(items, plan, on_header, on_chunk, on_progress, cancel, warnings)
 
     def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,
                   on_header: Callable[[dict], None] | None = None, on_chunk: Callable[[dict], None] | None = None,
                   cancel: threading.Event | None = None, smoothing: float = 1.0, whole_clip_identity: bool = False,
-                  neutral_frame: int | None = None, expressiveness: float = 1.0) -> dict:
+                  neutral_frame: int | None = None, expressiveness: float = 1.0,
+                  face_from: str | os.PathLike | dict | None = None) -> dict:
         """Capture from landmarks already tracked (or synthesised): the same fit, no video. With
         `whole_clip_identity`, identity comes from keyframes spread over the whole clip rather than its opening
-        faces (nothing streams before the end then; for a finished clip, such as a refit)."""
+        faces (nothing streams before the end then; for a finished clip, such as a refit). `face_from`: see `run`."""
+        face = self.face_shape(face_from)
         seconds = track.seconds if track.seconds is not None else np.full(len(track.valid), np.nan)
         items = ((int(i), lm if ok else None, tuple(track.image_size), float(t))
                  for i, lm, ok, t in zip(track.frame_index, track.landmarks, track.valid, seconds))
@@ -187,20 +203,48 @@ class CaptureEngine:
             _check_neutral(neutral_frame, int(track.frame_index[0]), int(track.frame_index[-1]) + 1)
         plan = _Plan("landmark track", track.fps, tuple(track.image_size), len(track.valid), stride, focal_px,
                      self.settings.smoothing.scaled(smoothing), window, neutral_frame=neutral_frame,
-                     expressiveness=expressiveness)
+                     expressiveness=expressiveness, face_shape=face, face_from=_source_name(face_from))
         return self._consume(items, plan, on_header, on_chunk, None, cancel, list(track.warnings))
 
     def refit(self, source: dict, focal_px: float | None = None, lens_mm: float | None = None,
               smoothing: float = 1.0, on_header: Callable[[dict], None] | None = None,
               on_chunk: Callable[[dict], None] | None = None, cancel: threading.Event | None = None,
-              neutral_frame: int | None = None, expressiveness: float = 1.0) -> dict:
+              neutral_frame: int | None = None, expressiveness: float = 1.0,
+              face_from: str | os.PathLike | dict | None = None) -> dict:
         """Fit the landmarks a capture (`core.capture_file.load`) holds again: this engine's model, a known lens,
-        other smoothing, and the actor's shape from the whole clip. Seconds, with no footage; errors as `run`."""
+        other smoothing, and the actor's shape from the whole clip (or from `face_from`, see `run`). Seconds, with
+        no footage; errors as `run`."""
         track = LandmarkTrack.from_capture(source)
         if lens_mm is not None:
             focal_px = focal_from_lens(lens_mm, track.image_size)
         return self.run_track(track, track.stride, focal_px, on_header, on_chunk, cancel, smoothing,
-                              whole_clip_identity=True, neutral_frame=neutral_frame, expressiveness=expressiveness)
+                              whole_clip_identity=True, neutral_frame=neutral_frame, expressiveness=expressiveness,
+                              face_from=face_from)
+
+    def face_shape(self, face_from: str | os.PathLike | dict | None) -> np.ndarray | None:
+        """The actor's face shape (S,) from an earlier capture made with this engine's head model: a capture file's
+        path or a loaded capture (None: none, the shape is solved). Raises CaptureFileError for a file that cannot be
+        read, SettingError for a capture of another model or of the built-in rig, or an engine without a model."""
+        if face_from is None:
+            return None
+        name = _source_name(face_from)
+        if self.fitter is None:
+            raise SettingError("a face shape from an earlier capture needs a head model (--model): the built-in rig "
+                               "takes the actor's face from each clip")
+        source = face_from if isinstance(face_from, dict) else capture_file.load(os.path.expanduser(name))
+        model = str(source.get("model", ""))
+        if model == "builtin":
+            raise SettingError(f"{name} was captured with the built-in rig, which has no face shape to pass on: take "
+                               f"the shape from a capture made with this head model ({self.data.source or model})")
+        digest, own = str(source.get("model_hash", "")), self.data.content_hash
+        shape = np.asarray(source.get("shape", ()), np.float64).reshape(-1)
+        if model != self.data.kind or (digest and own and digest != own) or len(shape) != self.fitter.n_shape_out:
+            raise SettingError(f"{name} was captured with another head model ({model or 'unknown'}): a face shape "
+                               "carries over only between captures made with the same model file; capture with "
+                               f"that model, or take the shape from a capture made with {self.data.source or 'this one'}")
+        if not np.isfinite(shape).all():
+            raise SettingError(f"{name} holds a face shape that is not a number: capture that take again")
+        return shape
 
     def _consume(self, items, plan: _Plan, on_header, on_chunk, on_progress, cancel, warnings: list[str]) -> dict:
         torch.set_num_threads(1)
@@ -329,14 +373,18 @@ class _Run:
         neutral = self._neutral_row()
         keys, at_rest = identity_keyframes(pix, valid, self.engine.settings.fit.identity_keyframes,
                                            neutral_rows(valid, neutral))
-        # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one).
-        fitter.prepare(torch.zeros(len(fitter.shape_cols), dtype=fitter.dtype, device=fitter.device))
+        # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one), or
+        # from the actor's face as an earlier capture found it.
+        known = self.plan.face_shape
+        shape = np.zeros(len(fitter.shape_cols)) if known is None else known[fitter.shape_cols.cpu().numpy()]
+        fitter.prepare(torch.as_tensor(shape, dtype=fitter.dtype, device=fitter.device))
         # Without a known lens, start from a typical one; the identity solve refines it with the shape.
         focal = self.plan.focal_px or max(w, h) / 2 / np.tan(np.radians(self.engine.settings.typical_fov_deg) / 2)
         camera = Camera(float(focal), w / 2.0, h / 2.0)
         state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
         state, self.camera = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.plan.focal_px,
-                                                   neutral=at_rest, expression_prior=self.expression_prior)
+                                                   neutral=at_rest, expression_prior=self.expression_prior,
+                                                   hold_shape=known is not None)
         self.seeds = (keys, state)
         focal = self.camera.focal
         solver = self.engine.arkit_solver
@@ -352,6 +400,8 @@ class _Run:
                        "expressiveness": float(self.plan.expressiveness)}
         if neutral is not None:
             self.header["neutral_frame"] = int(self.indices[neutral])
+        if self.plan.face_from:
+            self.header["face_from"] = self.plan.face_from
         if self.on_header:
             self.on_header(dict(self.header))
 

@@ -419,8 +419,8 @@ class Fitter:
         return state
 
     def solve_identity(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool = False,
-                       neutral: np.ndarray | None = None, expression_prior: float | None = None
-                       ) -> tuple[FitState, Camera]:
+                       neutral: np.ndarray | None = None, expression_prior: float | None = None,
+                       hold_shape: bool = False) -> tuple[FitState, Camera]:
         """Solve the shared shape (and, `estimate_focal`, the focal length) with the keyframes' own parameters
         (see `_identity_rounds`), then refit the keyframes to it; returns the keyframe state and the camera.
 
@@ -428,21 +428,24 @@ class Fitter:
         mostly at rest (`identity_expression_prior`), so a steady expression becomes part of the face's shape. With
         one, the face's shape is what those frames show (`neutral_expression_prior`), and the other keyframes
         are free to express as every frame is (`expression_prior`, by default the settings'): an actor who
-        smiles through the opening second keeps the smile."""
+        smiles through the opening second keeps the smile. `hold_shape`: the shape baked by `prepare` is the
+        actor's, known already; only the keyframes (and the focal length) are solved, every keyframe free to express."""
         s = self.settings
         per_frame = s.expression_prior if expression_prior is None else expression_prior
-        if neutral is not None and np.any(neutral):
+        if hold_shape:
+            lam = np.full(len(pix), per_frame)
+        elif neutral is not None and np.any(neutral):
             lam = np.where(neutral, s.neutral_expression_prior, per_frame)
         else:
             lam = np.full(len(pix), s.identity_expression_prior)
         lam = torch.as_tensor(lam[:, None], dtype=self.dtype, device=self.device)
-        state, camera = self._identity_rounds(state, pix, camera, estimate_focal, lam)
+        state, camera = self._identity_rounds(state, pix, camera, estimate_focal, lam, solve_shape=not hold_shape)
         return self.solve(state, pix, np.ones(len(pix), bool), camera, 3, per_frame), camera
 
     def _identity_rounds(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool,
-                         expression_prior: torch.Tensor) -> tuple[FitState, Camera]:
-        """Joint Levenberg-Marquardt steps over every keyframe's parameters and the shared shape (and log focal
-        length). The frames' blocks are eliminated (Schur complement), so each step costs one small solve per
+                         expression_prior: torch.Tensor, solve_shape: bool = True) -> tuple[FitState, Camera]:
+        """Joint Levenberg-Marquardt steps over every keyframe's parameters and the shared shape (unless not
+        `solve_shape`) and log focal length (`estimate_focal`). The frames' blocks are eliminated (Schur complement), so each step costs one small solve per
         frame plus one of the shared block's size. Alternating frame fits with shape updates instead crawls along
         the pose-shape valley (a head pitched down and a longer nose look alike) and leaves the pose biased."""
         s = self.settings
@@ -450,16 +453,20 @@ class Fitter:
         target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)
         # PnP start -> near the valley
         state = self.solve(state, pix, np.ones(len(pix), bool), camera, iterations=3, expression_prior=expression_prior)
-        n_shared = len(self.shape_cols) + estimate_focal
+        n_shape = len(self.shape_cols) if solve_shape else 0
+        n_shared = n_shape + estimate_focal
+        if not n_shared:
+            return state, camera
         frame, shared = slice(None, -n_shared), slice(-n_shared, None)
         focal0 = camera.focal
         for _ in range(s.identity_rounds):
-            h, g, depth = self._normal_equations(state, target, camera, ones, True, estimate_focal, expression_prior)
+            h, g, depth = self._normal_equations(state, target, camera, ones, solve_shape, estimate_focal,
+                                                 expression_prior)
             h_ff, h_fs, h_ss = h[:, frame, frame], h[:, frame, shared], h[:, shared, shared].sum(0)
             px_per_m = float(camera.focal / depth.mean())
             count = len(self.ids) * len(pix)
-            prior = s.shape_prior * (self.shape_scale * px_per_m) ** 2 * count
-            current = self.shape_active
+            prior = s.shape_prior * (self.shape_scale[:n_shape] * px_per_m) ** 2 * count
+            current = self.shape_active[:n_shape]
             if estimate_focal:  # a log-normal prior about the starting lens: landmarks pin focal length weakly
                 log_focal = torch.as_tensor([np.log(camera.focal / focal0)], dtype=self.dtype, device=self.device)
                 focal_lam = s.focal_prior * count * (px_per_m / s.reference_px_per_m) ** 2
@@ -471,7 +478,8 @@ class Fitter:
             schur = h_ss - (h_fs.transpose(1, 2) @ solved[..., :-1]).sum(0)
             d_shared = -torch.linalg.solve(schur, g_s - (h_fs.transpose(1, 2) @ solved[..., -1:]).sum(0)[:, 0])
             state = self._apply(state, -(solved[..., -1] + solved[..., :-1] @ d_shared))
-            self.prepare(self.shape_active + d_shared[:len(self.shape_cols)])
+            if solve_shape:
+                self.prepare(self.shape_active + d_shared[:n_shape])
             if estimate_focal:
                 camera = Camera(camera.focal * float(torch.exp(d_shared[-1])), camera.cx, camera.cy)
         return state, camera

@@ -352,6 +352,30 @@ def test_neutral_from_frame_names_the_footage_frame_the_take_shows(scene, tmp_pa
         settings.use_neutral_frame, settings.neutral_frame, settings.rig, settings.footage = False, 0, None, ""
 
 
+def test_face_from_take_names_the_capture_the_rig_shows(scene, tmp_path):
+    """Face from Take makes the showing take's capture the Actor's Face a capture or refit reuses; with no take on
+    the rig it says what to do, and a face file that has gone is refused before the worker is asked."""
+    data = synthetic_model()
+    capture = random_capture(data, frames=3)
+    rig_obj = addon("animate").ensure_rig(capture, None, lambda: data, scene.collection)
+    settings = scene.kinesics
+    settings.rig = rig_obj
+    session = addon("session")
+    try:
+        with pytest.raises(RuntimeError, match="shows no take with a saved capture"):
+            bpy.ops.kinesics.face_from_take()
+        assert "face_from" not in session._fit_options(settings)
+        path = capture_file.save(tmp_path / "calibration.npz", capture)
+        assert bpy.ops.kinesics.apply_capture(filepath=str(path)) == {'FINISHED'}
+        assert bpy.ops.kinesics.face_from_take() == {'FINISHED'}
+        assert settings.use_face_from and session._fit_options(settings)["face_from"] == str(path)
+        path.unlink()
+        with pytest.raises(Exception, match="Actor's Face capture .*calibration.npz' does not exist"):
+            session._fit_options(settings)
+    finally:
+        settings.use_face_from, settings.face_from, settings.rig = False, "", None
+
+
 def test_ict_rig_has_arkit_shape_keys_and_one_joint(scene, ict_npz):
     data = load_model_data(ict_npz).truncated(n_shape=5)
     capture = random_capture(data, frames=2, expression=np.random.default_rng(3).random((2, data.n_expression)))
@@ -606,8 +630,8 @@ def test_panels_draw_in_every_state(scene, state):
         "(7 frames)." if state == "failed" else "Done."), saved_path="/tmp/x.npz" if state != "idle" else "")
     calls = draw(bpy.types.KINESICS_PT_capture)
     ops = [c[1][0] for c in calls if c[0] == "operator"]
-    assert ops == ["kinesics.capture_neutral"] + (["kinesics.capture_cancel"] if state == "running"
-                                                  else ["kinesics.capture_start", "kinesics.capture_refit"])
+    assert ops == ["kinesics.capture_neutral", "kinesics.face_from_take"] + (
+        ["kinesics.capture_cancel"] if state == "running" else ["kinesics.capture_start", "kinesics.capture_refit"])
     if state == "running":
         progress = next(c for c in calls if c[0] == "progress")
         assert progress[2]["factor"] == pytest.approx(0.35) and "3.5 frames/s" in progress[2]["text"]
@@ -772,12 +796,16 @@ def test_capture_streams_keyframes_from_the_real_worker(capture_session, scene, 
 
 
 @needs_engine
-def test_known_lens_and_faces_reach_the_real_worker(capture_session, scene, footage, standin_model, tmp_path):
-    """The lens set in the panel is the capture's focal length (not an estimate), and the camera shows it."""
+def test_known_lens_and_faces_reach_the_real_worker(capture_session, scene, footage, standin_model, standin_data,
+                                                    tmp_path):
+    """The lens set in the panel is the capture's focal length (not an estimate), and the camera shows it; the
+    Actor's Face is the capture's face shape."""
+    face = random_capture(standin_data, frames=2, model="flame", shape=np.random.default_rng(4).normal(0, 0.5, 100))
     settings = scene.kinesics
     settings.footage = str(footage / "frontal_talking_512.mp4")
     settings.frame_start, settings.frame_end = 0, 12
     settings.use_lens, settings.lens_mm, settings.faces = True, 35.0, 2
+    settings.use_face_from, settings.face_from = True, str(capture_file.save(tmp_path / "actor.npz", face))
     prefs = bpy.context.preferences.addons[PACKAGE].preferences
     prefs.capture_folder = str(tmp_path)
     try:
@@ -785,11 +813,12 @@ def test_known_lens_and_faces_reach_the_real_worker(capture_session, scene, foot
         run_until_finished(capture_session)
     finally:
         prefs.capture_folder = ""
-        settings.use_lens, settings.faces = False, 1
+        settings.use_lens, settings.faces, settings.use_face_from, settings.face_from = False, 1, False, ""
     s = capture_session.SESSION
     assert s.state == "done", s.message
     saved = capture_file.load(s.saved_path)
     assert float(saved["focal_px"]) == pytest.approx(35.0 / 36.0 * 512)
+    np.testing.assert_allclose(saved["shape"], face["shape"], atol=1e-6)
     assert scene.camera.data.lens == pytest.approx(35.0)
 
 

@@ -407,10 +407,10 @@ def test_variable_frame_rate_footage_is_timed_by_its_timestamps(engine: CaptureE
 
 
 def held_smile(engine: CaptureEngine, frames: int = 60, held: int = 30, noise_px: float = 0.5
-               ) -> tuple[LandmarkTrack, np.ndarray, np.ndarray, Camera]:
+               ) -> tuple[LandmarkTrack, np.ndarray, np.ndarray, Camera, np.ndarray]:
     """Landmarks of a known face (the stand-in with a random identity), smiling (mouthSmile_L and _R at 0.6)
     through its first `held` frames and relaxed after, turning gently before a 640x480 camera: (track, clean
-    pixels (T,478,2), the smile's weights (T,E), camera)."""
+    pixels (T,478,2), the smile's weights (T,E), camera, the face's shape (S,))."""
     rng = np.random.default_rng(3)
     data, fitter = engine.data, engine.fitter
     names = list(data.expression_names)
@@ -433,7 +433,7 @@ def held_smile(engine: CaptureEngine, frames: int = 60, held: int = 30, noise_px
     pix = clean + rng.normal(0, noise_px, clean.shape)
     landmarks = np.concatenate([pix / [640, 480], np.zeros((frames, 478, 1))], -1).astype(np.float32)
     return LandmarkTrack(np.arange(frames), landmarks, np.ones(frames, bool), 25.0, (640, 480)), clean, expression, \
-        camera
+        camera, shape
 
 
 def test_a_neutral_frame_keeps_a_held_smile_out_of_the_face_shape(engine: CaptureEngine):
@@ -442,7 +442,7 @@ def test_a_neutral_frame_keeps_a_held_smile_out_of_the_face_shape(engine: Captur
     frown the shape keys cannot make). Naming a relaxed frame takes the shape from it: the relaxed frames fit,
     and the smiling ones hold more smile. A neutral frame outside the clip is refused; one without a face is
     noted and the faces up to it serve. The capture records the neutral frame and the expressiveness it used."""
-    track, clean, expression, camera = held_smile(engine)
+    track, clean, expression, camera, _ = held_smile(engine)
     lips = [i for i in sorted({i for edge in FACEMESH_LIPS for i in edge}) if landmark_embedding(engine.data).valid[i]]
     errors, smiles = {}, {}
     for neutral in (None, 45):
@@ -465,7 +465,7 @@ def test_expressiveness_lets_expressions_read_fuller(engine: CaptureEngine):
     """The per-frame expression prior keeps landmark noise out of the shape keys, at the price of shrinking
     real expressions; expressiveness scales it: a held smile reads fuller at 4 than at 1, still within the
     weights' [0, 1], and the clip's landmarks fit closer. Expressiveness must be above 0."""
-    track, clean, expression, camera = held_smile(engine, noise_px=0.0)
+    track, clean, expression, camera, _ = held_smile(engine, noise_px=0.0)
     smile = expression[:30] > 0
     fitted = {}
     for e in (1.0, 4.0):
@@ -479,3 +479,41 @@ def test_expressiveness_lets_expressions_read_fuller(engine: CaptureEngine):
     for bad in (0.0, -1.0, float("inf")):
         with pytest.raises(SettingError, match="expressiveness"):
             engine.run_track(track, expressiveness=bad)
+
+
+def test_the_actors_face_from_an_earlier_capture_is_kept(engine: CaptureEngine, talking: dict, tmp_path: Path):
+    """A take that opens smiling, no neutral frame named: from its opening faces, the face's shape takes in the
+    smile and the relaxed frames after it fit badly. Given the actor's face from an earlier capture with the same
+    model (a file holding the true shape), the shape is kept as it is, the relaxed frames fit, the smile stays an
+    expression, the lens is still estimated, and the capture says where its face came from."""
+    track, clean, expression, camera, shape = held_smile(engine)
+    earlier = capture_file.save(tmp_path / "calibration.npz", {**talking["capture"], "shape": shape})
+    lips = [i for i in sorted({i for edge in FACEMESH_LIPS for i in edge}) if landmark_embedding(engine.data).valid[i]]
+    errors, smiles = {}, {}
+    for face in (None, str(earlier)):
+        capture = engine.run_track(track, expressiveness=4.0, face_from=face)
+        points, _ = landmark_points(engine, capture)
+        errors[face] = np.linalg.norm(project(points, capture) - clean, axis=-1)[30:, lips].mean()
+        smiles[face] = (capture["expression"][:30] * (expression[:30] > 0)).sum(1).mean()
+    np.testing.assert_allclose(capture["shape"], shape, atol=1e-5)
+    assert capture["face_from"] == str(earlier) and "face_from" not in talking["capture"]
+    assert abs(float(capture["focal_px"]) - camera.focal) < 0.1 * camera.focal, capture["focal_px"]
+    assert errors[None] > 2.5 * errors[str(earlier)], errors
+    assert smiles[str(earlier)] > 2 * smiles[None], smiles
+
+
+def test_a_face_from_another_model_or_the_builtin_rig_is_refused(engine: CaptureEngine, talking: dict,
+                                                                  tmp_path: Path):
+    """A face shape carries over only between captures made with the same model file; the built-in rig has none
+    to give or take; a missing file is named. Each fails before any work."""
+    track = LandmarkTrack.from_capture(talking["capture"])
+    cases = [({**talking["capture"], "model_hash": "0123456789abcdef"}, SettingError, "another head model"),
+             ({**talking["capture"], "shape": talking["capture"]["shape"][:50]}, SettingError, "another head model"),
+             ({**talking["capture"], "model": "builtin"}, SettingError, "built-in rig, which has no face shape"),
+             ({**talking["capture"], "shape": np.full(100, np.nan)}, SettingError, "not a number"),
+             (str(tmp_path / "gone.npz"), CaptureFileError, "gone.npz: no such capture file")]
+    for face, error, message in cases:
+        with pytest.raises(error, match=message):
+            engine.run_track(track, face_from=face)
+    with pytest.raises(SettingError, match="needs a head model"):
+        CaptureEngine(None, tracks_footage=False).run_track(track, face_from=talking["capture"])

@@ -82,6 +82,22 @@ def test_capture_writes_capture_and_preview(captured: dict, clip: Path):
     assert inside > 15.0 and outside < 5.0, (inside, outside)
 
 
+def test_face_from_an_earlier_capture_carries_the_actors_face(captured: dict, clip: Path, standin_model: Path,
+                                                             tmp_path: Path):
+    """--face-from: another take of the actor (here other frames of the clip) keeps the face shape of the earlier
+    capture and says so; a built-in capture has no face shape to give, which is one clear line."""
+    proc = run("capture", str(clip), "--model", str(standin_model), "--start", "200", "--end", "230",
+               "--face-from", str(captured["npz"]), "-o", str(tmp_path / "take2.npz"))
+    if captured["kind"] == "builtin":
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "built-in rig, which has no face shape" in proc.stderr.strip().splitlines()[-1], proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    take2 = capture_file.load(tmp_path / "take2.npz")
+    np.testing.assert_allclose(take2["shape"], capture_file.load(captured["npz"])["shape"], atol=1e-6)
+    assert f"face shape from {captured['npz']}" in proc.stdout
+
+
 def test_missing_video_is_one_clear_line(tmp_path: Path):
     proc = run("capture", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "out.npz"))
     assert proc.returncode != 0
