@@ -8,9 +8,12 @@ face-region expression-displacement error relative to predicting no expression, 
 (median, degrees), and acceleration error of the 68 landmarks against the truth (px/frame^2, jitter).
 A second table fits the true landmarks (the embedded MediaPipe points of the true mesh) plus 1 px noise,
 which separates the detector's error from the fitter's. A third fits them with a smile (mouthSmile_L and _R +0.6)
-held through the first 40 frames, as an actor who opens a take smiling, without and with a neutral frame (the
-quietest frame after the smile, as a user would pick it). --mirror-pass captures the videos with the mirror pass;
---expressiveness sets the fit's expressiveness (1 by default).
+held through the first 40 frames, as an actor who opens a take smiling: without a neutral frame, with one (the
+quietest frame after the smile, as a user would pick it), and with the actor's face from an earlier capture (the
+same render without the smile, fitted whole: a calibration take). A fourth fits noise-free true landmarks with the
+true face shape and lens at expressiveness 64: what a fit to these landmarks can reach at best, whatever
+tracks them. --mirror-pass captures the videos with the mirror pass; --expressiveness sets the fit's
+expressiveness (1 by default).
 """
 from __future__ import annotations
 
@@ -152,7 +155,7 @@ def main(argv: list[str]) -> int:
     model = HeadModel(engine.data.truncated(engine.settings.fit.n_shape, engine.settings.fit.n_expression),
                       dtype=torch.float64)
     e = args.expressiveness
-    detector, fitter_only, held = [], [], []
+    detector, fitter_only, held, ceiling = [], [], [], []
     for name in sequences:
         truth = Truth(root / "synthetic" / name, ict)
         t0 = time.perf_counter()
@@ -160,20 +163,31 @@ def main(argv: list[str]) -> int:
                              expressiveness=e)
         detector.append((name, {**evaluate(capture, truth, model), "secs": time.perf_counter() - t0}))
         t0 = time.perf_counter()
-        capture = engine.run_track(true_landmark_track(truth, engine, noise_px=1.0), expressiveness=e)
+        plain = true_landmark_track(truth, engine, noise_px=1.0)
+        capture = engine.run_track(plain, expressiveness=e)
         fitter_only.append((name, {**evaluate(capture, truth, model), "secs": time.perf_counter() - t0}))
+        calibration = engine.run_track(plain, whole_clip_identity=True, expressiveness=e)
         smiling = held_expression(truth, {"mouthSmile_L": 0.6, "mouthSmile_R": 0.6}, 40)
         track = true_landmark_track(smiling, engine, noise_px=1.0)
         quietest = 40 + int(np.argmin(smiling.t["expressions"][40:].sum(1)))
-        for label, neutral in ((name, None), (f"{name} @{quietest}", quietest)):
+        for label, options in ((name, {}), (f"{name} @{quietest}", {"neutral_frame": quietest}),
+                               (f"{name} face", {"face_from": calibration})):
             t0 = time.perf_counter()
-            capture = engine.run_track(track, expressiveness=e, neutral_frame=neutral)
+            capture = engine.run_track(track, expressiveness=e, **options)
             held.append((label, {**evaluate(capture, smiling, model), "secs": time.perf_counter() - t0}))
+        t0 = time.perf_counter()
+        face = {"model": engine.data.kind, "model_hash": engine.data.content_hash, "shape": truth.t["identity"]}
+        capture = engine.run_track(true_landmark_track(truth, engine, noise_px=0.0), focal_px=truth.camera()[0],
+                                   expressiveness=64.0, face_from=face)
+        ceiling.append((name, {**evaluate(capture, truth, model), "secs": time.perf_counter() - t0}))
     suffix = "" if e == 1.0 else f", expressiveness {e:g}"
     table(detector, f"Video -> MediaPipe{' (mirror pass)' if args.mirror_pass else ''} -> fit (FLAME-format stand-in"
           f"{suffix})")
     table(fitter_only, f"True landmarks + 1 px noise -> fit (fitter alone{suffix})")
-    table(held, f"A smile held through the first 40 frames, true landmarks + 1 px noise; @N: neutral frame N{suffix}")
+    table(held, f"A smile held through the first 40 frames, true landmarks + 1 px noise; @N: neutral frame N; face: the "
+          f"actor's face from a calibration capture{suffix}")
+    table(ceiling, "Noise-free true landmarks, the true face shape and lens, expressiveness 64: the best a fit to "
+          "landmarks reaches")
     return 0
 
 
