@@ -198,5 +198,6 @@ class KINESICS_OT_notify(bpy.types.Operator):
         return {'FINISHED'}
 
 
-classes = (KINESICS_OT_capture_start, KINESICS_OT_capture_refit, KINESICS_OT_capture_neutral, KINESICS_OT_face_from_take,
+classes = (KINESICS_OT_capture_start, KINESICS_OT_capture_refit, KINESICS_OT_capture_neutral,
+           KINESICS_OT_face_from_take,
            KINESICS_OT_capture_cancel, KINESICS_OT_import_rig, KINESICS_OT_apply_capture, KINESICS_OT_notify)

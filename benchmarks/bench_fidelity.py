@@ -184,8 +184,8 @@ def main(argv: list[str]) -> int:
     table(detector, f"Video -> MediaPipe{' (mirror pass)' if args.mirror_pass else ''} -> fit (FLAME-format stand-in"
           f"{suffix})")
     table(fitter_only, f"True landmarks + 1 px noise -> fit (fitter alone{suffix})")
-    table(held, f"A smile held through the first 40 frames, true landmarks + 1 px noise; @N: neutral frame N; face: the "
-          f"actor's face from a calibration capture{suffix}")
+    table(held, "A smile held through the first 40 frames, true landmarks + 1 px noise; @N: neutral frame N; face: "
+          f"the actor's face from a calibration capture{suffix}")
     table(ceiling, "Noise-free true landmarks, the true face shape and lens, expressiveness 64: the best a fit to "
           "landmarks reaches")
     return 0

@@ -29,7 +29,7 @@ from .arkit import ArkitSolver, ArkitStream
 from .arkit_geometric import NEUTRAL_SPAN, neutral_rows
 from .arkit_names import ARKIT_NAMES
 from .builtin_capture import capture_builtin
-from .landmark_process import LandmarkProcess, chained, merged_passes
+from .landmark_process import LandmarkProcess, chained, decode_ahead, merged_passes
 from .landmarks import N_LANDMARKS, LandmarkTrack
 from .model_data import HeadModelData, load_model_data
 from .trajectory import RawTrack, SmoothingSettings, to_parameters
@@ -172,13 +172,15 @@ class CaptureEngine:
         total = len(range(start, stop_frame, stride))
         _check_neutral(neutral_frame, start, stop_frame)
         warnings: list[str] = []
+        ahead = decode_ahead(info.width, info.height)
         if mirror_pass:  # the mirrored frames in a process of their own: on a machine with cores to spare, free
-            own = self._process(0).frames(video, start, end, stride, max_faces, False, warnings, cancel)
-            items = merged_passes(own, self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel))
+            own = self._process(0).frames(video, start, end, stride, max_faces, False, warnings, cancel, ahead)
+            items = merged_passes(own, self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel,
+                                                               ahead))
         else:
             # Following one person across a cut between segments is not possible: several faces keep one stream.
             bounds = self._segments(start, end, stop_frame, stride) if max_faces == 1 else [(start, end)]
-            items = chained([self._process(k).frames(video, a, b, stride, max_faces, False, warnings, cancel)
+            items = chained([self._process(k).frames(video, a, b, stride, max_faces, False, warnings, cancel, ahead)
                              for k, (a, b) in enumerate(bounds)])
         plan = _Plan(info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
                      smoothing_settings, self.settings.identity_window, timestamps=fps is None,
@@ -241,7 +243,8 @@ class CaptureEngine:
         if model != self.data.kind or (digest and own and digest != own) or len(shape) != self.fitter.n_shape_out:
             raise SettingError(f"{name} was captured with another head model ({model or 'unknown'}): a face shape "
                                "carries over only between captures made with the same model file; capture with "
-                               f"that model, or take the shape from a capture made with {self.data.source or 'this one'}")
+                               "that model, or take the shape from a capture made with "
+                               f"{self.data.source or 'this one'}")
         if not np.isfinite(shape).all():
             raise SettingError(f"{name} holds a face shape that is not a number: capture that take again")
         return shape

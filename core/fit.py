@@ -445,9 +445,10 @@ class Fitter:
     def _identity_rounds(self, state: FitState, pix: np.ndarray, camera: Camera, estimate_focal: bool,
                          expression_prior: torch.Tensor, solve_shape: bool = True) -> tuple[FitState, Camera]:
         """Joint Levenberg-Marquardt steps over every keyframe's parameters and the shared shape (unless not
-        `solve_shape`) and log focal length (`estimate_focal`). The frames' blocks are eliminated (Schur complement), so each step costs one small solve per
-        frame plus one of the shared block's size. Alternating frame fits with shape updates instead crawls along
-        the pose-shape valley (a head pitched down and a longer nose look alike) and leaves the pose biased."""
+        `solve_shape`) and log focal length (`estimate_focal`). The frames' blocks are eliminated (Schur
+        complement), so each step costs one small solve per frame plus one of the shared block's size. Alternating
+        frame fits with shape updates instead crawls along the pose-shape valley (a head pitched down and a longer
+        nose look alike) and leaves the pose biased."""
         s = self.settings
         ones = torch.ones(len(pix), dtype=self.dtype, device=self.device)
         target = torch.as_tensor(pix[:, self.ids], dtype=self.dtype, device=self.device)

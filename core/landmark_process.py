@@ -17,10 +17,17 @@ import numpy as np
 
 from .errors import KinesicsError
 
-DECODE_AHEAD = 3  # frames decoded ahead of MediaPipe (a 1080p frame is 6 MB)
+DECODE_AHEAD = 3  # frames decoded ahead of MediaPipe, at most (a 1080p frame is 6 MB)
+DECODE_AHEAD_BYTES = 64 << 20  # and at most this much of them per process (an 8K frame is 100 MB)
 
 # frame number, landmarks (None: no face), (width, height), timestamp in seconds
 Item = tuple[int, np.ndarray | None, tuple[int, int], float]
+
+
+def decode_ahead(width: int, height: int) -> int:
+    """How many frames of this size (BGR, 8 bits) to decode ahead: DECODE_AHEAD within DECODE_AHEAD_BYTES, and
+    at least 1."""
+    return max(1, min(DECODE_AHEAD, DECODE_AHEAD_BYTES // max(3 * width * height, 1)))
 
 
 def _serve(conn, stop) -> None:
@@ -39,7 +46,7 @@ def _serve(conn, stop) -> None:
             return
         if job is None:
             return
-        video, start, end, stride, max_faces, mirrored = job
+        video, start, end, stride, max_faces, mirrored, ahead = job
         warnings: list[str] = []
         tracker = None
         outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -47,7 +54,7 @@ def _serve(conn, stop) -> None:
         sender.start()
         try:
             tracker = FaceMeshTracker(max_faces, mirrored=mirrored)
-            with closing(read_ahead(read_timed_frames(video, start, end, stride, warnings), DECODE_AHEAD)) as frames:
+            with closing(read_ahead(read_timed_frames(video, start, end, stride, warnings), ahead)) as frames:
                 for index, seconds, frame in frames:
                     if stop.is_set():
                         break
@@ -88,13 +95,14 @@ class LandmarkProcess:
         self._lock = threading.Lock()
 
     def frames(self, video: str, start: int, end: int | None, stride: int, max_faces: int, mirrored: bool,
-               warnings: list[str], cancel: threading.Event | None = None) -> Iterator[Item | BaseException]:
+               warnings: list[str], cancel: threading.Event | None = None, ahead: int = DECODE_AHEAD
+               ) -> Iterator[Item | BaseException]:
         """Yield (frame number, landmarks or None, (width, height), timestamp in seconds; see
         `core.video.read_timed_frames`) per frame; an error is yielded, not raised, so the caller can keep what
         came before. Returns early once `cancel` is set. `mirrored`: track the mirrored frames (see
-        `core.landmarks.FaceMeshTracker`). The job starts at once, not on the first next(), so that several
-        processes work side by side."""
-        results = self._results((video, start, end, stride, max_faces, mirrored), warnings, cancel)
+        `core.landmarks.FaceMeshTracker`). `ahead`: frames decoded ahead of MediaPipe (see `decode_ahead`). The job
+        starts at once, not on the first next(), so that several processes work side by side."""
+        results = self._results((video, start, end, stride, max_faces, mirrored, ahead), warnings, cancel)
         next(results)  # sends the job; from here on, closing the iterator stops it and frees the process
         return results
 

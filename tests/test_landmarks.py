@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 from core import arkit_geometric as geo
 from core.engine import CaptureEngine
 from core.errors import FootageError, KinesicsError
-from core.landmark_process import merged_passes
+from core.landmark_process import DECODE_AHEAD_BYTES, LandmarkProcess, decode_ahead, merged_passes
 from core.landmarks import FaceMeshTracker, MirrorPassTracker, detect_video, merge_passes
 from core.mesh_mirror import MIRROR, PAIRS, mirror_landmarks
 from core.video import read_frames
@@ -97,6 +97,22 @@ def test_merged_streams_stop_at_the_first_error_or_a_frame_out_of_step():
     assert merge_passes(face, far) is face and merge_passes(None, far) is far
     out_of_step = list(merged_passes(stream((4, face, (64, 64), 0.16)), stream((5, face, (64, 64), 0.2))))
     assert isinstance(out_of_step[0], KinesicsError) and "out of step" in str(out_of_step[0])
+
+
+def test_frames_decoded_ahead_stay_within_a_memory_budget(footage: Path):
+    """Up to 3 frames are decoded ahead of MediaPipe, fewer where they would pass the budget (4K: 2, 8K: 1, never
+    0); however many, the landmarks are the same."""
+    assert [decode_ahead(w, h) for w, h in ((512, 512), (1920, 1080), (3840, 2160), (7680, 4320), (20000, 20000))] \
+        == [3, 3, 2, 1, 1]
+    assert all(decode_ahead(w, h) * 3 * w * h <= DECODE_AHEAD_BYTES for w, h in ((3840, 2160), (4096, 2160)))
+    process = LandmarkProcess()
+    try:
+        clip = str(footage / "frontal_talking_512.mp4")
+        one, three = ([item[1] for item in process.frames(clip, 0, 12, 1, 1, False, [], None, ahead)]
+                      for ahead in (1, 3))
+    finally:
+        process.close()
+    assert len(one) == 12 and np.array_equal(np.stack(one), np.stack(three))
 
 
 def _wide_shot(footage: Path, path: Path, frames: int, scale: float) -> list[tuple[int, int]]:
