@@ -323,8 +323,9 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
         corner = d[:, MOUTH_CORNER[k]]
         # Opening the jaw pulls the corners down about a third as far as the chin: not a frown.
         corner_up = -(corner[:, 1] - jaw_drop / 3)
-        put(f"mouthSmile{side}", (0.5 * corner_up + 0.5 * lift_gain + 0.3 * sign * corner[:, 0])
-            / _RANGE_MM["smile"])
+        # Outwards from the mouth's own middle: the whole mouth moving sideways (mouthLeft/Right) is no smile.
+        widening = sign * (corner[:, 0] - d[:, list(MOUTH_CORNER), 0].mean(1))
+        put(f"mouthSmile{side}", (0.5 * corner_up + 0.5 * lift_gain + 0.3 * widening) / _RANGE_MM["smile"])
         put(f"mouthFrown{side}", -corner_up / _RANGE_MM["frown"])
         put(f"mouthUpperUp{side}", -_mean(d, UPPER_LIP[k])[:, 1] / _RANGE_MM["upper_up"])
         put(f"mouthLowerDown{side}", (_mean(d, LOWER_LIP[k])[:, 1] - jaw_drop) / _RANGE_MM["lower_down"])

@@ -151,6 +151,24 @@ def test_geometric_arkit_curves_follow_the_rendered_truth(rom_track, synthetic):
     assert np.all(arkit[:, uncovered] == 0) and "tongueOut" not in geo.covered_channels()
 
 
+def test_a_mouth_moved_sideways_is_no_smile(talking_track):
+    """The lips of real footage moved 6 px towards the subject's left in the second half of the clip (about 6 mm):
+    the geometric solver reads mouthLeft, not a smile on the side the mouth moved towards."""
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+
+    lips = sorted({i for edge in FACEMESH_LIPS for i in edge})
+    moved = talking_track.landmarks.copy()
+    moved[30:, lips, 0] += 6.0 / talking_track.image_size[0]  # the subject's left is the image's right
+    curves = []
+    for lms in (talking_track.landmarks, moved):  # both at rest as frame 5 shows it, before the lips move
+        frames = geo.face_frames(lms, talking_track.valid, talking_track.image_size)
+        curves.append(geo.solve(lms, talking_track.valid, talking_track.image_size, frames, geo.calibrate(frames, 5))[0])
+    before, after = curves
+    change = (after[30:] - before[30:]).mean(0)
+    assert change[ARKIT_INDEX["mouthLeft"]] > 0.3, change[ARKIT_INDEX["mouthLeft"]]
+    assert abs(change[ARKIT_INDEX["mouthSmileLeft"]]) < 0.05 and abs(change[ARKIT_INDEX["mouthSmileRight"]]) < 0.05
+
+
 def test_a_neutral_frame_named_by_the_user_is_the_rig_at_rest(footage, talking_track):
     """The user's neutral frame (with its neighbours, against landmark noise) is the rig's rest face and the
     ARKit calibration's neutral: the shape keys and curves sit at rest there, wherever the clip's quietest frames
