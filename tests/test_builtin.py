@@ -162,7 +162,8 @@ def test_a_mouth_moved_sideways_is_no_smile(talking_track):
     curves = []
     for lms in (talking_track.landmarks, moved):  # both at rest as frame 5 shows it, before the lips move
         frames = geo.face_frames(lms, talking_track.valid, talking_track.image_size)
-        curves.append(geo.solve(lms, talking_track.valid, talking_track.image_size, frames, geo.calibrate(frames, 5))[0])
+        rest = geo.calibrate(frames, 5)
+        curves.append(geo.solve(lms, talking_track.valid, talking_track.image_size, frames, rest)[0])
     before, after = curves
     change = (after[30:] - before[30:]).mean(0)
     assert change[ARKIT_INDEX["mouthLeft"]] > 0.3, change[ARKIT_INDEX["mouthLeft"]]
