@@ -87,11 +87,21 @@ class ArkitSolver:
         return BasisSolver(load_model_data(path), device)
 
     def prepare(self, landmarks: np.ndarray, valid: np.ndarray, image_size, camera: Camera,
-                neutral: int | None = None) -> None:
+                neutral: int | None = None, identity: np.ndarray | None = None) -> None:
         """Fix what is constant over the clip from its opening frames: landmarks (K,478,3) normalised as
         MediaPipe gives them, valid (K,) bool, image_size (W,H), the capture's camera; neutral: the row of a frame
-        known to show the face at rest, if any."""
+        known to show the face at rest, if any; identity: the actor's face in the basis (see `identity`), known
+        from an earlier capture, which is then kept rather than solved."""
         raise NotImplementedError
+
+    def identity(self) -> dict:
+        """What an earlier capture passes on to `prepare` for the same actor, as capture-file keys
+        (`arkit_shape`, `arkit_basis_hash`); none for a solver without a basis."""
+        return {}
+
+    def accepts(self, source: dict) -> np.ndarray | None:
+        """The face an earlier capture (`identity`'s keys) holds for this solver's basis, or None."""
+        return None
 
     def solve(self, landmarks: np.ndarray, valid: np.ndarray, camera: Camera) -> np.ndarray:
         """Raw curves (B,52) in [0,1], Apple's order, for the next B frames (landmarks (B,478,3) normalised,
@@ -118,6 +128,7 @@ class BasisSolver(ArkitSolver):
                                  "ARKit-style shapes); " + INSTALL_HINT)
 
         self.expression_names = data.expression_names
+        self.basis_hash = data.content_hash
         self.settings = settings or FitSettings(n_shape=data.n_shape, n_expression=data.n_expression,
                                                    expression_prior=EXPRESSION_PRIOR,
                                                    identity_expression_prior=IDENTITY_EXPRESSION_PRIOR, bounded=True)
@@ -128,7 +139,7 @@ class BasisSolver(ArkitSolver):
         self.direct = GeometricSolver("it measures the blended channels") if blend else None
         self.blended = [ARKIT_NAMES.index(n) for n in BLENDED]
 
-    def prepare(self, landmarks, valid, image_size, camera, neutral=None) -> None:
+    def prepare(self, landmarks, valid, image_size, camera, neutral=None, identity=None) -> None:
         if self.direct is not None:
             self.direct.prepare(landmarks, valid, image_size, camera, neutral)
             warnings = self.direct.calibration.warnings
@@ -138,11 +149,22 @@ class BasisSolver(ArkitSolver):
         pix = _pixels(landmarks, image_size)
         keys, at_rest = identity_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes,
                                            geometric.neutral_rows(valid, neutral))
-        self.fitter.prepare(torch.zeros_like(self.fitter.shape_active))  # each clip starts from the mean face
+        # Each clip starts from the mean face, or the actor's as an earlier capture found it.
+        shape = np.zeros(len(self.fitter.shape_cols)) if identity is None else \
+            np.asarray(identity, np.float64)[self.fitter.shape_cols.cpu().numpy()]
+        self.fitter.prepare(torch.as_tensor(shape, dtype=self.fitter.dtype, device=self.fitter.device))
         if len(keys):
             state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
-            self.fitter.solve_identity(state, pix[keys], camera, neutral=at_rest)
+            self.fitter.solve_identity(state, pix[keys], camera, neutral=at_rest, hold_shape=identity is not None)
         self.previous = None
+
+    def identity(self) -> dict:
+        return {"arkit_shape": self.fitter.shape_vector(), "arkit_basis_hash": self.basis_hash}
+
+    def accepts(self, source: dict) -> np.ndarray | None:
+        shape = np.asarray(source.get("arkit_shape", ()), np.float64).reshape(-1)
+        same = str(source.get("arkit_basis_hash", "")) == self.basis_hash and bool(self.basis_hash)
+        return shape if same and len(shape) == self.fitter.n_shape_out and np.isfinite(shape).all() else None
 
     def solve(self, landmarks, valid, camera) -> np.ndarray:
         self._require_prepared()
@@ -178,7 +200,7 @@ class GeometricSolver(ArkitSolver):
         return " ".join([f"ARKit curves come from the landmark-only geometric solver ({covered} of 52 channels, "
                          f"the others stay 0) because {self.reason}; {INSTALL_HINT}."] + warnings)
 
-    def prepare(self, landmarks, valid, image_size, camera, neutral=None) -> None:
+    def prepare(self, landmarks, valid, image_size, camera, neutral=None, identity=None) -> None:
         self.image_size = np.asarray(image_size, np.float64)
         frames = geometric.face_frames(landmarks, valid, image_size, camera.focal)
         self.reference = np.median(frames.points[frames.valid], axis=0)

@@ -47,11 +47,14 @@ def expression_prior(settings: FitSettings, expressiveness: float) -> float:
     return settings.expression_prior / expressiveness ** 2
 
 
-def _source_name(face_from: str | os.PathLike | dict | None) -> str:
-    """How a face shape's source is named to the user and in the capture file."""
-    if face_from is None:
-        return ""
-    return "the capture given" if isinstance(face_from, dict) else os.fspath(face_from)
+@dataclass(frozen=True)
+class ActorFace:
+    """The actor's face as an earlier capture found it: the head model's shape (S,), the ARKit basis's (None when
+    that capture holds none for this engine's basis), and where it came from."""
+
+    shape: np.ndarray
+    arkit_shape: np.ndarray | None
+    source: str
 
 
 def _check_neutral(frame: int | None, start: int, stop: int | None) -> None:
@@ -100,8 +103,7 @@ class _Plan:
     timestamps: bool = True   # the footage's own timestamps time its frames (not when a frame rate is given)
     neutral_frame: int | None = None  # a frame the user says shows the face at rest (fixes the face's shape)
     expressiveness: float = 1.0       # scales how readily the fit reaches for expression (see `expression_prior`)
-    face_shape: np.ndarray | None = None  # the actor's shape (S,), known from an earlier capture: not solved again
-    face_from: str = ""               # where it came from
+    face: ActorFace | None = None     # the actor's face, known from an earlier capture: not solved again
 
 
 class CaptureEngine:
@@ -159,10 +161,10 @@ class CaptureEngine:
         set, 2 or 4 for fuller expressions (and more of MediaPipe's noise in them), 0.5 steadier; see
         `expression_prior`. It applies to fitted head models; the built-in rig follows the landmarks as they are.
         `face_from`: an earlier capture of the same actor with the same head model (its file's path, or the capture
-        loaded); its face shape is reused instead of solved again (see `face_shape`)."""
+        loaded); its face shape is reused instead of solved again (see `actor_face`)."""
         smoothing_settings = self.settings.smoothing.scaled(smoothing)
         expression_prior(self.settings.fit, expressiveness)  # a bad value fails before any work
-        face = self.face_shape(face_from)
+        face = self.actor_face(face_from)
         if fps is not None and not 0 < fps < float("inf"):
             raise SettingError(f"a frame rate of {fps} is not possible: give frames per second, above 0")
         info = probe(video, decode=False)  # the landmark process decodes, and fails clearly if nothing does
@@ -184,8 +186,7 @@ class CaptureEngine:
                              for k, (a, b) in enumerate(bounds)])
         plan = _Plan(info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
                      smoothing_settings, self.settings.identity_window, timestamps=fps is None,
-                     neutral_frame=neutral_frame, expressiveness=expressiveness, face_shape=face,
-                     face_from=_source_name(face_from))
+                     neutral_frame=neutral_frame, expressiveness=expressiveness, face=face)
         return self._consume(items, plan, on_header, on_chunk, on_progress, cancel, warnings)
 
     def run_track(self, track: LandmarkTrack, stride: int = 1, focal_px: float | None = None,
@@ -196,7 +197,7 @@ class CaptureEngine:
         """Capture from landmarks already tracked (or synthesised): the same fit, no video. With
         `whole_clip_identity`, identity comes from keyframes spread over the whole clip rather than its opening
         faces (nothing streams before the end then; for a finished clip, such as a refit). `face_from`: see `run`."""
-        face = self.face_shape(face_from)
+        face = self.actor_face(face_from)
         seconds = track.seconds if track.seconds is not None else np.full(len(track.valid), np.nan)
         items = ((int(i), lm if ok else None, tuple(track.image_size), float(t))
                  for i, lm, ok, t in zip(track.frame_index, track.landmarks, track.valid, seconds))
@@ -205,7 +206,7 @@ class CaptureEngine:
             _check_neutral(neutral_frame, int(track.frame_index[0]), int(track.frame_index[-1]) + 1)
         plan = _Plan("landmark track", track.fps, tuple(track.image_size), len(track.valid), stride, focal_px,
                      self.settings.smoothing.scaled(smoothing), window, neutral_frame=neutral_frame,
-                     expressiveness=expressiveness, face_shape=face, face_from=_source_name(face_from))
+                     expressiveness=expressiveness, face=face)
         return self._consume(items, plan, on_header, on_chunk, None, cancel, list(track.warnings))
 
     def refit(self, source: dict, focal_px: float | None = None, lens_mm: float | None = None,
@@ -223,13 +224,13 @@ class CaptureEngine:
                               whole_clip_identity=True, neutral_frame=neutral_frame, expressiveness=expressiveness,
                               face_from=face_from)
 
-    def face_shape(self, face_from: str | os.PathLike | dict | None) -> np.ndarray | None:
-        """The actor's face shape (S,) from an earlier capture made with this engine's head model: a capture file's
-        path or a loaded capture (None: none, the shape is solved). Raises CaptureFileError for a file that cannot be
-        read, SettingError for a capture of another model or of the built-in rig, or an engine without a model."""
+    def actor_face(self, face_from: str | os.PathLike | dict | None) -> ActorFace | None:
+        """The actor's face from an earlier capture made with this engine's head model: a capture file's path or a
+        loaded capture (None: none, the face is solved). Raises CaptureFileError for a file that cannot be read,
+        SettingError for a capture of another model or of the built-in rig, or an engine without a model."""
         if face_from is None:
             return None
-        name = _source_name(face_from)
+        name = "the capture given" if isinstance(face_from, dict) else os.fspath(face_from)
         if self.fitter is None:
             raise SettingError("a face shape from an earlier capture needs a head model (--model): the built-in rig "
                                "takes the actor's face from each clip")
@@ -247,7 +248,7 @@ class CaptureEngine:
                                f"{self.data.source or 'this one'}")
         if not np.isfinite(shape).all():
             raise SettingError(f"{name} holds a face shape that is not a number: capture that take again")
-        return shape
+        return ActorFace(shape, self.arkit_solver.accepts(source), name)
 
     def _consume(self, items, plan: _Plan, on_header, on_chunk, on_progress, cancel, warnings: list[str]) -> dict:
         torch.set_num_threads(1)
@@ -378,8 +379,8 @@ class _Run:
                                            neutral_rows(valid, neutral))
         # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one), or
         # from the actor's face as an earlier capture found it.
-        known = self.plan.face_shape
-        shape = np.zeros(len(fitter.shape_cols)) if known is None else known[fitter.shape_cols.cpu().numpy()]
+        face = self.plan.face
+        shape = np.zeros(len(fitter.shape_cols)) if face is None else face.shape[fitter.shape_cols.cpu().numpy()]
         fitter.prepare(torch.as_tensor(shape, dtype=fitter.dtype, device=fitter.device))
         # Without a known lens, start from a typical one; the identity solve refines it with the shape.
         focal = self.plan.focal_px or max(w, h) / 2 / np.tan(np.radians(self.engine.settings.typical_fov_deg) / 2)
@@ -387,11 +388,15 @@ class _Run:
         state = fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
         state, self.camera = fitter.solve_identity(state, pix[keys], camera, estimate_focal=not self.plan.focal_px,
                                                    neutral=at_rest, expression_prior=self.expression_prior,
-                                                   hold_shape=known is not None)
+                                                   hold_shape=face is not None)
         self.seeds = (keys, state)
         focal = self.camera.focal
         solver = self.engine.arkit_solver
-        solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera, neutral)
+        solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera, neutral,
+                       face.arkit_shape if face is not None else None)
+        if face is not None and face.arkit_shape is None and solver.identity():
+            self.warnings.append(f"{face.source} holds no face for this ARKit basis (captured with another one, or "
+                                 "by an earlier Kinesics): the ARKit curves' face was solved from this clip")
         self.arkit = ArkitStream(solver, self.plan.fps / self.plan.stride, self.plan.smoothing.arkit_hz)
         if solver.note:
             self.warnings.append(solver.note)
@@ -403,8 +408,9 @@ class _Run:
                        "expressiveness": float(self.plan.expressiveness)}
         if neutral is not None:
             self.header["neutral_frame"] = int(self.indices[neutral])
-        if self.plan.face_from:
-            self.header["face_from"] = self.plan.face_from
+        self.header.update(solver.identity())
+        if face is not None:
+            self.header["face_from"] = face.source
         if self.on_header:
             self.on_header(dict(self.header))
 

@@ -12,7 +12,8 @@ from core.embedding import landmark_embedding
 from core.errors import ModelFileError
 from core.fit import Camera
 from core.head_model import HeadModel
-from core.landmarks import detect_video
+from core.engine import CaptureEngine
+from core.landmarks import LandmarkTrack, detect_video
 from core.model_data import load_ict_npz
 
 # ict_rom_21: the jaw opens in frames 2-9 and both eyes blink in frames 56-65.
@@ -100,9 +101,10 @@ def _known_landmarks(ict_data, held_smile: bool = False) -> tuple[np.ndarray, np
     return landmarks, ict_to_arkit(weights, ict_data.expression_names), camera
 
 
-def _solve_in_batches(solver, landmarks: np.ndarray, camera: Camera, neutral: int | None = None) -> np.ndarray:
+def _solve_in_batches(solver, landmarks: np.ndarray, camera: Camera, neutral: int | None = None,
+                      identity: np.ndarray | None = None) -> np.ndarray:
     valid = np.ones(len(landmarks), bool)
-    solver.prepare(landmarks, valid, (512, 512), camera, neutral)
+    solver.prepare(landmarks, valid, (512, 512), camera, neutral, identity)
     return np.concatenate([solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
                            for a in range(0, len(landmarks), 8)])
 
@@ -147,6 +149,54 @@ def test_a_neutral_frame_keeps_a_held_smile_in_the_curves(ict_data, bounded_solv
         if neutral is not None:
             assert curves[neutral].max() < 0.15
     assert error[2] < 0.85 * error[None], error
+
+
+def test_the_actors_face_from_a_calibration_take_keeps_a_held_smile_in_the_curves(ict_data, bounded_solver):
+    """The basis's face as a calibration take of the same actor found it (its frames without the smile), handed on
+    as capture keys, is kept for a take that smiles after a moment of rest, with no neutral frame named: the curves
+    make more of the smile than with the face solved from the take itself. Another basis's face is not taken."""
+    calibration, _, camera = _known_landmarks(ict_data)
+    _solve_in_batches(bounded_solver, calibration, camera)
+    keys = bounded_solver.identity()
+    assert keys["arkit_basis_hash"] == ict_data.content_hash
+    face = bounded_solver.accepts(keys)
+    assert face is not None and bounded_solver.accepts({**keys, "arkit_basis_hash": "0123456789abcdef"}) is None
+    landmarks, truth, camera = _known_landmarks(ict_data, held_smile=True)
+    held = np.arange(len(truth)) >= 5
+    moved = _landmark_displacement(ict_data, truth)[held]
+    error = {}
+    for label, identity in (("solved", None), ("kept", face)):
+        curves = _solve_in_batches(bounded_solver, landmarks, camera, identity=identity)
+        made = _landmark_displacement(ict_data, curves)[held]
+        error[label] = np.linalg.norm(made - moved, axis=-1).sum() / np.linalg.norm(moved, axis=-1).sum()
+    np.testing.assert_allclose(bounded_solver.identity()["arkit_shape"], face, atol=1e-5)
+    assert error["kept"] < 0.85 * error["solved"], error
+
+
+def _track(landmarks: np.ndarray) -> LandmarkTrack:
+    """Landmarks (T,478,3) of 512x512 frames at 25 fps, a face in each, as a track the engine fits."""
+    return LandmarkTrack(np.arange(len(landmarks)), landmarks.astype(np.float32), np.ones(len(landmarks), bool),
+                         25.0, (512, 512))
+
+
+def test_a_capture_hands_on_the_basis_face_with_its_own(ict_npz, ict_data):
+    """A capture with an ARKit basis records the basis's face beside the model's; a take captured with that capture
+    as --face-from keeps both. A face_from capture without the basis's face is used for the model's, and the
+    capture says the curves' face was solved anew."""
+    engine = CaptureEngine(str(ict_npz), arkit_basis=str(ict_npz), tracks_footage=False)
+    landmarks, _, camera = _known_landmarks(ict_data)
+    smiling, _, _ = _known_landmarks(ict_data, held_smile=True)
+    first = engine.run_track(_track(landmarks), focal_px=camera.focal)
+    assert first["arkit_basis_hash"] == ict_data.content_hash and np.abs(first["arkit_shape"]).max() > 0.05
+    take = engine.run_track(_track(smiling), focal_px=camera.focal, face_from=first)
+    np.testing.assert_allclose(take["shape"], first["shape"], atol=1e-5)
+    np.testing.assert_allclose(take["arkit_shape"], first["arkit_shape"], atol=1e-5)
+    assert not any("ARKit basis" in str(w) for w in take.get("warnings", ()))
+    bare = {k: v for k, v in first.items() if not k.startswith("arkit_")}
+    take = engine.run_track(_track(smiling), focal_px=camera.focal, face_from=bare)
+    np.testing.assert_allclose(take["shape"], first["shape"], atol=1e-5)
+    assert np.abs(take["arkit_shape"] - first["arkit_shape"]).max() > 1e-3
+    assert any("holds no face for this ARKit basis" in str(w) for w in take["warnings"])
 
 
 def test_blended_channels_average_the_fit_and_the_geometric_measure(ict_data, basis_solver, bounded_solver):
