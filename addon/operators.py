@@ -65,52 +65,49 @@ class KINESICS_OT_capture_refit(bpy.types.Operator, ImportHelper):
         return _start_job(self, context, session.start_refit, self.filepath)
 
 
-class KINESICS_OT_capture_neutral(bpy.types.Operator):
+class _FromShowingTake:
+    """An operator that sets a capture setting from the take the rig shows (`read`: set it, say what was set)."""
+
+    bl_options = {'REGISTER', 'UNDO'}
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene.kinesics.rig is not None and not session.SESSION.running
+
+    def execute(self, context):
+        try:
+            message = self.read(context, context.scene.kinesics)
+        except KinesicsError as err:
+            self.report({'ERROR'}, str(err))
+            return {'CANCELLED'}
+        self.report({'INFO'}, message)
+        return {'FINISHED'}
+
+
+class KINESICS_OT_capture_neutral(_FromShowingTake, bpy.types.Operator):
     """Name the footage frame shown at the current frame as the actor's rest face (Neutral Frame): go to a frame
     of the rig's take where the face is relaxed, mouth closed, eyes open and looking ahead, press it, then Refit"""
 
     bl_idname = "kinesics.capture_neutral"
     bl_label = "Neutral from Frame"
-    bl_options = {'REGISTER', 'UNDO'}
 
-    @classmethod
-    def poll(cls, context):
-        return context.scene.kinesics.rig is not None and not session.SESSION.running
-
-    def execute(self, context):
-        settings = context.scene.kinesics
-        try:
-            frame = takes.footage_frame_at(context.scene, settings.rig, context.scene.frame_current)
-        except KinesicsError as err:
-            self.report({'ERROR'}, str(err))
-            return {'CANCELLED'}
+    def read(self, context, settings) -> str:
+        frame = takes.footage_frame_at(context.scene, settings.rig, context.scene.frame_current)
         settings.use_neutral_frame, settings.neutral_frame = True, frame
-        self.report({'INFO'}, f"Neutral frame: footage frame {frame}; Refit (or capture again) to use it")
-        return {'FINISHED'}
+        return f"Neutral frame: footage frame {frame}; Refit (or capture again) to use it"
 
 
-class KINESICS_OT_face_from_take(bpy.types.Operator):
+class KINESICS_OT_face_from_take(_FromShowingTake, bpy.types.Operator):
     """Reuse the actor's face shape from the capture of the take the rig shows: later captures and refits of this
     actor with the same head model keep that face"""
 
     bl_idname = "kinesics.face_from_take"
     bl_label = "Face from Take"
-    bl_options = {'REGISTER', 'UNDO'}
 
-    @classmethod
-    def poll(cls, context):
-        return context.scene.kinesics.rig is not None and not session.SESSION.running
-
-    def execute(self, context):
-        settings = context.scene.kinesics
-        try:
-            path = takes.showing_capture(settings.rig, "press this again")
-        except KinesicsError as err:
-            self.report({'ERROR'}, str(err))
-            return {'CANCELLED'}
+    def read(self, context, settings) -> str:
+        path = takes.showing_capture(settings.rig, "press this again")
         settings.use_face_from, settings.face_from = True, path
-        self.report({'INFO'}, f"Actor's face: from {bpy.path.basename(path)}; captures and refits now keep it")
-        return {'FINISHED'}
+        return f"Actor's face: from {bpy.path.basename(path)}; captures and refits now keep it"
 
 
 class KINESICS_OT_capture_cancel(bpy.types.Operator):

@@ -17,6 +17,16 @@ def _status_line(s: session.Session) -> str:
     return f"{s.done}/{s.total or '?'} frames, {s.fps:.1f} frames/s{eta}"
 
 
+def _optional_row(layout, settings, name: str, operator: str, icon: str) -> None:
+    """A setting used only when ticked (`use_<name>`), with the operator that reads it from the rig's take."""
+    row = layout.row(align=True)
+    row.prop(settings, f"use_{name}")
+    sub = row.row(align=True)
+    sub.active = getattr(settings, f"use_{name}")
+    sub.prop(settings, name, text="")
+    row.operator(operator, text="", icon=icon)
+
+
 class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
     bl_label = "Capture from Video"
 
@@ -38,18 +48,8 @@ class KINESICS_PT_capture(KinesicsPanel, bpy.types.Panel):
         sub = row.row(align=True)
         sub.active = settings.use_lens
         sub.prop(settings, "lens_mm", text="")
-        row = col.row(align=True)
-        row.prop(settings, "use_neutral_frame")
-        sub = row.row(align=True)
-        sub.active = settings.use_neutral_frame
-        sub.prop(settings, "neutral_frame", text="")
-        row.operator("kinesics.capture_neutral", text="", icon='EYEDROPPER')
-        row = col.row(align=True)
-        row.prop(settings, "use_face_from")
-        sub = row.row(align=True)
-        sub.active = settings.use_face_from
-        sub.prop(settings, "face_from", text="")
-        row.operator("kinesics.face_from_take", text="", icon='USER')
+        _optional_row(col, settings, "neutral_frame", "kinesics.capture_neutral", 'EYEDROPPER')
+        _optional_row(col, settings, "face_from", "kinesics.face_from_take", 'USER')
         col.prop(settings, "faces")
         col.prop(settings, "smoothing")
         col.prop(settings, "expressiveness")
