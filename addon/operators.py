@@ -98,8 +98,8 @@ class KINESICS_OT_capture_neutral(_FromShowingTake, bpy.types.Operator):
 
 
 class KINESICS_OT_face_from_take(_FromShowingTake, bpy.types.Operator):
-    """Reuse the actor's face shape from the capture of the take the rig shows: later captures and refits of this
-    actor with the same head model keep that face"""
+    """Reuse the actor's face from the capture of the take the rig shows: later captures and refits of this actor
+    keep that face"""
 
     bl_idname = "kinesics.face_from_take"
     bl_label = "Face from Take"

@@ -64,12 +64,12 @@ class KinesicsSceneSettings(bpy.types.PropertyGroup):
                                          description="Video frame (0 is the first) where the face is relaxed, the "
                                                      "mouth closed and the eyes open, looking ahead")
     use_face_from: bpy.props.BoolProperty(name="Actor's Face", default=False,
-                                          description="Reuse the actor's face shape from an earlier capture with "
-                                                      "the same head model instead of solving it again: every take "
-                                                      "of the actor gets one face")
+                                          description="Reuse the actor's face from an earlier capture instead of "
+                                                      "finding it again: every take of the actor gets one face")
     face_from: bpy.props.StringProperty(name="Actor's Face", subtype='FILE_PATH',
-                                        description="An earlier capture (.npz) of the same actor with the same head "
-                                                    "model, best one that shows the face relaxed and turning")
+                                        description="An earlier capture (.npz) of the same actor, with the same "
+                                                    "head model (for the built-in rig, any), best one that shows "
+                                                    "the face relaxed and turning")
     fps: bpy.props.FloatProperty(name="Frame Rate", min=0.0, soft_max=240.0, default=0.0,
                                  description="The footage's frame rate where it holds none (an image sequence, "
                                              "where 25 is assumed) or a wrong one; 0 reads it from the footage")

@@ -48,6 +48,12 @@ INSTALL_HINT = ("install ICT-FaceKit with `kinesics install-ict SOURCE` (SOURCE:
                 "ARKit expression shapes")
 
 
+def known_neutral(earlier: dict) -> np.ndarray | None:
+    """The actor's rest face (478,3) an earlier capture's geometric calibration found (`arkit_neutral`), if any."""
+    neutral = np.asarray(earlier.get("arkit_neutral", ()), np.float64)
+    return neutral if neutral.shape == (478, 3) and np.isfinite(neutral).all() else None
+
+
 def default_basis_path() -> Path:
     """Where `kinesics install-ict` puts ICT-FaceKit."""
     return install_dir() / NPZ_NAME
@@ -87,21 +93,22 @@ class ArkitSolver:
         return BasisSolver(load_model_data(path), device)
 
     def prepare(self, landmarks: np.ndarray, valid: np.ndarray, image_size, camera: Camera,
-                neutral: int | None = None, identity: np.ndarray | None = None) -> None:
+                neutral: int | None = None, earlier: dict | None = None) -> None:
         """Fix what is constant over the clip from its opening frames: landmarks (K,478,3) normalised as
         MediaPipe gives them, valid (K,) bool, image_size (W,H), the capture's camera; neutral: the row of a frame
-        known to show the face at rest, if any; identity: the actor's face in the basis (see `identity`), known
-        from an earlier capture, which is then kept rather than solved."""
+        known to show the face at rest, if any; earlier: an earlier capture of the actor, whose face (`identity`'s
+        keys, those this solver `accepts`) is kept rather than found again."""
         raise NotImplementedError
 
     def identity(self) -> dict:
-        """What an earlier capture passes on to `prepare` for the same actor, as capture-file keys
-        (`arkit_shape`, `arkit_basis_hash`); none for a solver without a basis."""
-        return {}
+        """The actor's face as this clip's `prepare` found it, as capture-file keys (`arkit_neutral`, the
+        geometric measures' rest face; with a basis also `arkit_shape` and `arkit_basis_hash`)."""
+        raise NotImplementedError
 
-    def accepts(self, source: dict) -> np.ndarray | None:
-        """The face an earlier capture (`identity`'s keys) holds for this solver's basis, or None."""
-        return None
+    def accepts(self, earlier: dict) -> bool:
+        """Whether an earlier capture holds all of the face `prepare` would keep from it (not when it was made
+        with another basis, or before captures held it)."""
+        raise NotImplementedError
 
     def solve(self, landmarks: np.ndarray, valid: np.ndarray, camera: Camera) -> np.ndarray:
         """Raw curves (B,52) in [0,1], Apple's order, for the next B frames (landmarks (B,478,3) normalised,
@@ -139,9 +146,9 @@ class BasisSolver(ArkitSolver):
         self.direct = GeometricSolver("it measures the blended channels") if blend else None
         self.blended = [ARKIT_NAMES.index(n) for n in BLENDED]
 
-    def prepare(self, landmarks, valid, image_size, camera, neutral=None, identity=None) -> None:
+    def prepare(self, landmarks, valid, image_size, camera, neutral=None, earlier=None) -> None:
         if self.direct is not None:
-            self.direct.prepare(landmarks, valid, image_size, camera, neutral)
+            self.direct.prepare(landmarks, valid, image_size, camera, neutral, earlier)
             warnings = self.direct.calibration.warnings
             lead = f"ARKit {', '.join(BLENDED)} (partly measured against the neutral):"
             self.note = " ".join([lead] + warnings) if warnings else ""
@@ -150,21 +157,26 @@ class BasisSolver(ArkitSolver):
         keys, at_rest = identity_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes,
                                            geometric.neutral_rows(valid, neutral))
         # Each clip starts from the mean face, or the actor's as an earlier capture found it.
-        shape = np.zeros(len(self.fitter.shape_cols)) if identity is None else \
-            np.asarray(identity, np.float64)[self.fitter.shape_cols.cpu().numpy()]
+        known = self._known_shape(earlier or {})
+        shape = np.zeros(len(self.fitter.shape_cols)) if known is None else known[self.fitter.shape_cols.cpu().numpy()]
         self.fitter.prepare(torch.as_tensor(shape, dtype=self.fitter.dtype, device=self.fitter.device))
         if len(keys):
             state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
-            self.fitter.solve_identity(state, pix[keys], camera, neutral=at_rest, hold_shape=identity is not None)
+            self.fitter.solve_identity(state, pix[keys], camera, neutral=at_rest, hold_shape=known is not None)
         self.previous = None
 
-    def identity(self) -> dict:
-        return {"arkit_shape": self.fitter.shape_vector(), "arkit_basis_hash": self.basis_hash}
-
-    def accepts(self, source: dict) -> np.ndarray | None:
-        shape = np.asarray(source.get("arkit_shape", ()), np.float64).reshape(-1)
-        same = str(source.get("arkit_basis_hash", "")) == self.basis_hash and bool(self.basis_hash)
+    def _known_shape(self, earlier: dict) -> np.ndarray | None:
+        """The basis's face (S,) an earlier capture holds, if it was fitted with this very basis."""
+        shape = np.asarray(earlier.get("arkit_shape", ()), np.float64).reshape(-1)
+        same = bool(self.basis_hash) and str(earlier.get("arkit_basis_hash", "")) == self.basis_hash
         return shape if same and len(shape) == self.fitter.n_shape_out and np.isfinite(shape).all() else None
+
+    def identity(self) -> dict:
+        measured = self.direct.identity() if self.direct is not None else {}
+        return {"arkit_shape": self.fitter.shape_vector(), "arkit_basis_hash": self.basis_hash, **measured}
+
+    def accepts(self, earlier: dict) -> bool:
+        return self._known_shape(earlier) is not None and (self.direct is None or self.direct.accepts(earlier))
 
     def solve(self, landmarks, valid, camera) -> np.ndarray:
         self._require_prepared()
@@ -200,12 +212,18 @@ class GeometricSolver(ArkitSolver):
         return " ".join([f"ARKit curves come from the landmark-only geometric solver ({covered} of 52 channels, "
                          f"the others stay 0) because {self.reason}; {INSTALL_HINT}."] + warnings)
 
-    def prepare(self, landmarks, valid, image_size, camera, neutral=None, identity=None) -> None:
+    def prepare(self, landmarks, valid, image_size, camera, neutral=None, earlier=None) -> None:
         self.image_size = np.asarray(image_size, np.float64)
         frames = geometric.face_frames(landmarks, valid, image_size, camera.focal)
         self.reference = np.median(frames.points[frames.valid], axis=0)
-        self.calibration = geometric.calibrate(frames, neutral)
+        self.calibration = geometric.calibrate(frames, neutral, known_neutral(earlier or {}))
         self.note = self._note(self.calibration.warnings)
+
+    def identity(self) -> dict:
+        return {"arkit_neutral": self.calibration.neutral.astype(np.float32)}
+
+    def accepts(self, earlier: dict) -> bool:
+        return known_neutral(earlier) is not None
 
     def _align(self, points: np.ndarray, valid: np.ndarray) -> geometric.FaceFrames:
         """Align each valid frame of points (B,478,3) to the opening frames' face (fixed, unlike

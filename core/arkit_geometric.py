@@ -226,16 +226,22 @@ def neutral_rows(valid: np.ndarray, row: int | None) -> np.ndarray:
     return rows[np.asarray(valid, bool)[rows]]
 
 
-def calibrate(frames: FaceFrames, neutral_row: int | None = None) -> Calibration:
+def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndarray | None = None) -> Calibration:
     """The actor's neutral: the frames whose mouth is closed and relaxed and whose eyes are open.
 
     Frames are ranked by how far their features lie from the quiet end of the clip's own distribution;
     the best tenth (at least 3 frames) is averaged (median). If even that neutral falls outside the range
     of neutral faces in the population, the feature is taken from the population and a warning says so.
     `neutral_row`: a frame the user knows to be at rest, which is the neutral instead (see `neutral_rows`).
+    `known`: the actor's neutral (478,3) as an earlier capture's calibration found it (in that clip's face frame),
+    which is the neutral instead of either, once aligned to this clip's face (on the STABLE points).
     """
     ids = np.flatnonzero(frames.valid)
-    if neutral_row is not None:
+    if known is not None:
+        pick = np.zeros(0, int)
+        reference = np.median(frames.points[ids], axis=0)
+        neutral = apply_similarity(*robust_similarity(np.asarray(known, np.float64), reference), known)
+    elif neutral_row is not None:
         pick = neutral_rows(frames.valid, neutral_row)
     else:
         feats = neutral_features(frames.points[ids])
@@ -246,14 +252,19 @@ def calibrate(frames: FaceFrames, neutral_row: int | None = None) -> Calibration
                 + np.maximum(feats["corner_lift"] - np.percentile(feats["corner_lift"], 20), 0) / spread["corner_lift"]
                 + np.abs(feats["aperture"] - np.median(feats["aperture"])) / spread["aperture"])
         pick = ids[np.argsort(cost)[:max(3, len(ids) // 10)]]
-    neutral = np.median(frames.points[pick], axis=0)
+    if known is None:
+        neutral = np.median(frames.points[pick], axis=0)
     values = {k: float(v) for k, v in neutral_features(neutral).items()}
     warnings = []
     for key, (low, high) in NEUTRAL_RANGE.items():
         if not low <= values[key] <= high:
             warnings.append(f"{key.replace('_', ' ')} {values[key]:.2f} is outside the neutral range "
                             f"{low:g}..{high:g}")
-    if warnings and neutral_row is not None:
+    if warnings and known is not None:
+        warnings = ["calibration uncertain: the actor's neutral from the earlier capture does not look relaxed ("
+                    + "; ".join(warnings) + "); population values stand in for those features. Take the face from "
+                    "a capture whose clip holds a relaxed, neutral moment."]
+    elif warnings and neutral_row is not None:
         warnings = ["calibration uncertain: the neutral frame given does not look relaxed (" + "; ".join(warnings)
                     + "); population values stand in for those features. Pick a frame where the mouth is closed "
                     "and relaxed and the eyes are open."]

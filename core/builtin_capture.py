@@ -100,8 +100,8 @@ def _interpolate_rotations(rot: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return Rotation.from_quat(quat / np.linalg.norm(quat, axis=1, keepdims=True)).as_matrix()
 
 
-def capture_builtin(track, focal_px: float | None = None,
-                    smoothing: SmoothingSettings = SmoothingSettings(), neutral_row: int | None = None) -> dict:
+def capture_builtin(track, focal_px: float | None = None, smoothing: SmoothingSettings = SmoothingSettings(),
+                    neutral_row: int | None = None, known_neutral: np.ndarray | None = None) -> dict:
     """A complete, validated capture with the built-in model from a `core.landmarks.LandmarkTrack`.
 
     Keys: all of `core.capture_file` (model 'builtin', an empty shape, expression (T,E) on the clip's own
@@ -109,7 +109,9 @@ def capture_builtin(track, focal_px: float | None = None,
     keys (see `core.builtin_model.model_from_capture`) and `warnings` (strings for the user, e.g. an
     uncertain calibration). Parameters and curves are smoothed in time as a fitted capture's are (`smoothing`);
     frames without a face get parameters filled in by that prior, and valid=False. `neutral_row`: the row of a
-    frame known to show the face at rest, which becomes the rig's neutral (otherwise the clip's quietest frames).
+    frame known to show the face at rest, which becomes the rig's neutral (otherwise the clip's quietest frames);
+    `known_neutral`: the actor's rest face as an earlier capture found it (its `arkit_neutral`), which is the
+    neutral instead (see `core.arkit_geometric.calibrate`). The capture keeps its neutral as `arkit_neutral`.
     Raises FootageError when no frame holds a face.
     """
     landmarks = np.asarray(track.landmarks, np.float64)
@@ -118,7 +120,7 @@ def capture_builtin(track, focal_px: float | None = None,
     focal = float(focal_px) if focal_px else geo.default_focal((width, height))
     cx, cy = width / 2.0, height / 2.0
     frames = geo.face_frames(landmarks, valid, (width, height), focal)
-    cal = geo.calibrate(frames, neutral_row)
+    cal = geo.calibrate(frames, neutral_row, known_neutral)
     template = cal.neutral * FACE_TO_MODEL
     local = frames.points * FACE_TO_MODEL                      # (T,478,3) model frame, head motion removed
 
@@ -159,7 +161,7 @@ def capture_builtin(track, focal_px: float | None = None,
         **{k: f32(v) for k, v in params.items()}, "expression_names": np.array(names, dtype=str),
         "focal_px": np.float64(focal), "cx": np.float64(cx), "cy": np.float64(cy),
         "landmarks": f32(track.landmarks),
-        "arkit_names": np.array(ARKIT_NAMES), "arkit": f32(arkit),
+        "arkit_names": np.array(ARKIT_NAMES), "arkit": f32(arkit), "arkit_neutral": f32(cal.neutral),
         "warnings": np.array(cal.warnings, dtype=str),
         **capture_keys(model),
     }

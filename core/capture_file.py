@@ -12,8 +12,9 @@ Optional: time_s (T,) seconds after the footage's first frame at which frame t i
   arkit_names (52,) and arkit (T,52) in [0,1]; expression_names (E,); model_hash () str;
   warnings (K,) str (e.g. footage that ended early); neutral_frame () int, the frame named as the actor's rest
   face (see core.engine.CaptureEngine.run); expressiveness () float, the fit's (not in built-in captures);
-  face_from () str, the earlier capture whose face shape this one kept (`--face-from`); arkit_shape (S',) and
-  arkit_basis_hash () str, the actor's face in the ARKit basis the curves were fitted with (see core.arkit);
+  face_from () str, the earlier capture whose face this one kept (`--face-from`); arkit_neutral (478,3), the
+  actor's rest face the geometric ARKit measures compare with (mm, face-fixed frame, see core.arkit_geometric);
+  arkit_shape (S',) and arkit_basis_hash () str, the actor's face in the ARKit basis the curves were fitted with;
   builtin_* (the built-in model's own arrays, see core.builtin_model).
 Geometry: camera-space vertices = the FLAME forward pass (smplx semantics) + translation, OpenCV camera
 (x right, y down, z forward). Loading never unpickles.

@@ -94,9 +94,10 @@ def _fit_arguments(command: argparse.ArgumentParser) -> None:
                               "expression held through the opening frames (a smile) stays an expression "
                               "(default: the opening frames are taken to be mostly at rest)")
     command.add_argument("--face-from", metavar="CAPTURE.npz", default=None,
-                         help="an earlier capture of the same actor with the same --model: its face shape is reused "
-                              "instead of solved again, so every take of the actor has one face (best taken from a "
-                              "take that shows the face relaxed and turning, refitted over its whole length)")
+                         help="an earlier capture of the same actor (with the same --model; for the built-in rig, "
+                              "any): its face is reused instead of found again, so every take of the actor has one "
+                              "face (best taken from a take that shows the face relaxed and turning, refitted over "
+                              "its whole length)")
 
 
 def build_parser() -> argparse.ArgumentParser:

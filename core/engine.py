@@ -25,7 +25,7 @@ from .errors import CaptureCancelled, FootageError, SettingError
 from .fit import (Camera, Fitter, FitSettings, FitState, fitted_landmarks, focal_from_lens, identity_keyframes,
                   landmark_weights)
 from .head_model import HeadModel
-from .arkit import ArkitSolver, ArkitStream
+from .arkit import ArkitSolver, ArkitStream, known_neutral
 from .arkit_geometric import NEUTRAL_SPAN, neutral_rows
 from .arkit_names import ARKIT_NAMES
 from .builtin_capture import capture_builtin
@@ -49,11 +49,11 @@ def expression_prior(settings: FitSettings, expressiveness: float) -> float:
 
 @dataclass(frozen=True)
 class ActorFace:
-    """The actor's face as an earlier capture found it: the head model's shape (S,), the ARKit basis's (None when
-    that capture holds none for this engine's basis), and where it came from."""
+    """The actor's face as an earlier capture found it: the head model's shape (S,; None for the built-in rig),
+    the ARKit curves' (`arkit_*` keys, see `core.arkit.ArkitSolver.identity`), and where it came from."""
 
-    shape: np.ndarray
-    arkit_shape: np.ndarray | None
+    shape: np.ndarray | None
+    arkit: dict
     source: str
 
 
@@ -160,8 +160,8 @@ class CaptureEngine:
         `expressiveness` scales how readily the fit reads landmark motion as expression rather than noise: 1 as
         set, 2 or 4 for fuller expressions (and more of MediaPipe's noise in them), 0.5 steadier; see
         `expression_prior`. It applies to fitted head models; the built-in rig follows the landmarks as they are.
-        `face_from`: an earlier capture of the same actor with the same head model (its file's path, or the capture
-        loaded); its face shape is reused instead of solved again (see `actor_face`)."""
+        `face_from`: an earlier capture of the same actor (its file's path, or the capture loaded), made with the
+        same head model; its face is reused instead of found again (see `actor_face`)."""
         smoothing_settings = self.settings.smoothing.scaled(smoothing)
         expression_prior(self.settings.fit, expressiveness)  # a bad value fails before any work
         face = self.actor_face(face_from)
@@ -225,16 +225,20 @@ class CaptureEngine:
                               face_from=face_from)
 
     def actor_face(self, face_from: str | os.PathLike | dict | None) -> ActorFace | None:
-        """The actor's face from an earlier capture made with this engine's head model: a capture file's path or a
-        loaded capture (None: none, the face is solved). Raises CaptureFileError for a file that cannot be read,
-        SettingError for a capture of another model or of the built-in rig, or an engine without a model."""
+        """The actor's face from an earlier capture: a capture file's path or a loaded capture (None: none, the face
+        is solved). A head model takes its shape from a capture made with the same model file; the built-in rig its
+        rest face from any capture that holds one. Raises CaptureFileError for a file that cannot be read,
+        SettingError for a capture that holds no face this engine can use."""
         if face_from is None:
             return None
         name = "the capture given" if isinstance(face_from, dict) else os.fspath(face_from)
-        if self.fitter is None:
-            raise SettingError("a face shape from an earlier capture needs a head model (--model): the built-in rig "
-                               "takes the actor's face from each clip")
         source = face_from if isinstance(face_from, dict) else capture_file.load(os.path.expanduser(name))
+        arkit = {k: v for k, v in source.items() if k.startswith("arkit_") and k != "arkit_names"}
+        if self.fitter is None:
+            if known_neutral(source) is None:
+                raise SettingError(f"{name} holds no rest face for the built-in rig (it was captured by an earlier "
+                                   "Kinesics): capture that take again, then take the face from it")
+            return ActorFace(None, arkit, name)
         model = str(source.get("model", ""))
         if model == "builtin":
             raise SettingError(f"{name} was captured with the built-in rig, which has no face shape to pass on: take "
@@ -248,7 +252,7 @@ class CaptureEngine:
                                f"{self.data.source or 'this one'}")
         if not np.isfinite(shape).all():
             raise SettingError(f"{name} holds a face shape that is not a number: capture that take again")
-        return ActorFace(shape, self.arkit_solver.accepts(source), name)
+        return ActorFace(shape, arkit, name)
 
     def _consume(self, items, plan: _Plan, on_header, on_chunk, on_progress, cancel, warnings: list[str]) -> dict:
         torch.set_num_threads(1)
@@ -393,10 +397,10 @@ class _Run:
         focal = self.camera.focal
         solver = self.engine.arkit_solver
         solver.prepare(np.asarray(self.landmarks), valid, self.image_size, self.camera, neutral,
-                       face.arkit_shape if face is not None else None)
-        if face is not None and face.arkit_shape is None and solver.identity():
-            self.warnings.append(f"{face.source} holds no face for this ARKit basis (captured with another one, or "
-                                 "by an earlier Kinesics): the ARKit curves' face was solved from this clip")
+                       face.arkit if face is not None else None)
+        if face is not None and not solver.accepts(face.arkit):
+            self.warnings.append(f"{face.source} holds no face for these ARKit curves (captured with another basis, "
+                                 "or by an earlier Kinesics): their face was found in this clip")
         self.arkit = ArkitStream(solver, self.plan.fps / self.plan.stride, self.plan.smoothing.arkit_hz)
         if solver.note:
             self.warnings.append(solver.note)
@@ -567,10 +571,14 @@ class _BuiltinRun(_Run):
             self.warnings.append("expressiveness applies to fitted head models (FLAME, ICT-FaceKit): the built-in "
                                  "rig's shape keys follow the landmarks as they are measured")
         neutral = self._neutral_row()
-        capture = capture_builtin(track, self.plan.focal_px, self.plan.smoothing, neutral)
+        face = self.plan.face
+        capture = capture_builtin(track, self.plan.focal_px, self.plan.smoothing, neutral,
+                                  known_neutral(face.arkit) if face is not None else None)
         capture["time_s"] = self.times(0, self.n_frames)
         if neutral is not None:
             capture["neutral_frame"] = int(self.indices[neutral])
+        if face is not None:
+            capture["face_from"] = face.source
         per_frame = set(capture_file.PER_FRAME + capture_file.OPTIONAL_PER_FRAME)
         self.header = {k: v for k, v in capture.items() if k not in per_frame}
         self.header["n_frames"] = self.total

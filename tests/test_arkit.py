@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from core import arkit_geometric as geometric
 from core.arkit import BLENDED, ArkitSolver, ArkitStream, BasisSolver, GeometricSolver, arkit_for_capture
 from core.arkit_names import ARKIT_INDEX, ARKIT_NAMES, ict_to_arkit
 from core.embedding import landmark_embedding
@@ -102,9 +103,9 @@ def _known_landmarks(ict_data, held_smile: bool = False) -> tuple[np.ndarray, np
 
 
 def _solve_in_batches(solver, landmarks: np.ndarray, camera: Camera, neutral: int | None = None,
-                      identity: np.ndarray | None = None) -> np.ndarray:
+                      earlier: dict | None = None) -> np.ndarray:
     valid = np.ones(len(landmarks), bool)
-    solver.prepare(landmarks, valid, (512, 512), camera, neutral, identity)
+    solver.prepare(landmarks, valid, (512, 512), camera, neutral, earlier)
     return np.concatenate([solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
                            for a in range(0, len(landmarks), 8)])
 
@@ -158,18 +159,17 @@ def test_the_actors_face_from_a_calibration_take_keeps_a_held_smile_in_the_curve
     calibration, _, camera = _known_landmarks(ict_data)
     _solve_in_batches(bounded_solver, calibration, camera)
     keys = bounded_solver.identity()
-    assert keys["arkit_basis_hash"] == ict_data.content_hash
-    face = bounded_solver.accepts(keys)
-    assert face is not None and bounded_solver.accepts({**keys, "arkit_basis_hash": "0123456789abcdef"}) is None
+    assert keys["arkit_basis_hash"] == ict_data.content_hash and keys["arkit_shape"].shape == (ict_data.n_shape,)
+    assert bounded_solver.accepts(keys) and not bounded_solver.accepts({**keys, "arkit_basis_hash": "0123456789abcdef"})
     landmarks, truth, camera = _known_landmarks(ict_data, held_smile=True)
     held = np.arange(len(truth)) >= 5
     moved = _landmark_displacement(ict_data, truth)[held]
     error = {}
-    for label, identity in (("solved", None), ("kept", face)):
-        curves = _solve_in_batches(bounded_solver, landmarks, camera, identity=identity)
+    for label, earlier in (("solved", None), ("kept", keys)):
+        curves = _solve_in_batches(bounded_solver, landmarks, camera, earlier=earlier)
         made = _landmark_displacement(ict_data, curves)[held]
         error[label] = np.linalg.norm(made - moved, axis=-1).sum() / np.linalg.norm(moved, axis=-1).sum()
-    np.testing.assert_allclose(bounded_solver.identity()["arkit_shape"], face, atol=1e-5)
+    np.testing.assert_allclose(bounded_solver.identity()["arkit_shape"], keys["arkit_shape"], atol=1e-5)
     assert error["kept"] < 0.85 * error["solved"], error
 
 
@@ -188,15 +188,26 @@ def test_a_capture_hands_on_the_basis_face_with_its_own(ict_npz, ict_data):
     smiling, _, _ = _known_landmarks(ict_data, held_smile=True)
     first = engine.run_track(_track(landmarks), focal_px=camera.focal)
     assert first["arkit_basis_hash"] == ict_data.content_hash and np.abs(first["arkit_shape"]).max() > 0.05
+    assert first["arkit_neutral"].shape == (478, 3)
     take = engine.run_track(_track(smiling), focal_px=camera.focal, face_from=first)
     np.testing.assert_allclose(take["shape"], first["shape"], atol=1e-5)
     np.testing.assert_allclose(take["arkit_shape"], first["arkit_shape"], atol=1e-5)
-    assert not any("ARKit basis" in str(w) for w in take.get("warnings", ()))
+    # The geometric measures' rest face is the earlier one, moved onto this clip's face frame (a similarity).
+    own = engine.run_track(_track(smiling), focal_px=camera.focal)
+    earlier_neutral = first["arkit_neutral"].astype(np.float64)
+    apart = {}
+    for label, capture in (("kept", take), ("found", own)):
+        neutral = capture["arkit_neutral"].astype(np.float64)
+        moved = geometric.apply_similarity(*geometric.similarity(earlier_neutral, neutral, np.ones(478)),
+                                           earlier_neutral)
+        apart[label] = np.linalg.norm(moved - neutral, axis=-1).mean()  # mm
+    assert apart["kept"] < 0.01 < apart["found"], apart
+    assert not any("ARKit curves" in str(w) for w in take.get("warnings", ()))
     bare = {k: v for k, v in first.items() if not k.startswith("arkit_")}
     take = engine.run_track(_track(smiling), focal_px=camera.focal, face_from=bare)
     np.testing.assert_allclose(take["shape"], first["shape"], atol=1e-5)
     assert np.abs(take["arkit_shape"] - first["arkit_shape"]).max() > 1e-3
-    assert any("holds no face for this ARKit basis" in str(w) for w in take["warnings"])
+    assert any("holds no face for these ARKit curves" in str(w) for w in take["warnings"])
 
 
 def test_blended_channels_average_the_fit_and_the_geometric_measure(ict_data, basis_solver, bounded_solver):

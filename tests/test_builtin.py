@@ -12,6 +12,7 @@ from core import capture_file
 from core.arkit_names import ARKIT_INDEX, ARKIT_NAMES, ict_to_arkit
 from core.builtin_capture import capture_builtin
 from core.builtin_model import IRIS_POINTS, model_from_capture
+from core.engine import CaptureEngine
 from core.errors import FootageError, ModelFileError
 from core.head_model import HeadModel
 from core.landmarks import detect_video
@@ -168,6 +169,24 @@ def test_a_mouth_moved_sideways_is_no_smile(talking_track):
     change = (after[30:] - before[30:]).mean(0)
     assert change[ARKIT_INDEX["mouthLeft"]] > 0.3, change[ARKIT_INDEX["mouthLeft"]]
     assert abs(change[ARKIT_INDEX["mouthSmileLeft"]]) < 0.05 and abs(change[ARKIT_INDEX["mouthSmileRight"]]) < 0.05
+
+
+def test_a_take_that_never_relaxes_reads_against_an_earlier_rest_face(talking_track, talking_capture):
+    """The talking clip with its mouth corners raised 4 px in every frame (a smile held throughout): on its own it
+    holds no neutral-looking frame, so its calibration is uncertain and falls back on the population's; against
+    the rest face of an earlier capture of the actor (the clip as it was), as `--face-from` gives it, it is
+    calibrated and the raise reads as a smile, through the engine as in the library."""
+    raised = talking_track.landmarks.copy()
+    raised[:, list(geo.MOUTH_CORNER), 1] -= 4.0 / talking_track.image_size[1]
+    take = dataclasses.replace(talking_track, landmarks=raised)
+    own = capture_builtin(take)
+    kept = capture_builtin(take, known_neutral=talking_capture["arkit_neutral"])
+    assert any("calibration uncertain" in str(w) for w in own["warnings"]) and len(kept["warnings"]) == 0
+    smile = [ARKIT_INDEX["mouthSmileLeft"], ARKIT_INDEX["mouthSmileRight"]]
+    assert kept["arkit"][:, smile].mean() > talking_capture["arkit"][:, smile].mean() + 0.15
+    through = CaptureEngine(None, tracks_footage=False).run_track(take, face_from=talking_capture)
+    np.testing.assert_allclose(through["arkit"], kept["arkit"], atol=1e-6)
+    assert through["face_from"] == "the capture given"
 
 
 def test_a_neutral_frame_named_by_the_user_is_the_rig_at_rest(footage, talking_track):

@@ -505,7 +505,8 @@ def test_the_actors_face_from_an_earlier_capture_is_kept(engine: CaptureEngine, 
 def test_a_face_from_another_model_or_the_builtin_rig_is_refused(engine: CaptureEngine, talking: dict,
                                                                   tmp_path: Path):
     """A face shape carries over only between captures made with the same model file; the built-in rig has none
-    to give or take; a missing file is named. Each fails before any work."""
+    to give, and takes a rest face only from a capture that holds one; a missing file is named. Each fails before
+    any work."""
     track = LandmarkTrack.from_capture(talking["capture"])
     cases = [({**talking["capture"], "model_hash": "0123456789abcdef"}, SettingError, "another head model"),
              ({**talking["capture"], "shape": talking["capture"]["shape"][:50]}, SettingError, "another head model"),
@@ -515,5 +516,6 @@ def test_a_face_from_another_model_or_the_builtin_rig_is_refused(engine: Capture
     for face, error, message in cases:
         with pytest.raises(error, match=message):
             engine.run_track(track, face_from=face)
-    with pytest.raises(SettingError, match="needs a head model"):
-        CaptureEngine(None, tracks_footage=False).run_track(track, face_from=talking["capture"])
+    bare = {k: v for k, v in talking["capture"].items() if k != "arkit_neutral"}
+    with pytest.raises(SettingError, match="holds no rest face for the built-in rig"):
+        CaptureEngine(None, tracks_footage=False).run_track(track, face_from=bare)
