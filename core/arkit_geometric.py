@@ -271,7 +271,8 @@ def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndar
     elif warnings:
         warnings = ["calibration uncertain: no neutral-looking frame in the clip (" + "; ".join(warnings)
                     + "); population values stand in for the actor's neutral. Include a second or two of "
-                    "relaxed, neutral face in the clip for calibrated curves."]
+                    "relaxed, neutral face in the clip, or take the actor's face from an earlier capture that has "
+                    "one (--face-from, or Actor's Face in Blender), for calibrated curves."]
     return Calibration(pick, neutral, values, warnings)
 
 
