@@ -399,7 +399,7 @@ def _summary(result: dict, output: Path, preview: str | None, elapsed: float) ->
     lines = [f"captured {n} frames in {elapsed:.1f} s ({n / max(elapsed, 1e-9):.1f} fps); a face was found in "
              f"{faces} of them" + ("" if faces == n else f" ({n - faces} filled in from their neighbours)"),
              f"model: {result['model']}, focal length {float(np.mean(result['focal_px'])):.0f} px"
-             + (f", face shape from {result['face_from']}" if "face_from" in result else ""),
+             + (f", face from {result['face_from']}" if "face_from" in result else ""),
              f"saved: {output}"]
     if preview:
         lines.append(f"preview: {preview}")

@@ -95,7 +95,7 @@ def test_face_from_an_earlier_capture_carries_the_actors_face(captured: dict, cl
     assert proc.returncode == 0, proc.stderr
     take2 = capture_file.load(tmp_path / "take2.npz")
     np.testing.assert_allclose(take2["shape"], capture_file.load(captured["npz"])["shape"], atol=1e-6)
-    assert f"face shape from {captured['npz']}" in proc.stdout
+    assert f"face from {captured['npz']}" in proc.stdout
 
 
 def test_missing_video_is_one_clear_line(tmp_path: Path):
