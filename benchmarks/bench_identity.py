@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,9 +31,10 @@ WINDOW = 48
 
 
 def neutral_points(fitter: Fitter, shape: np.ndarray) -> np.ndarray:
-    """The embedded landmark points (L,3) of the neutral face of `shape` (S,), centred, in metres."""
-    active = torch.as_tensor(np.asarray(shape)[fitter.shape_cols.cpu().numpy()], dtype=fitter.dtype)
-    points = (fitter.template_l + fitter.shapedirs_l @ active).double().cpu().numpy()
+    """The embedded landmark points (L,3) of the neutral face of `shape` (S,), centred, in metres (it stays baked
+    into `fitter`; every capture bakes its own)."""
+    fitter.prepare_face(shape)
+    points = fitter.base.double().cpu().numpy()
     return points - points.mean(0)
 
 

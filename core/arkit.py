@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import arkit_geometric as geometric
 from .arkit_names import ARKIT_NAMES, ict_to_arkit, ict_to_arkit_name
@@ -158,8 +157,7 @@ class BasisSolver(ArkitSolver):
                                            geometric.neutral_rows(valid, neutral))
         # Each clip starts from the mean face, or the actor's as an earlier capture found it.
         known = self._known_shape(earlier or {})
-        shape = np.zeros(len(self.fitter.shape_cols)) if known is None else known[self.fitter.shape_cols.cpu().numpy()]
-        self.fitter.prepare(torch.as_tensor(shape, dtype=self.fitter.dtype, device=self.fitter.device))
+        self.fitter.prepare_face(known)
         if len(keys):
             state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
             self.fitter.solve_identity(state, pix[keys], camera, neutral=at_rest, hold_shape=known is not None)

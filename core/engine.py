@@ -384,8 +384,7 @@ class _Run:
         # Every capture starts from the mean face (an engine is reused: the last clip's actor is not this one), or
         # from the actor's face as an earlier capture found it.
         face = self.plan.face
-        shape = np.zeros(len(fitter.shape_cols)) if face is None else face.shape[fitter.shape_cols.cpu().numpy()]
-        fitter.prepare(torch.as_tensor(shape, dtype=fitter.dtype, device=fitter.device))
+        fitter.prepare_face(face.shape if face is not None else None)
         # Without a known lens, start from a typical one; the identity solve refines it with the shape.
         focal = self.plan.focal_px or max(w, h) / 2 / np.tan(np.radians(self.engine.settings.typical_fov_deg) / 2)
         camera = Camera(float(focal), w / 2.0, h / 2.0)

@@ -204,6 +204,11 @@ class Fitter:
         self.base = self.template_l + self.shapedirs_l @ self.shape_active
         self.joint_base = self.joint_template + self.joint_shapedirs @ self.shape_active
 
+    def prepare_face(self, shape: np.ndarray | None) -> None:
+        """Bake a full shape vector (S,), as `shape_vector` gives it, or the mean face (None)."""
+        active = np.zeros(len(self.shape_cols)) if shape is None else np.asarray(shape)[self.shape_cols.cpu().numpy()]
+        self.prepare(torch.as_tensor(active, dtype=self.dtype, device=self.device))
+
     def shape_vector(self) -> np.ndarray:
         """Full shape vector (S,) with zeros for unused columns."""
         out = np.zeros(self.n_shape_out)
