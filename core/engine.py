@@ -29,8 +29,8 @@ from .arkit import ArkitSolver, ArkitStream, known_neutral
 from .arkit_geometric import NEUTRAL_SPAN, neutral_rows
 from .arkit_names import ARKIT_NAMES
 from .builtin_capture import capture_builtin
-from .landmark_process import LandmarkProcess, chained, decode_ahead, merged_passes
-from .landmarks import N_LANDMARKS, LandmarkTrack
+from .landmark_process import LandmarkProcess, chained, decode_ahead, merged_passes, turns_unbiased
+from .landmarks import N_LANDMARKS, LandmarkTrack, tracking_passes
 from .model_data import HeadModelData, load_model_data
 from .trajectory import RawTrack, SmoothingSettings, to_parameters
 from .video import frame_times, probe
@@ -175,15 +175,19 @@ class CaptureEngine:
         _check_neutral(neutral_frame, start, stop_frame)
         warnings: list[str] = []
         ahead = decode_ahead(info.width, info.height)
-        if mirror_pass:  # the mirrored frames in a process of their own: on a machine with cores to spare, free
-            own = self._process(0).frames(video, start, end, stride, max_faces, False, warnings, cancel, ahead)
-            items = merged_passes(own, self._process(1).frames(video, start, end, stride, max_faces, True, [], cancel,
-                                                               ahead))
+        passes = tracking_passes(mirror_pass, (fps or info.fps) / stride)
+        if passes == "both":  # the mirrored frames in a process of their own: on a machine with cores to spare, free
+            own = self._process(0).frames(video, start, end, stride, max_faces, "plain", warnings, cancel, ahead)
+            items = merged_passes(own, self._process(1).frames(video, start, end, stride, max_faces, "mirrored", [],
+                                                               cancel, ahead))
         else:
             # Following one person across a cut between segments is not possible: several faces keep one stream.
             bounds = self._segments(start, end, stop_frame, stride) if max_faces == 1 else [(start, end)]
-            items = chained([self._process(k).frames(video, a, b, stride, max_faces, False, warnings, cancel, ahead)
+            view = "turns" if passes == "turns" else "plain"
+            items = chained([self._process(k).frames(video, a, b, stride, max_faces, view, warnings, cancel, ahead)
                              for k, (a, b) in enumerate(bounds)])
+            if passes == "turns":
+                items = turns_unbiased(items)
         plan = _Plan(info.path, fps or info.fps, (info.width, info.height), total, stride, focal_px,
                      smoothing_settings, self.settings.identity_window, timestamps=fps is None,
                      neutral_frame=neutral_frame, expressiveness=expressiveness, face=face)

@@ -22,6 +22,8 @@ DECODE_AHEAD_BYTES = 64 << 20  # and at most this much of them per process (an 8
 
 # frame number, landmarks (None: no face), (width, height), timestamp in seconds
 Item = tuple[int, np.ndarray | None, tuple[int, int], float]
+# tracking in turns adds whether the landmarks were found on the mirror image (see `turns_unbiased`)
+TurnItem = tuple[int, np.ndarray | None, tuple[int, int], float, bool]
 
 
 def decode_ahead(width: int, height: int) -> int:
@@ -35,7 +37,7 @@ def _serve(conn, stop) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it cancels the job)
-    from .landmarks import FaceMeshTracker
+    from .landmarks import FaceMeshTracker, TurnsTracker
     from .video import read_ahead, read_timed_frames
 
     FaceMeshTracker().close()  # MediaPipe's first graph loads its models (about 0.4 s): now, not in the first job
@@ -46,19 +48,26 @@ def _serve(conn, stop) -> None:
             return
         if job is None:
             return
-        video, start, end, stride, max_faces, mirrored, ahead = job
+        video, start, end, stride, max_faces, view, ahead = job
         warnings: list[str] = []
         tracker = None
         outbox: queue.SimpleQueue = queue.SimpleQueue()
         sender = threading.Thread(target=_send_all, args=(conn, outbox, stop), daemon=True)
         sender.start()
         try:
-            tracker = FaceMeshTracker(max_faces, mirrored=mirrored)
+            turns = view == "turns"
+            tracker = (TurnsTracker(max_faces, stride) if turns
+                       else FaceMeshTracker(max_faces, mirrored=view == "mirrored"))
             with closing(read_ahead(read_timed_frames(video, start, end, stride, warnings), ahead)) as frames:
                 for index, seconds, frame in frames:
                     if stop.is_set():
                         break
-                    outbox.put(("frame", index, tracker(frame), (frame.shape[1], frame.shape[0]), seconds))
+                    size = (frame.shape[1], frame.shape[0])
+                    if turns:
+                        found, mirrored = tracker(frame, index)
+                        outbox.put(("frame", index, found, size, seconds, mirrored))
+                    else:
+                        outbox.put(("frame", index, tracker(frame), size, seconds))
             outbox.put(("end", warnings))
         except Exception as err:  # reported to the parent, which raises it there
             reported = err if isinstance(err, KinesicsError) else KinesicsError(f"{type(err).__name__}: {err}")
@@ -94,15 +103,16 @@ class LandmarkProcess:
         child.close()
         self._lock = threading.Lock()
 
-    def frames(self, video: str, start: int, end: int | None, stride: int, max_faces: int, mirrored: bool,
+    def frames(self, video: str, start: int, end: int | None, stride: int, max_faces: int, view: str,
                warnings: list[str], cancel: threading.Event | None = None, ahead: int = DECODE_AHEAD
                ) -> Iterator[Item | BaseException]:
         """Yield (frame number, landmarks or None, (width, height), timestamp in seconds; see
         `core.video.read_timed_frames`) per frame; an error is yielded, not raised, so the caller can keep what
-        came before. Returns early once `cancel` is set. `mirrored`: track the mirrored frames (see
-        `core.landmarks.FaceMeshTracker`). `ahead`: frames decoded ahead of MediaPipe (see `decode_ahead`). The job
-        starts at once, not on the first next(), so that several processes work side by side."""
-        results = self._results((video, start, end, stride, max_faces, mirrored, ahead), warnings, cancel)
+        came before. Returns early once `cancel` is set. `view`: 'plain', 'mirrored' (track the mirrored frames, see
+        `core.landmarks.FaceMeshTracker`) or 'turns' (see `core.landmarks.TurnsTracker`: each item then also says
+        whether it was found mirrored, and `turns_unbiased` takes the bias out). `ahead`: frames decoded ahead of
+        MediaPipe (see `decode_ahead`). The job starts at once, not on the first next(), so that several processes work side by side."""
+        results = self._results((video, start, end, stride, max_faces, view, ahead), warnings, cancel)
         next(results)  # sends the job; from here on, closing the iterator stops it and frees the process
         return results
 
@@ -197,6 +207,42 @@ def merged_passes(own: Iterator[Item | BaseException], mirrored: Iterator[Item |
     finally:
         own.close()
         mirrored.close()
+
+
+def turns_unbiased(items: Iterator[TurnItem | BaseException]) -> Iterator[Item | BaseException]:
+    """The stream of frames tracked in turns (`core.landmarks.TurnsTracker`) with the bias between the turns taken
+    out of each (`core.landmarks.remove_turn_bias`) as soon as the frames it is compared with have come, a few
+    frames later. An error passes on after the frames before it."""
+    from .landmarks import N_LANDMARKS, TURN_KERNEL, remove_turn_bias
+
+    reach = len(TURN_KERNEL) // 2 + 1  # a frame's bias is read from frames this far on either side
+    window: list[TurnItem] = []        # the frames still to go out, and up to `reach` before them
+    done = 0                           # how many of the window's frames have gone out
+
+    def unbiased(k: int) -> Item:
+        index, found, size, seconds, _ = window[k]
+        if found is None:
+            return index, None, size, seconds
+        valid = np.array([w[1] is not None for w in window])
+        points = np.stack([w[1] if w[1] is not None else np.zeros((N_LANDMARKS, 3), np.float32) for w in window])
+        return index, remove_turn_bias(points, valid, np.array([w[4] for w in window]))[k], size, seconds
+
+    try:
+        for item in items:
+            if isinstance(item, BaseException):
+                yield from (unbiased(k) for k in range(done, len(window)))
+                yield item
+                return
+            window.append(item)
+            if len(window) - done > reach:
+                yield unbiased(done)
+                done += 1
+                if done > reach:
+                    window.pop(0)
+                    done -= 1
+        yield from (unbiased(k) for k in range(done, len(window)))
+    finally:
+        items.close()
 
 
 def chained(segments: list[Iterator[Item | BaseException]]) -> Iterator[Item | BaseException]:
