@@ -6,7 +6,8 @@ Keys (T frames, S shape, E expression components):
   valid (T,) bool (False: no face was found; parameters there are interpolated), model () str,
   shape (S,), expression (T,E), jaw_pose (T,3), neck_pose (T,3), eye_pose (T,6) left eye then right,
   global_pose (T,3), translation (T,3) in model units (metres for FLAME), focal_px () or (T,), cx (), cy (),
-  landmarks (T,478,3) MediaPipe output as given (x, y normalised to the image, z).
+  landmarks (T,478,3) MediaPipe output as given (x, y normalised to the image, z; where the frames were tracked
+  in turns or with the mirror pass, its two views combined: see `core.landmarks.tracking_passes`).
 Optional: time_s (T,) seconds after the footage's first frame at which frame t is shown: frame_index / fps
   for constant-rate footage, the container's timestamps for variable-frame-rate footage (see `times`);
   arkit_names (52,) and arkit (T,52) in [0,1]; expression_names (E,); model_hash () str;
