@@ -147,7 +147,10 @@ class FaceMeshTracker:
         if self._window_mesh is not None:
             self._window_mesh.close()
         self._window_mesh = self._new_mesh()  # a fresh tracker: the last window's state is stale
-        return self._in_window(rgb)
+        faces = self._in_window(rgb)
+        if faces:
+            self._since_search = SEARCH_EVERY  # a face moving too fast for the window is searched for at once
+        return faces
 
     def _in_window(self, rgb: np.ndarray) -> list[np.ndarray]:
         """Faces tracked in the window, in the frame's normalised coordinates; the window follows the first."""

@@ -234,6 +234,21 @@ def test_a_small_face_in_a_wide_shot_is_found_and_tracked(footage: Path, tmp_pat
     assert capture["valid"].all()
 
 
+def test_a_small_face_moving_fast_is_searched_for_again_at_once(footage: Path, tmp_path: Path):
+    """A small face that moves 16 px a frame (every other frame of the wide shot) escapes the window it is
+    tracked in; it is searched for again in the same frame, not SEARCH_EVERY frames later, so most frames keep it
+    (a fifth of them did), on the mirror image too."""
+    _wide_shot(footage, tmp_path / "wide.mp4", 40, 0.15)
+    frames = [frame for _, frame in read_frames(tmp_path / "wide.mp4")][::2]
+    for mirrored in (False, True):
+        tracker = FaceMeshTracker(mirrored=mirrored)
+        try:
+            found = [tracker(frame) is not None for frame in frames]
+        finally:
+            tracker.close()
+        assert np.mean(found) >= 0.7, (mirrored, found)
+
+
 def test_the_actor_back_in_front_wins_over_a_small_face_that_stood_in(footage: Path):
     """A small face (a poster in the background) is followed while the actor is out of shot; once the actor is
     back, large in the frame, the tracker returns to them within a few frames."""
