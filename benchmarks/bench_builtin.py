@@ -92,7 +92,7 @@ def main() -> int:
     print("-" * len(head))
     print(f"{'mean':<15}" + "".join(f"{np.mean(v):>16.2f}" if v else f"{'n/a':>16}" for v in corr_all.values()))
     print("target: correlation >= 0.7 per channel; accel in px/frame^2 on the 51 inner 68-scheme points "
-          "(model: built-in capture reprojected; mp: MediaPipe raw); pos: mean distance to the truth points "
+          "(model: built-in capture reprojected; mp: the landmarks as tracked); pos: mean distance to the truth points "
           "(includes the difference between the two landmark definitions).")
     return 0
 

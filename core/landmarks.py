@@ -22,6 +22,8 @@ WHOLE_FRAME = 0.8    # a window this close to the frame's shorter side: track in
 # turns) cancels; and only at this frame rate or above, where neighbouring frames are close enough to compare.
 TURN_KERNEL = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 TURNS_MIN_FPS = 20.0
+TURN_CROP_FACES = 2.5   # the mirrored turn's square about the face, in face sizes
+TURN_CROP_PX = 512      # and its largest size in pixels
 
 
 @dataclass
@@ -249,26 +251,53 @@ def mirrored_turn(index: int, stride: int) -> bool:
 
 
 class TurnsTracker:
-    """Tracking in turns: frames whose turn it is (`mirrored_turn`) mirrored, the others as they are, each kind
-    with a tracker of its own (so each follows a steady view), at the cost of one tracker. A small face (tracked in
-    a window, whose tracking needs every frame) and a face the mirrored tracker misses or finds elsewhere (another
-    person) are tracked as they are."""
+    """Tracking in turns: frames whose turn it is (`mirrored_turn`) mirrored, the others as they are, each view
+    with a MediaPipe tracker of its own, at the cost of one tracker.
+
+    Both views look at a square about the face found last (TURN_CROP_FACES face sizes across, scaled down to at
+    most TURN_CROP_PX): two MediaPipe graphs taking whole 1080p frames in turns ran at half their speed. Whole
+    frames go to a `FaceMeshTracker` that finds the face (at the start, after a miss, another person in the
+    square) and follows a small one (in a window, which needs every frame): those frames are tracked as they
+    are."""
 
     def __init__(self, max_faces: int = 1, stride: int = 1):
-        self._plain, self._mirrored = FaceMeshTracker(max_faces), FaceMeshTracker(max_faces, mirrored=True)
+        self._finder = FaceMeshTracker(max_faces)
+        self._views = (FaceMeshTracker(max_faces), FaceMeshTracker(max_faces, mirrored=True))
         self._stride = stride
+        self._last: np.ndarray | None = None  # the face found last, when it is large enough for the square
 
     def __call__(self, frame_bgr: np.ndarray, index: int) -> tuple[np.ndarray | None, bool]:
         """The landmarks of frame `index` (None: no face), and whether they were found on its mirror image."""
-        if mirrored_turn(index, self._stride) and self._plain.follows_whole_frame:
-            found = self._mirrored(frame_bgr)
-            if found is not None and same_face(self._plain.last_face, found):
-                return found, True
-        return self._plain(frame_bgr), False
+        if self._last is not None:
+            mirrored = mirrored_turn(index, self._stride)
+            found = self._in_square(frame_bgr, self._last, self._views[mirrored])
+            if found is not None and same_face(self._last, found):
+                self._last = found
+                return found, mirrored
+        found = self._finder(frame_bgr)
+        self._last = found if self._finder.follows_whole_frame else None
+        return found, False
+
+    @staticmethod
+    def _in_square(frame_bgr: np.ndarray, last: np.ndarray, tracker: FaceMeshTracker) -> np.ndarray | None:
+        height, width = frame_bgr.shape[:2]
+        pixels = last[:, :2] * [width, height]
+        centre = (pixels.min(0) + pixels.max(0)) / 2
+        side = int(min(TURN_CROP_FACES * np.ptp(pixels, axis=0).max(), width, height))
+        x0 = int(np.clip(round(centre[0] - side / 2), 0, width - side))
+        y0 = int(np.clip(round(centre[1] - side / 2), 0, height - side))
+        square = frame_bgr[y0:y0 + side, x0:x0 + side]
+        if side > TURN_CROP_PX:
+            square = cv2.resize(square, (TURN_CROP_PX, TURN_CROP_PX), interpolation=cv2.INTER_LINEAR)
+        found = tracker(np.ascontiguousarray(square))
+        if found is None:
+            return None
+        return found * np.array([side / width, side / height, side / width], np.float32) \
+            + np.array([x0 / width, y0 / height, 0.0], np.float32)
 
     def close(self) -> None:
-        self._plain.close()
-        self._mirrored.close()
+        for tracker in (self._finder, *self._views):
+            tracker.close()
 
 
 def remove_turn_bias(landmarks: np.ndarray, valid: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
