@@ -209,38 +209,38 @@ def merged_passes(own: Iterator[Item | BaseException], mirrored: Iterator[Item |
         mirrored.close()
 
 
-def turns_unbiased(items: Iterator[TurnItem | BaseException]) -> Iterator[Item | BaseException]:
+def turns_unbiased(items: Iterator[TurnItem | BaseException], step: int = 8) -> Iterator[Item | BaseException]:
     """The stream of frames tracked in turns (`core.landmarks.TurnsTracker`) with the bias between the turns taken
-    out of each (`core.landmarks.remove_turn_bias`) as soon as the frames it is compared with have come, a few
-    frames later. An error passes on after the frames before it."""
+    out of each (`core.landmarks.remove_turn_bias`) as soon as the frames it is compared with have come: `step`
+    frames at a time (one call per frame cost more than the rest of the fit's bookkeeping). An error passes on
+    after the frames before it."""
     from .landmarks import N_LANDMARKS, TURN_KERNEL, remove_turn_bias
 
     reach = len(TURN_KERNEL) // 2 + 1  # a frame's bias is read from frames this far on either side
     window: list[TurnItem] = []        # the frames still to go out, and up to `reach` before them
     done = 0                           # how many of the window's frames have gone out
 
-    def unbiased(k: int) -> Item:
-        index, found, size, seconds, _ = window[k]
-        if found is None:
-            return index, None, size, seconds
+    def unbiased(upto: int) -> Iterator[Item]:
         valid = np.array([w[1] is not None for w in window])
         points = np.stack([w[1] if w[1] is not None else np.zeros((N_LANDMARKS, 3), np.float32) for w in window])
-        return index, remove_turn_bias(points, valid, np.array([w[4] for w in window]))[k], size, seconds
+        fixed = remove_turn_bias(points, valid, np.array([w[4] for w in window]))
+        for k in range(done, upto):
+            index, found, size, seconds, _ = window[k]
+            yield index, None if found is None else fixed[k], size, seconds
 
     try:
         for item in items:
             if isinstance(item, BaseException):
-                yield from (unbiased(k) for k in range(done, len(window)))
+                yield from unbiased(len(window))
                 yield item
                 return
             window.append(item)
-            if len(window) - done > reach:
-                yield unbiased(done)
-                done += 1
-                if done > reach:
-                    window.pop(0)
-                    done -= 1
-        yield from (unbiased(k) for k in range(done, len(window)))
+            if len(window) - done >= step + reach:
+                yield from unbiased(done + step)
+                done += step
+                del window[:done - reach]
+                done = reach
+        yield from unbiased(len(window))
     finally:
         items.close()
 
