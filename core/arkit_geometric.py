@@ -246,11 +246,14 @@ def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndar
     else:
         feats = neutral_features(frames.points[ids])
         spread = {k: np.subtract(*np.percentile(v, [90, 10])) + 1e-6 for k, v in feats.items()}
-        # Quiet = small lip gap, narrow mouth, low corners, open (median) eyes.
+        # Quiet = small lip gap, narrow mouth, open (median) eyes, and corners at the height usual in the quietest
+        # quarter of those (no higher than the clip's lowest fifth): neither raised (a smile) nor lowered (a frown).
         cost = (np.maximum(feats["lip_gap"] - np.percentile(feats["lip_gap"], 5), 0) / spread["lip_gap"]
                 + np.maximum(feats["mouth_width"] - np.percentile(feats["mouth_width"], 20), 0) / spread["mouth_width"]
-                + np.maximum(feats["corner_lift"] - np.percentile(feats["corner_lift"], 20), 0) / spread["corner_lift"]
                 + np.abs(feats["aperture"] - np.median(feats["aperture"])) / spread["aperture"])
+        lift = feats["corner_lift"]
+        rest_lift = min(np.median(lift[np.argsort(cost)[:max(3, len(ids) // 4)]]), np.percentile(lift, 20))
+        cost = cost + np.abs(lift - rest_lift) / spread["corner_lift"]
         pick = ids[np.argsort(cost)[:max(3, len(ids) // 10)]]
     if known is None:
         neutral = np.median(frames.points[pick], axis=0)

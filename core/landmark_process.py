@@ -221,6 +221,8 @@ def turns_unbiased(items: Iterator[TurnItem | BaseException], step: int = 8) -> 
     done = 0                           # how many of the window's frames have gone out
 
     def unbiased(upto: int) -> Iterator[Item]:
+        if upto <= done:
+            return
         valid = np.array([w[1] is not None for w in window])
         points = np.stack([w[1] if w[1] is not None else np.zeros((N_LANDMARKS, 3), np.float32) for w in window])
         fixed = remove_turn_bias(points, valid, np.array([w[4] for w in window]))

@@ -171,6 +171,25 @@ def test_a_mouth_moved_sideways_is_no_smile(talking_track):
     assert abs(change[ARKIT_INDEX["mouthSmileLeft"]]) < 0.05 and abs(change[ARKIT_INDEX["mouthSmileRight"]]) < 0.05
 
 
+def test_a_frown_is_not_taken_for_the_actors_rest(talking_track):
+    """The talking clip with its mouth corners lowered 3 px in a sixth of its frames (a frown, lips closed as
+    before): the calibration still finds the actor's rest corners, so the other frames read no smile they did not
+    read before (lowest corners had counted as the most relaxed, and the frown then made every rest a smile)."""
+    frowning = talking_track.landmarks.copy()
+    frowning[20:30, list(geo.MOUTH_CORNER), 1] += 3.0 / talking_track.image_size[1]
+    found = []
+    for lms in (talking_track.landmarks, frowning):
+        frames = geo.face_frames(lms, talking_track.valid, talking_track.image_size)
+        rest = geo.calibrate(frames)
+        found.append((rest, geo.solve(lms, talking_track.valid, talking_track.image_size, frames, rest)[0]))
+    (before, curves_before), (after, curves_after) = found
+    assert not set(after.neutral_frames) & set(range(20, 30)), after.neutral_frames
+    assert abs(after.features["corner_lift"] - before.features["corner_lift"]) < 0.3
+    smile = [ARKIT_INDEX["mouthSmileLeft"], ARKIT_INDEX["mouthSmileRight"]]
+    others = np.r_[0:20, 30:len(frowning)]
+    assert np.abs(curves_after[others][:, smile] - curves_before[others][:, smile]).mean() < 0.03
+
+
 def test_a_take_that_never_relaxes_reads_against_an_earlier_rest_face(talking_track, talking_capture):
     """The talking clip with its mouth corners raised 4 px in every frame (a smile held throughout): on its own it
     holds no neutral-looking frame, so its calibration is uncertain and falls back on the population's; against

@@ -132,6 +132,7 @@ def test_turns_stream_matches_the_whole_track_and_ends_at_an_error():
     out = list(turns_unbiased(item for item in [*items, damaged]))
     assert out[-1] is damaged and [item[0] for item in out[:-1]] == list(range(20))
     assert out[7][1] is None and out[5][2:] == ((64, 64), 5 / 25)
+    assert list(turns_unbiased(item for item in [damaged])) == [damaged], "an error before any frame"
     whole = remove_turn_bias(np.where(valid[:, None, None], tracked, 0), valid, mirrored)
     np.testing.assert_allclose(np.stack([item[1] for item in out[:-1] if item[1] is not None]), whole[valid],
                                atol=1e-6)
