@@ -22,8 +22,8 @@ WHOLE_FRAME = 0.8    # a window this close to the frame's shorter side: track in
 # turns) cancels; and only at this frame rate or above, where neighbouring frames are close enough to compare.
 TURN_KERNEL = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 TURNS_MIN_FPS = 20.0
-TURN_CROP_FACES = 2.5   # the mirrored turn's square about the face, in face sizes
-TURN_CROP_PX = 512      # and its largest size in pixels
+TURN_CROP_FACES = 2.5   # the square about the face that tracking in turns looks at, in face sizes
+TURN_SQUARE_PX = 512    # and its largest size in pixels (larger ones are scaled down)
 
 
 @dataclass
@@ -254,11 +254,11 @@ class TurnsTracker:
     """Tracking in turns: frames whose turn it is (`mirrored_turn`) mirrored, the others as they are, each view
     with a MediaPipe tracker of its own, at the cost of one tracker.
 
-    Both views look at a square about the face found last (TURN_CROP_FACES face sizes across, scaled down to at
-    most TURN_CROP_PX): two MediaPipe graphs taking whole 1080p frames in turns ran at half their speed. Whole
-    frames go to a `FaceMeshTracker` that finds the face (at the start, after a miss, another person in the
-    square) and follows a small one (in a window, which needs every frame): those frames are tracked as they
-    are."""
+    Both views look at a square about the face found last (TURN_CROP_FACES face sizes across, at most
+    TURN_SQUARE_PX): two MediaPipe graphs taking whole 1080p frames in turns ran at half their speed, and on
+    squares they keep up with one. Whole frames go to a `FaceMeshTracker` that finds the face (at the start,
+    after a miss, another person in the square) and follows a small one (in a window, which needs every frame):
+    those frames are tracked as they are."""
 
     def __init__(self, max_faces: int = 1, stride: int = 1):
         self._finder = FaceMeshTracker(max_faces)
@@ -287,8 +287,8 @@ class TurnsTracker:
         x0 = int(np.clip(round(centre[0] - side / 2), 0, width - side))
         y0 = int(np.clip(round(centre[1] - side / 2), 0, height - side))
         square = frame_bgr[y0:y0 + side, x0:x0 + side]
-        if side > TURN_CROP_PX:
-            square = cv2.resize(square, (TURN_CROP_PX, TURN_CROP_PX), interpolation=cv2.INTER_LINEAR)
+        if side > TURN_SQUARE_PX:  # MediaPipe reads the face at 192 px: a larger square only costs copying
+            square = cv2.resize(square, (TURN_SQUARE_PX, TURN_SQUARE_PX), interpolation=cv2.INTER_LINEAR)
         found = tracker(np.ascontiguousarray(square))
         if found is None:
             return None
