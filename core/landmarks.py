@@ -98,8 +98,8 @@ class FaceMeshTracker:
 
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray | None:
         """(478,3) landmarks of the followed face in this frame, or None when there is none."""
-        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        faces = self._find(cv2.flip(rgb, 1) if self._mirrored else rgb)
+        rgb = cv2.cvtColor(cv2.flip(frame_bgr, 1) if self._mirrored else frame_bgr, cv2.COLOR_BGR2RGB)
+        faces = self._find(rgb)
         self.last_face = None
         if not faces:
             return None
