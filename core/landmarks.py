@@ -94,13 +94,11 @@ class FaceMeshTracker:
         self._since_whole = 0      # frames tracked in a window since the whole frame was last looked at
         self._mirrored = mirrored
         self._last_center: np.ndarray | None = None
-        self.last_face: np.ndarray | None = None  # what the last call returned
 
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray | None:
         """(478,3) landmarks of the followed face in this frame, or None when there is none."""
         rgb = cv2.cvtColor(cv2.flip(frame_bgr, 1) if self._mirrored else frame_bgr, cv2.COLOR_BGR2RGB)
         faces = self._find(rgb)
-        self.last_face = None
         if not faces:
             return None
         if self._mirrored:
@@ -108,13 +106,12 @@ class FaceMeshTracker:
         if len(faces) > 1 and self._last_center is not None:
             faces.sort(key=lambda a: float(np.linalg.norm(a[:, :2].mean(0) - self._last_center)))
         self._last_center = faces[0][:, :2].mean(0)
-        self.last_face = faces[0]
         return faces[0]
 
     @property
-    def follows_whole_frame(self) -> bool:
-        """Whether the last frame's face was found in the whole frame (not none, not a small one in a window)."""
-        return self.last_face is not None and self._window is None
+    def windowed(self) -> bool:
+        """Whether the face is followed in a window (a small one), not in the whole frame."""
+        return self._window is not None
 
     def _find(self, rgb: np.ndarray) -> list[np.ndarray]:
         if self._window is not None:
@@ -231,9 +228,11 @@ def merge_passes(face: np.ndarray | None, twin: np.ndarray | None) -> np.ndarray
     return 0.5 * (face + twin) if same_face(face, twin) else face
 
 
-def same_face(face: np.ndarray, other: np.ndarray) -> bool:
-    """Whether two sets of landmarks (478,3) are of one face: their centres within SAME_FACE of its width."""
-    return bool(np.linalg.norm(face[:, :2].mean(0) - other[:, :2].mean(0)) <= SAME_FACE * np.ptp(face[:, 0]))
+def same_face(face: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Whether landmarks (...,478,3) are of one face: their centres within SAME_FACE of `face`'s width. (...) bool,
+    batched over leading axes."""
+    centres = np.linalg.norm(face[..., :2].mean(-2) - other[..., :2].mean(-2), axis=-1)
+    return centres <= SAME_FACE * np.ptp(face[..., 0], axis=-1)
 
 
 def tracking_passes(mirror_pass: bool, fps: float) -> str:
@@ -275,7 +274,7 @@ class TurnsTracker:
                 self._last = found
                 return found, mirrored
         found = self._finder(frame_bgr)
-        self._last = found if self._finder.follows_whole_frame else None
+        self._last = None if self._finder.windowed else found
         return found, False
 
     @staticmethod
@@ -308,21 +307,18 @@ def remove_turn_bias(landmarks: np.ndarray, valid: np.ndarray, mirrored: np.ndar
     +b from the truth where the frame's own sit about -b. The mirror pass averages both on every frame. In
     turns, each frame holds one: b is estimated on every frame as half its gap to the mean of its neighbours (the
     other turn) and averaged over TURN_KERNEL, in which the motion's own curvature cancels, then taken off each
-    frame with its turn's sign. On the renders this brings head rotation error 2.24 / 3.50 / 2.07° to 1.78 /
-    3.49 / 1.65° (the mirror pass: 1.84 / 3.44 / 1.71°). Frames without a face (valid False) are left as they are;
+    frame with its turn's sign. On the renders this brings head rotation error 2.24 / 3.50 / 2.07° to 1.62 /
+    3.48 / 1.76° (the mirror pass: 1.84 / 3.44 / 1.71°). Frames without a face (valid False) are left as they are;
     a neighbour on another face (further than SAME_FACE widths) is not compared."""
     x = np.asarray(landmarks, np.float64)
     valid = np.asarray(valid, bool)
     sign = np.where(np.asarray(mirrored, bool), 1.0, -1.0)
     n = len(x)
-    width = np.ptp(x[..., 0], axis=1)
-    centre = x[..., :2].mean(1)
     total, count = np.zeros_like(x), np.zeros(n)
     for step in (-1, 1):
         here = np.arange(max(0, -step), n - max(0, step))
         there = here + step
-        usable = (valid[here] & valid[there] & (sign[here] != sign[there])
-                  & (np.linalg.norm(centre[here] - centre[there], axis=1) <= SAME_FACE * width[here]))
+        usable = valid[here] & valid[there] & (sign[here] != sign[there]) & same_face(x[here], x[there])
         total[here[usable]] += x[there[usable]]
         count[here[usable]] += 1
     known = count > 0
