@@ -1,4 +1,5 @@
-"""The Kinesics Blender extension: sidebar tab "Kinesics", head-rig import, capture keyframing.
+"""The Kinesics Blender extension: sidebar tab "Kinesics", head-rig import, capture keyframing, and the
+`blender --command kinesics` command line.
 
 Each module in MODULES holds a `classes` tuple and optionally register()/unregister() for what classes
 cannot express (scene properties, timers). Adding a module is a one-line edit of MODULES.
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, panels, preferences, properties, retarget_ui, session, takes, takes_ui
+from . import command_line, operators, panels, preferences, properties, retarget_ui, session, takes, takes_ui
 
 MODULES = (
     preferences,
@@ -17,6 +18,7 @@ MODULES = (
     panels,
     takes_ui,
     retarget_ui,
+    command_line,
 )
 
 

@@ -1,5 +1,5 @@
-"""The `kinesics` command line: capture footage to a capture file (and a preview video), run the Blender
-add-on's worker, install ICT-FaceKit.
+"""The `kinesics` command line: capture footage to a capture file (and a preview video), fit one again, export
+one as a Live Link Face take, run the Blender add-on's worker, install ICT-FaceKit.
 
 Heavy modules (torch, MediaPipe, the worker) are imported only by the command that needs them, so
 `kinesics --help` answers at once.
@@ -22,6 +22,8 @@ from .errors import CaptureCancelled, FootageError, KinesicsError
 
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130  # what shells report for a process ended by Ctrl-C
+FBX_HINT = ("FBX is written by Blender, with the Kinesics extension enabled: blender --command kinesics export "
+            "CAPTURE.npz -o OUT.fbx [--character CHARACTER.blend]")
 
 
 def _at_least_one(text: str) -> int:
@@ -133,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
                                           "seconds, with no footage and no tracking.")
     ref.add_argument("capture", metavar="CAPTURE.npz", help="a capture file made by kinesics capture")
     _fit_arguments(ref)
+    exp = commands.add_parser("export", help="write a capture as a Live Link Face take (.csv)",
+                              description="Write the ARKit curves and the head and eye rotations of a capture as a "
+                                          "Live Link Face CSV take (for Unreal Engine, or any tool that reads the "
+                                          "app's files). " + FBX_HINT)
+    exp.add_argument("capture", metavar="CAPTURE.npz", help="a capture file made by kinesics capture or refit")
+    exp.add_argument("-o", "--output", required=True, metavar="TAKE.csv", help="the Live Link Face take to write")
     for name, (_, text) in DELEGATES.items():
         commands.add_parser(name, help=text, add_help=False)
     return parser
@@ -144,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         return DELEGATES[argv[0]][0](argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command not in ("capture", "refit"):
+    if args.command not in COMMANDS:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return capture(args) if args.command == "capture" else refit(args)
+        return COMMANDS[args.command](args)
     except KinesicsError as err:
         _say(f"kinesics: error: {err}")
         return EXIT_ERROR
@@ -381,6 +389,26 @@ def refit(args: argparse.Namespace) -> int:
     capture_file.save(output, result)
     _summary(result, output, None, elapsed)
     return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """`kinesics export`: a capture file as a Live Link Face take; returns the exit status."""
+    from . import capture_file, livelink
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".csv":
+        raise KinesicsError(f"{output}: name a .csv file (a Live Link Face take). {FBX_HINT}")
+    _check_writable(output)
+    source = capture_file.load(args.capture)
+    try:
+        livelink.export_capture(source, output)
+    except OSError as err:
+        raise KinesicsError(f"{output}: cannot be written ({err.strerror or err})") from None
+    print(f"wrote {output}: {len(source['frame_index'])} frames as a Live Link Face take", flush=True)
+    return 0
+
+
+COMMANDS = {"capture": capture, "refit": refit, "export": export}
 
 
 def _check_face_from(args: argparse.Namespace) -> None:

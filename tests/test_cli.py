@@ -98,6 +98,28 @@ def test_face_from_an_earlier_capture_carries_the_actors_face(captured: dict, cl
     assert f"face from {captured['npz']}" in proc.stdout
 
 
+def test_export_writes_the_capture_as_a_live_link_face_take(captured: dict, tmp_path: Path):
+    """`kinesics export` writes a capture's ARKit curves and head and eye rotations as a Live Link Face take that
+    reads back to the same values; FBX and other names are refused with where to go instead."""
+    from core import livelink
+
+    assert captured["proc"].returncode == 0, captured["proc"].stderr
+    source = capture_file.load(captured["npz"])
+    proc = run("export", str(captured["npz"]), "-o", str(tmp_path / "take.csv"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(source['frame_index'])} frames" in proc.stdout
+    back = livelink.import_take(tmp_path / "take.csv")
+    np.testing.assert_allclose(back["arkit"], source["arkit"], atol=1e-6)
+    np.testing.assert_allclose(livelink.head_rotation(back), livelink.head_rotation(source), atol=1e-6)
+    assert list(back["frame_index"] - back["frame_index"][0]) == list(source["frame_index"] - source["frame_index"][0])
+    for name, message in (("take.fbx", "blender --command kinesics export"), ("take.txt", "name a .csv file")):
+        proc = run("export", str(captured["npz"]), "-o", str(tmp_path / name))
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert not (tmp_path / name).exists()
+    proc = run("export", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "other.csv"))
+    assert proc.returncode == 1 and "missing.npz" in proc.stderr, proc.stderr
+
+
 def test_missing_video_is_one_clear_line(tmp_path: Path):
     proc = run("capture", str(tmp_path / "nope.mp4"), "-o", str(tmp_path / "out.npz"))
     assert proc.returncode != 0

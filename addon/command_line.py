@@ -1,0 +1,199 @@
+"""`blender --command kinesics export ...`: a capture baked onto a character (or onto the capture's own head rig)
+and written to FBX, or a Live Link Face CSV, with no UI: for batches and pipelines. The steps are the Retarget
+and Export panels' (`retarget`, `animate`, `export_fbx`); this module only parses, picks and reports."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import bpy
+
+from ..core import livelink
+from ..core.errors import KinesicsError
+from . import animate, export_fbx, retarget
+
+COMMAND = "kinesics"
+_handle = None
+
+
+class CommandError(KinesicsError, ValueError):
+    """A command line that asks for something the files given cannot do."""
+
+    code = "command"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"blender --command {COMMAND}",
+                                     description="Kinesics in Blender without its UI.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    export = commands.add_parser(
+        "export", help="bake a capture onto a character (or its own head rig) and write FBX or Live Link Face CSV",
+        description="Bake SOURCE onto the character in --character (its ARKit-style shape keys and head, neck, jaw "
+                    "and eye bones, found by name unless --mapping gives a preset), or onto a head rig built from "
+                    "the capture itself, and write it to OUTPUT (.fbx); or write SOURCE as a Live Link Face take "
+                    "(.csv).")
+    export.add_argument("source", metavar="SOURCE", help="a Kinesics capture (.npz) or a Live Link Face take (.csv)")
+    export.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                        help="OUT.fbx (the character, or the capture's head rig) or OUT.csv (a Live Link Face take)")
+    export.add_argument("--character", metavar="FILE.blend",
+                        help="a .blend file holding the character to bake onto (without it: the capture's own head "
+                             "rig, built as the Head Rig panel builds it)")
+    export.add_argument("--mesh", metavar="NAME", help="the character's mesh (default: the mesh whose shape keys "
+                                                       "match the most ARKit channels)")
+    export.add_argument("--armature", metavar="NAME",
+                        help="the character's armature (default: the one deforming or parenting the mesh)")
+    export.add_argument("--mapping", metavar="PRESET.json",
+                        help="a mapping preset saved from the Retarget panel (default: found by name)")
+    export.add_argument("--neutral-frame", type=int, metavar="N",
+                        help="a capture frame (footage numbering) where the actor's face is at rest: each channel's "
+                             "reading and each bone's rotation there count as rest, as Neutral from Frame does")
+    export.add_argument("--model", action="append", default=[], metavar="PATH",
+                        help="a head-model file to look for the capture's model in, when it has moved since the "
+                             "capture (may be given more than once)")
+    export.add_argument("--take-rate", type=float, metavar="FPS",
+                        help="frame rate of a Live Link Face take (default: read from its timecodes)")
+    export.add_argument("--save", metavar="OUT.blend", help="also save the baked scene as a .blend file")
+    return parser
+
+
+def execute(argv: list[str]) -> int:
+    """Blender calls this with the arguments after `--command kinesics`; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a usage error argparse has already printed
+        return stop.code if isinstance(stop.code, int) else 1
+    try:
+        for line in export(args):
+            print(line, flush=True)
+    except KinesicsError as err:
+        print(f"kinesics: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def export(args: argparse.Namespace) -> list[str]:
+    """The `export` command; returns the lines to print. Raises KinesicsError."""
+    source_path, output = os.path.abspath(args.source), os.path.abspath(args.output)
+    kind = os.path.splitext(output)[1].lower()
+    if kind not in (".fbx", ".csv"):
+        raise CommandError(f"{args.output}: name an .fbx file (the animated character or head rig) or a .csv file "
+                           "(a Live Link Face take)")
+    source = retarget.load_source(source_path, args.take_rate)
+    if kind == ".csv":
+        if args.character:
+            raise CommandError("a Live Link Face take holds the curves, not a character: leave --character out, or "
+                               "write .fbx")
+        _writable(livelink.export_capture, source, output)
+        return [f"wrote {output}: {len(source['frame_index'])} frames as a Live Link Face take"]
+    if args.character:
+        lines, objects = _bake_character(args, source)
+    elif "shape" in source:
+        track = animate.apply_capture_file(bpy.context.scene, source_path, None, args.model)
+        lines, objects = [f"built {track.rig.armature.name} from {os.path.basename(source_path)}"], [track.rig.armature]
+    else:
+        raise CommandError(f"{args.source}: a Live Link Face take carries no head rig: give --character FILE.blend "
+                           "to bake it onto")
+    report = _writable(export_fbx.export_fbx, output, objects, bpy.context.scene)
+    lines += [f"warning: {w}" for w in report.warnings]
+    lines.append(f"exported {', '.join(report.objects)} (frames {report.frames[0]}-{report.frames[1]}) to {output}")
+    if args.save:
+        saved = os.path.abspath(args.save)
+        _writable(lambda: bpy.ops.wm.save_as_mainfile(filepath=saved, copy=True))
+        lines.append(f"saved {saved}")
+    return lines
+
+
+def _writable(write, *args):
+    """`write(*args)`, an unwritable path reported as the command's error."""
+    try:
+        return write(*args)
+    except (OSError, RuntimeError) as err:
+        raise CommandError(f"cannot write the output ({getattr(err, 'strerror', None) or err})") from None
+
+
+def _bake_character(args: argparse.Namespace, source: dict) -> tuple[list[str], list[bpy.types.Object]]:
+    """Open --character, pick its mesh and armature, bake `source` onto them at the capture's frame rate."""
+    path = os.path.abspath(args.character)
+    if not os.path.isfile(path):
+        raise CommandError(f"{args.character}: no such .blend file")
+    try:
+        bpy.ops.wm.open_mainfile(filepath=path)
+    except RuntimeError as err:
+        raise CommandError(f"{args.character}: cannot be opened as a .blend file ({err})") from None
+    mesh = _mesh(args.mesh, path)
+    armature = _armature(args.armature, mesh)
+    mapping = _mapping(args.mapping, mesh, armature)
+    if args.neutral_frame is not None:
+        mapping = retarget.with_neutral(mapping, source, _row(source, args.neutral_frame), armature)
+    scene = bpy.context.scene
+    fps = float(source["fps"])
+    scene.render.fps = max(1, round(fps))
+    scene.render.fps_base = scene.render.fps / fps  # as the panel's Match frame rate: a key on every frame
+    report = retarget.bake(source, mesh, mapping, armature, scene)
+    return [report.summary()], [ob for ob in (mesh, armature) if ob is not None]
+
+
+def _mesh(name: str | None, path: str) -> bpy.types.Object:
+    """The named mesh, or the one whose shape keys match the most ARKit channels."""
+    if name:
+        ob = bpy.data.objects.get(name)
+        if ob is None or ob.type != "MESH":
+            meshes = ", ".join(sorted(o.name for o in bpy.data.objects if o.type == "MESH")) or "none"
+            raise CommandError(f"{path} holds no mesh named {name!r} (its meshes: {meshes})")
+        return ob
+    scored = [(len({c.channel for c in retarget.auto_map(o.data.shape_keys.key_blocks.keys())}), o.name, o)
+              for o in bpy.data.objects if o.type == "MESH" and o.data.shape_keys is not None]
+    scored = [s for s in scored if s[0] > 0]
+    if not scored:
+        raise CommandError(f"{path} holds no mesh with ARKit-style shape keys (such as eyeBlinkLeft or eyeBlink_L): "
+                           "name the mesh with --mesh and give a mapping preset with --mapping")
+    return min(scored, key=lambda s: (-s[0], s[1]))[2]  # the most channels; by name between equals
+
+
+def _armature(name: str | None, mesh: bpy.types.Object) -> bpy.types.Object | None:
+    """The named armature, or the one deforming or parenting `mesh` (None when there is none)."""
+    if name:
+        ob = bpy.data.objects.get(name)
+        if ob is None or ob.type != "ARMATURE":
+            raise CommandError(f"the character's file holds no armature named {name!r}")
+        return ob
+    rigs = [m.object for m in mesh.modifiers if m.type == "ARMATURE" and m.object is not None]
+    if mesh.parent is not None and mesh.parent.type == "ARMATURE":
+        rigs.append(mesh.parent)
+    return rigs[0] if rigs else None
+
+
+def _mapping(preset: str | None, mesh: bpy.types.Object, armature: bpy.types.Object | None
+             ) -> retarget.RetargetMap:
+    """The preset, or the channels and bones found by name (Detect Mapping)."""
+    if preset:
+        try:
+            with open(preset) as fh:
+                return retarget.RetargetMap.from_json(fh.read())
+        except OSError as err:
+            raise CommandError(f"{preset}: cannot be read ({err.strerror})") from None
+    keys = mesh.data.shape_keys.key_blocks.keys() if mesh.data.shape_keys is not None else []
+    bones = retarget.guess_bones(armature.data.bones.keys()) if armature is not None else []
+    return retarget.RetargetMap(retarget.auto_map(keys), bones)
+
+
+def _row(source: dict, frame: int) -> int:
+    """The capture row of footage frame `frame`."""
+    rows = [i for i, f in enumerate(source["frame_index"]) if int(f) == frame]
+    if not rows:
+        first, last = int(source["frame_index"][0]), int(source["frame_index"][-1])
+        raise CommandError(f"--neutral-frame {frame} is not a frame of the capture (it holds frames {first}-{last})")
+    return rows[0]
+
+
+def register() -> None:
+    global _handle
+    _handle = bpy.utils.register_cli_command(COMMAND, execute)
+
+
+def unregister() -> None:
+    global _handle
+    if _handle is not None:
+        bpy.utils.unregister_cli_command(_handle)
+        _handle = None
