@@ -33,9 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "and eye bones, found by name unless --mapping gives a preset), or onto a head rig built from "
                     "the capture itself, and write it to OUTPUT (.fbx); or write SOURCE as a Live Link Face take "
                     "(.csv).")
-    export.add_argument("source", metavar="SOURCE", help="a Kinesics capture (.npz) or a Live Link Face take (.csv)")
+    export.add_argument("source", metavar="SOURCE", nargs="+",
+                        help="a Kinesics capture (.npz) or a Live Link Face take (.csv); with several, OUTPUT and "
+                             "--save name folders, each output is named after its source, and a source that fails "
+                             "is reported while the others go on")
     export.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                        help="OUT.fbx (the character, or the capture's head rig) or OUT.csv (a Live Link Face take)")
+                        help="OUT.fbx (the character, or the capture's head rig) or OUT.csv (a Live Link Face take); "
+                             "a folder for several sources")
+    export.add_argument("--format", choices=("fbx", "csv"), default="fbx",
+                        help="what to write into an OUTPUT folder (default fbx)")
     export.add_argument("--character", metavar="FILE.blend",
                         help="a .blend file holding the character to bake onto (without it: the capture's own head "
                              "rig, built as the Head Rig panel builds it)")
@@ -53,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "capture (may be given more than once)")
     export.add_argument("--take-rate", type=float, metavar="FPS",
                         help="frame rate of a Live Link Face take (default: read from its timecodes)")
-    export.add_argument("--save", metavar="OUT.blend", help="also save the baked scene as a .blend file")
+    export.add_argument("--save", metavar="OUT.blend", help="also save the baked scene as a .blend file (a folder "
+                                                            "for several sources)")
     return parser
 
 
@@ -64,20 +71,51 @@ def execute(argv: list[str]) -> int:
     except SystemExit as stop:  # --help, or a usage error argparse has already printed
         return stop.code if isinstance(stop.code, int) else 1
     try:
-        for line in export(args):
-            print(line, flush=True)
+        jobs = export_jobs(args)
     except KinesicsError as err:
         print(f"kinesics: error: {err}", file=sys.stderr, flush=True)
         return 1
-    return 0
+    failed = 0
+    for source, output, save in jobs:
+        try:
+            for line in export(args, source, output, save):
+                print(line, flush=True)
+        except KinesicsError as err:
+            failed += 1
+            where = f"{source}: " if len(jobs) > 1 else ""
+            print(f"kinesics: error: {where}{err}", file=sys.stderr, flush=True)
+    if failed and len(jobs) > 1:
+        print(f"kinesics: {failed} of {len(jobs)} sources failed", file=sys.stderr, flush=True)
+    return 1 if failed else 0
 
 
-def export(args: argparse.Namespace) -> list[str]:
-    """The `export` command; returns the lines to print. Raises KinesicsError."""
-    source_path, output = os.path.abspath(args.source), os.path.abspath(args.output)
+def export_jobs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
+    """(source, output, .blend to save or None) per source: with several sources OUTPUT and --save are folders
+    (made when missing), each file named after its source."""
+    output = os.path.abspath(args.output)
+    save = os.path.abspath(args.save) if args.save else None
+    if len(args.source) == 1:
+        return [(os.path.abspath(args.source[0]), output, save)]
+    for folder in (output, save):
+        if folder is None:
+            continue
+        if os.path.splitext(folder)[1].lower() in (".fbx", ".csv", ".blend"):
+            raise CommandError(f"{folder}: with several sources, -o and --save name folders, not files")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise CommandError(f"{folder}: cannot be made a folder ({err.strerror})") from None
+    stems = [os.path.splitext(os.path.basename(s))[0] for s in args.source]
+    return [(os.path.abspath(s), os.path.join(output, f"{stem}.{args.format}"),
+             os.path.join(save, f"{stem}.blend") if save else None) for s, stem in zip(args.source, stems)]
+
+
+def export(args: argparse.Namespace, source_path: str, output: str, save: str | None) -> list[str]:
+    """`source_path` exported to `output` as `args` ask (and the scene saved to `save`); returns the lines to
+    print. Raises KinesicsError."""
     kind = os.path.splitext(output)[1].lower()
     if kind not in (".fbx", ".csv"):
-        raise CommandError(f"{args.output}: name an .fbx file (the animated character or head rig) or a .csv file "
+        raise CommandError(f"{output}: name an .fbx file (the animated character or head rig) or a .csv file "
                            "(a Live Link Face take)")
     source = retarget.load_source(source_path, args.take_rate)
     if kind == ".csv":
@@ -89,18 +127,18 @@ def export(args: argparse.Namespace) -> list[str]:
     if args.character:
         lines, objects = _bake_character(args, source)
     elif "shape" in source:
+        bpy.ops.wm.read_homefile(use_empty=True)  # each rig in a scene of its own (a batch builds several)
         track = animate.apply_capture_file(bpy.context.scene, source_path, None, args.model)
         lines, objects = [f"built {track.rig.armature.name} from {os.path.basename(source_path)}"], [track.rig.armature]
     else:
-        raise CommandError(f"{args.source}: a Live Link Face take carries no head rig: give --character FILE.blend "
+        raise CommandError(f"{source_path}: a Live Link Face take carries no head rig: give --character FILE.blend "
                            "to bake it onto")
     report = _writable(export_fbx.export_fbx, output, objects, bpy.context.scene)
     lines += [f"warning: {w}" for w in report.warnings]
     lines.append(f"exported {', '.join(report.objects)} (frames {report.frames[0]}-{report.frames[1]}) to {output}")
-    if args.save:
-        saved = os.path.abspath(args.save)
-        _writable(lambda: bpy.ops.wm.save_as_mainfile(filepath=saved, copy=True))
-        lines.append(f"saved {saved}")
+    if save:
+        _writable(lambda: bpy.ops.wm.save_as_mainfile(filepath=save, copy=True))
+        lines.append(f"saved {save}")
     return lines
 
 

@@ -129,3 +129,25 @@ def test_what_cannot_be_done_is_one_clear_error(empty_scene, tmp_path, capsys):
     assert "missing.npz" in capsys.readouterr().err
     assert command("export", "--help") == 0 and "--character" in capsys.readouterr().out
     assert command("bake") == 2  # argparse's usage error
+
+
+def test_several_sources_go_into_a_folder_and_a_bad_one_does_not_stop_the_rest(empty_scene, tmp_path, capsys):
+    _character_file(empty_scene, tmp_path / "character.blend")
+    takes = [livelink.export_capture(make_capture(n=10 + k, start=0, stride=1, seed=k), tmp_path / f"take{k}.csv")
+             for k in range(2)]
+    (tmp_path / "broken.csv").write_text("not a take")
+    sources = [str(takes[0]), str(tmp_path / "broken.csv"), str(takes[1])]
+    character = ("--character", str(tmp_path / "character.blend"))
+    assert command("export", *sources, "-o", str(tmp_path / "fbx"), *character) == 1
+    err = capsys.readouterr().err
+    assert "broken.csv: " in err and "1 of 3 sources failed" in err
+    assert sorted(p.name for p in (tmp_path / "fbx").iterdir()) == ["take0.fbx", "take1.fbx"]
+    export_fbx = extension_module("addon.export_fbx")
+    for k in range(2):  # each file holds its own take's frames
+        bpy.ops.wm.read_homefile(use_empty=True)
+        mesh = next(ob for ob in export_fbx.import_fbx(str(tmp_path / "fbx" / f"take{k}.fbx")) if ob.type == "MESH")
+        assert export_fbx.animation_range([mesh]) == (1, 10 + k)
+    assert command("export", *sources[::2], "-o", str(tmp_path / "csv"), "--format", "csv") == 0
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["take0.csv", "take1.csv"]
+    assert command("export", *sources[::2], "-o", str(tmp_path / "one.fbx"), *character) == 1
+    assert "name folders, not files" in capsys.readouterr().err
