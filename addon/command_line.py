@@ -10,7 +10,7 @@ import sys
 import bpy
 
 from ..core import livelink
-from ..core.errors import KinesicsError
+from ..core.errors import KinesicsError, ModelFileError
 from . import animate, export_fbx, retarget
 
 COMMAND = "kinesics"
@@ -128,7 +128,10 @@ def export(args: argparse.Namespace, source_path: str, output: str, save: str | 
         lines, objects = _bake_character(args, source)
     elif "shape" in source:
         bpy.ops.wm.read_homefile(use_empty=True)  # each rig in a scene of its own (a batch builds several)
-        track = animate.apply_capture_file(bpy.context.scene, source_path, None, args.model)
+        try:
+            track = animate.apply_capture_file(bpy.context.scene, source_path, None, args.model)
+        except ModelFileError as err:  # its advice names the preferences, which a command line does not read
+            raise CommandError(f"{err} On the command line, give the model's file with --model PATH.") from None
         lines, objects = [f"built {track.rig.armature.name} from {os.path.basename(source_path)}"], [track.rig.armature]
     else:
         raise CommandError(f"{source_path}: a Live Link Face take carries no head rig: give --character FILE.blend "

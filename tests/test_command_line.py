@@ -10,6 +10,7 @@ from core import capture_file, livelink
 from core.arkit_names import ARKIT_NAMES
 from core.builtin_capture import capture_builtin
 from core.landmarks import detect_video
+from test_addon import random_capture, synthetic_model
 from test_export_fbx import _round_trip, _sample
 from test_retarget_scene import BONES, bpy, empty_scene, enabled_extension, extension_module, make_capture, \
     make_character, other_convention  # noqa: F401  (empty_scene and enabled_extension are fixtures)
@@ -127,6 +128,9 @@ def test_what_cannot_be_done_is_one_clear_error(empty_scene, tmp_path, capsys):
         assert not (tmp_path / args[1]).exists()
     assert command("export", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "x.fbx")) == 1
     assert "missing.npz" in capsys.readouterr().err
+    elsewhere = capture_file.save(tmp_path / "flame.npz", random_capture(synthetic_model(), 5))
+    assert command("export", str(elsewhere), "-o", str(tmp_path / "x.fbx")) == 1
+    assert "not on this computer" in (err := capsys.readouterr().err) and "--model PATH" in err
     assert command("export", "--help") == 0 and "--character" in capsys.readouterr().out
     assert command("bake") == 2  # argparse's usage error
 
