@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 LTS_PYTHON = REPO / ".venv" / "blender-4.5" / "bin" / "python"
 # The capture-worker tests need torch and MediaPipe in the worker's interpreter, which the LTS venv
 # does not carry; everything else of the add-on runs there.
-NEEDS_WORKER = "worker or cancelled_capture or rig_deleted or start_refuses"
+NEEDS_WORKER = "worker or cancelled_capture or rig_deleted or start_refuses or own_head_rig"
 
 
 def test_addon_tests_pass_on_blender_4_5_lts():
@@ -24,7 +24,7 @@ def test_addon_tests_pass_on_blender_4_5_lts():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([str(LTS_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "tests/test_addon.py", "tests/test_retarget.py", "tests/test_export_fbx.py",
-                           "tests/test_retarget_ui.py", "-k", f"not ({NEEDS_WORKER})"],
+                           "tests/test_retarget_ui.py", "tests/test_command_line.py", "-k", f"not ({NEEDS_WORKER})"],
                           cwd=REPO, env=env, capture_output=True, text=True)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

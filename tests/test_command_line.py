@@ -8,8 +8,6 @@ import pytest
 
 from core import capture_file, livelink
 from core.arkit_names import ARKIT_NAMES
-from core.builtin_capture import capture_builtin
-from core.landmarks import detect_video
 from test_addon import random_capture, synthetic_model
 from test_export_fbx import _round_trip, _sample
 from test_retarget_scene import BONES, bpy, empty_scene, enabled_extension, extension_module, make_capture, \
@@ -76,6 +74,9 @@ def test_export_bakes_a_take_onto_the_character_in_a_blend_file(empty_scene, tmp
 def test_export_without_a_character_writes_the_captures_own_head_rig(empty_scene, footage, tmp_path, capsys):
     """A built-in capture of real footage, no character: the head rig the Head Rig panel builds, keyed and
     written to FBX; every shape key and bone comes back at every frame."""
+    from core.builtin_capture import capture_builtin  # MediaPipe: not in the Blender LTS venv (test_blender_lts)
+    from core.landmarks import detect_video
+
     capture = capture_builtin(detect_video(footage / "frontal_talking_512.mp4", end=24))
     path = capture_file.save(tmp_path / "take.npz", capture)
     out = tmp_path / "rig.fbx"
