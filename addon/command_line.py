@@ -96,6 +96,11 @@ def export_jobs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
     save = os.path.abspath(args.save) if args.save else None
     if len(args.source) == 1:
         return [(os.path.abspath(args.source[0]), output, save)]
+    stems = [os.path.splitext(os.path.basename(s))[0] for s in args.source]
+    twice = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if twice:
+        raise CommandError(f"several sources are named {', '.join(twice)}: each output is named after its source, "
+                           "so give them different names, or export them one at a time")
     for folder in (output, save):
         if folder is None:
             continue
@@ -105,7 +110,6 @@ def export_jobs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
             os.makedirs(folder, exist_ok=True)
         except OSError as err:
             raise CommandError(f"{folder}: cannot be made a folder ({err.strerror})") from None
-    stems = [os.path.splitext(os.path.basename(s))[0] for s in args.source]
     return [(os.path.abspath(s), os.path.join(output, f"{stem}.{args.format}"),
              os.path.join(save, f"{stem}.blend") if save else None) for s, stem in zip(args.source, stems)]
 

@@ -156,3 +156,7 @@ def test_several_sources_go_into_a_folder_and_a_bad_one_does_not_stop_the_rest(e
     assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["take0.csv", "take1.csv"]
     assert command("export", *sources[::2], "-o", str(tmp_path / "one.fbx"), *character) == 1
     assert "name folders, not files" in capsys.readouterr().err
+    (tmp_path / "again").mkdir()
+    livelink.export_capture(make_capture(n=5, start=0, stride=1), tmp_path / "again" / "take0.csv")
+    assert command("export", str(takes[0]), str(tmp_path / "again" / "take0.csv"), "-o", str(tmp_path / "x")) == 1
+    assert "several sources are named take0" in capsys.readouterr().err and not (tmp_path / "x").exists()
