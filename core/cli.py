@@ -139,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Write the ARKit curves and the head and eye rotations of a capture as a "
                                           "Live Link Face CSV take (for Unreal Engine, or any tool that reads the "
                                           "app's files). " + FBX_HINT)
-    exp.add_argument("capture", metavar="CAPTURE.npz", help="a capture file made by kinesics capture or refit")
+    exp.add_argument("capture", metavar="CAPTURE.npz", nargs="+",
+                     help="a capture file made by kinesics capture or refit; with several, -o names a folder and "
+                          "each take is named after its capture")
     exp.add_argument("-o", "--output", required=True, metavar="TAKE.csv", help="the Live Link Face take to write")
     for name, (_, text) in DELEGATES.items():
         commands.add_parser(name, help=text, add_help=False)
@@ -287,20 +289,25 @@ def capture(args: argparse.Namespace) -> int:
 
 
 def _batch(videos: list[str], output: Path, preview: Path | None) -> list[tuple[str, Path, Path | None]]:
-    """(video, capture file, preview file) per video: as given for one video; for several, `output` (and
-    `preview`) are folders and each file is named after its video."""
-    if len(videos) == 1:
-        return [(videos[0], output, preview)]
-    if output.suffix.lower() == ".npz":
-        raise KinesicsError(f"{output}: with several videos, -o names a folder (each capture is named after its "
-                            "video), not a file")
-    stems = [Path(v.rstrip("/\\")).stem for v in videos]
+    """(video, capture file, preview file) per video: see `_outputs`."""
+    previews = _outputs(videos, preview, ".mp4", "video", "--preview") if preview else [None] * len(videos)
+    return list(zip(videos, _outputs(videos, output, ".npz", "video"), previews))
+
+
+def _outputs(sources: list[str], output: Path, suffix: str, noun: str, option: str = "-o") -> list[Path]:
+    """Where each source's output goes: `output` (given with `option`) itself for one source; for several,
+    `output` is a folder and each file in it is named after its source, with `suffix`."""
+    if len(sources) == 1:
+        return [output]
+    if output.suffix.lower() == suffix:
+        raise KinesicsError(f"{output}: with several {noun}s, {option} names a folder (each output is named after "
+                            f"its {noun}), not a file")
+    stems = [Path(v.rstrip("/\\")).stem for v in sources]
     twins = sorted({stem for stem in stems if stems.count(stem) > 1})
     if twins:
-        raise KinesicsError(f"several videos are named {', '.join(twins)}: their captures would overwrite each other; "
-                            "capture them in separate runs or into separate folders")
-    return [(video, output / f"{stem}.npz", preview / f"{stem}.mp4" if preview else None)
-            for video, stem in zip(videos, stems)]
+        raise KinesicsError(f"several {noun}s are named {', '.join(twins)}: their outputs would overwrite each "
+                            "other; run them separately or into separate folders")
+    return [output / f"{stem}{suffix}" for stem in stems]
 
 
 def _capture_one(args: argparse.Namespace, video: str, output: Path, preview: Path | None, engine
@@ -392,20 +399,34 @@ def refit(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    """`kinesics export`: a capture file as a Live Link Face take; returns the exit status."""
+    """`kinesics export`: capture files as Live Link Face takes, one, or several into a folder (one that fails is
+    reported and the others go on); returns the exit status."""
     from . import capture_file, livelink
 
     output = Path(args.output)
-    if output.suffix.lower() != ".csv":
+    if len(args.capture) == 1 and output.suffix.lower() != ".csv":
         raise KinesicsError(f"{output}: name a .csv file (a Live Link Face take). {FBX_HINT}")
-    _check_writable(output)
-    source = capture_file.load(args.capture)
-    try:
-        livelink.export_capture(source, output)
-    except OSError as err:
-        raise KinesicsError(f"{output}: cannot be written ({err.strerror or err})") from None
-    print(f"wrote {output}: {len(source['frame_index'])} frames as a Live Link Face take", flush=True)
-    return 0
+    jobs = list(zip(args.capture, _outputs(args.capture, output, ".csv", "capture")))
+    for _, path in jobs:
+        _check_writable(path)
+    failed = []
+    for capture, path in jobs:
+        try:
+            source = capture_file.load(capture)
+            try:
+                livelink.export_capture(source, path)
+            except OSError as err:
+                raise KinesicsError(f"{path}: cannot be written ({err.strerror or err})") from None
+        except KinesicsError as err:
+            if len(jobs) == 1:
+                raise
+            _say(f"kinesics: error: {err}")
+            failed.append(capture)
+            continue
+        print(f"wrote {path}: {len(source['frame_index'])} frames as a Live Link Face take", flush=True)
+    if failed:
+        print(f"exported {len(jobs) - len(failed)} of {len(jobs)} captures; failed: {', '.join(failed)}", flush=True)
+    return EXIT_ERROR if failed else 0
 
 
 COMMANDS = {"capture": capture, "refit": refit, "export": export}

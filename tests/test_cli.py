@@ -118,6 +118,12 @@ def test_export_writes_the_capture_as_a_live_link_face_take(captured: dict, tmp_
         assert not (tmp_path / name).exists()
     proc = run("export", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "other.csv"))
     assert proc.returncode == 1 and "missing.npz" in proc.stderr, proc.stderr
+    # Several captures: a folder of takes named after them; one that fails is reported, the others written.
+    proc = run("export", str(captured["npz"]), str(tmp_path / "missing.npz"), "-o", str(tmp_path / "takes"))
+    assert proc.returncode == 1 and "missing.npz" in proc.stderr and "1 of 2 captures" in proc.stdout, proc.stderr
+    assert [p.name for p in (tmp_path / "takes").iterdir()] == ["take.csv"]
+    proc = run("export", str(captured["npz"]), str(captured["npz"]), "-o", str(tmp_path / "twice"))
+    assert proc.returncode == 1 and "would overwrite each other" in proc.stderr and not (tmp_path / "twice").exists()
 
 
 def test_missing_video_is_one_clear_line(tmp_path: Path):
