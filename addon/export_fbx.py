@@ -93,6 +93,8 @@ def export_fbx(filepath: str, objects, scene: bpy.types.Scene | None = None) -> 
     frames = animation_range(objects)
     if frames is None:
         warnings.append("the character has no animation; only its geometry was exported")
+    # Written beside the target, then renamed over it: a failed or interrupted export leaves an earlier file whole.
+    partial = os.path.join(folder, f".{os.path.basename(filepath)}.partial.fbx")
     view_layer = bpy.context.view_layer
     saved_selection = [ob for ob in view_layer.objects if ob.select_get()]
     saved_active = view_layer.objects.active
@@ -106,12 +108,13 @@ def export_fbx(filepath: str, objects, scene: bpy.types.Scene | None = None) -> 
         if frames is not None:
             scene.frame_start, scene.frame_end = frames
         result = bpy.ops.export_scene.fbx(
-            filepath=filepath, use_selection=True, object_types={"MESH", "ARMATURE"},
+            filepath=partial, use_selection=True, object_types={"MESH", "ARMATURE"},
             use_mesh_modifiers=apply_modifiers, add_leaf_bones=False,
             bake_anim=frames is not None, bake_anim_use_all_actions=False, bake_anim_use_nla_strips=False,
             bake_anim_use_all_bones=True, bake_anim_force_startend_keying=True, bake_anim_step=1.0,
             bake_anim_simplify_factor=0.0)
     except RuntimeError as err:
+        _remove(partial)
         raise ExportError(f"{filepath}: the FBX exporter failed ({err})") from None
     finally:
         scene.frame_start, scene.frame_end = saved_range
@@ -121,8 +124,21 @@ def export_fbx(filepath: str, objects, scene: bpy.types.Scene | None = None) -> 
             ob.select_set(True)
         view_layer.objects.active = saved_active
     if "FINISHED" not in result:
+        _remove(partial)
         raise ExportError(f"{filepath}: the FBX exporter did not finish")
+    try:
+        os.replace(partial, filepath)
+    except OSError as err:
+        _remove(partial)
+        raise ExportError(f"{filepath}: cannot be written ({err.strerror})") from None
     return ExportReport(filepath, [ob.name for ob in objects], frames or (scene.frame_current,) * 2, warnings)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def import_fbx(filepath: str) -> list[bpy.types.Object]:

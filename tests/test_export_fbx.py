@@ -68,7 +68,9 @@ def test_fbx_round_trip_keeps_every_curve_at_every_frame(empty_scene, tmp_path, 
     original = _sample(empty_scene, mesh, armature, frames)
     path = str(tmp_path / "character.fbx")
 
+    (tmp_path / "character.fbx").write_text("an earlier export")
     result = export_fbx.export_fbx(path, [mesh])
+    assert [p.name for p in tmp_path.iterdir()] == ["character.fbx"]  # written beside it, then renamed over it
     assert (empty_scene.frame_start, empty_scene.frame_end) == (1, 20)  # the scene range is restored
     assert result.frames == (frames[0], frames[-1])
     assert any("Subdivision" in w for w in result.warnings)
