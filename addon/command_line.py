@@ -11,7 +11,7 @@ import bpy
 
 from ..core import livelink
 from ..core.errors import KinesicsError, ModelFileError
-from . import animate, export_fbx, retarget
+from . import animate, export_fbx, preferences, retarget
 
 COMMAND = "kinesics"
 _handle = None
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a capture frame (footage numbering) where the actor's face is at rest: each channel's "
                              "reading and each bone's rotation there count as rest, as Neutral from Frame does")
     export.add_argument("--model", action="append", default=[], metavar="PATH",
-                        help="a head-model file to look for the capture's model in, when it has moved since the "
-                             "capture (may be given more than once)")
+                        help="a head-model file to look for the capture's model in, before those the extension's "
+                             "preferences name (may be given more than once)")
     export.add_argument("--take-rate", type=float, metavar="FPS",
                         help="frame rate of a Live Link Face take (default: read from its timecodes)")
     export.add_argument("--save", metavar="OUT.blend", help="also save the baked scene as a .blend file (a folder "
@@ -133,9 +133,9 @@ def export(args: argparse.Namespace, source_path: str, output: str, save: str | 
     elif "shape" in source:
         bpy.ops.wm.read_homefile(use_empty=True)  # each rig in a scene of its own (a batch builds several)
         try:
-            track = animate.apply_capture_file(bpy.context.scene, source_path, None, args.model)
-        except ModelFileError as err:  # its advice names the preferences, which a command line does not read
-            raise CommandError(f"{err} On the command line, give the model's file with --model PATH.") from None
+            track = animate.apply_capture_file(bpy.context.scene, source_path, None, _model_candidates(args.model))
+        except ModelFileError as err:
+            raise CommandError(f"{err} Or give the model's file with --model PATH.") from None
         lines, objects = [f"built {track.rig.armature.name} from {os.path.basename(source_path)}"], [track.rig.armature]
     else:
         raise CommandError(f"{source_path}: a Live Link Face take carries no head rig: give --character FILE.blend "
@@ -147,6 +147,16 @@ def export(args: argparse.Namespace, source_path: str, output: str, save: str | 
         _writable(lambda: bpy.ops.wm.save_as_mainfile(filepath=save, copy=True))
         lines.append(f"saved {save}")
     return lines
+
+
+def _model_candidates(given: list[str]) -> list[str]:
+    """Where to look for a capture's head model: the files given with --model, then those the extension's
+    preferences name (as the Head Rig panel looks)."""
+    try:
+        prefs = preferences.get()
+    except KeyError:  # the module loaded without the extension enabled: no preferences to read
+        return list(given)
+    return list(given) + preferences.model_candidates(prefs)
 
 
 def _writable(write, *args):

@@ -3,6 +3,8 @@ as Blender enables it. The bpy module has no `blender` executable to start, so e
 extension registers for the command with the arguments that follow `--command kinesics`."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -129,9 +131,6 @@ def test_what_cannot_be_done_is_one_clear_error(empty_scene, tmp_path, capsys):
         assert not (tmp_path / args[1]).exists()
     assert command("export", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "x.fbx")) == 1
     assert "missing.npz" in capsys.readouterr().err
-    elsewhere = capture_file.save(tmp_path / "flame.npz", random_capture(synthetic_model(), 5))
-    assert command("export", str(elsewhere), "-o", str(tmp_path / "x.fbx")) == 1
-    assert "not on this computer" in (err := capsys.readouterr().err) and "--model PATH" in err
     assert command("export", "--help") == 0 and "--character" in capsys.readouterr().out
     assert command("bake") == 2  # argparse's usage error
 
@@ -160,3 +159,32 @@ def test_several_sources_go_into_a_folder_and_a_bad_one_does_not_stop_the_rest(e
     livelink.export_capture(make_capture(n=5, start=0, stride=1), tmp_path / "again" / "take0.csv")
     assert command("export", str(takes[0]), str(tmp_path / "again" / "take0.csv"), "-o", str(tmp_path / "x")) == 1
     assert "several sources are named take0" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_the_head_model_is_found_through_model_or_the_preferences(empty_scene, tmp_path, capsys):
+    """A FLAME capture names its model by content: the file is found through --model or the preferences' FLAME
+    Model, as the Head Rig panel finds it; with neither, the error says both ways."""
+    from core.model_data import load_model_data
+
+    data = synthetic_model()
+    flame = {"v_template": data.template, "f": data.faces.astype(np.uint32),
+             "shapedirs": np.concatenate([data.shapedirs, np.zeros((data.n_vertices, 3, 296)), data.exprdirs], 2),
+             "posedirs": data.posedirs, "J_regressor": data.j_regressor, "weights": data.weights,
+             "kintree_table": np.stack([np.array([4294967295, 0, 1, 1, 1]), np.arange(5)])}
+    model = tmp_path / "generic_model.pkl"
+    model.write_bytes(pickle.dumps(flame, protocol=2))
+    loaded = load_model_data(str(model))
+    take = capture_file.save(tmp_path / "take.npz", random_capture(loaded, 6, model="flame",
+                                                                   model_hash=loaded.content_hash))
+    prefs = extension_module("addon.preferences").get()
+    prefs.flame_model = ""
+    assert command("export", str(take), "-o", str(tmp_path / "none.fbx")) == 1
+    err = capsys.readouterr().err
+    assert "not on this computer" in err and "preferences" in err and "--model PATH" in err
+    assert command("export", str(take), "-o", str(tmp_path / "given.fbx"), "--model", str(model)) == 0
+    prefs.flame_model = str(model)
+    try:
+        assert command("export", str(take), "-o", str(tmp_path / "preferred.fbx")) == 0
+    finally:
+        prefs.flame_model = ""
+    assert (tmp_path / "given.fbx").stat().st_size > 0 and (tmp_path / "preferred.fbx").stat().st_size > 0
