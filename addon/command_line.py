@@ -1,10 +1,12 @@
-"""`blender --command kinesics export ...`: a capture baked onto a character (or onto the capture's own head rig)
-and written to FBX, or a Live Link Face CSV, with no UI: for batches and pipelines. The steps are the Retarget
-and Export panels' (`retarget`, `animate`, `export_fbx`); this module only parses, picks and reports."""
+"""`blender --command kinesics export|capture ...`: a capture baked onto a character (or onto the capture's own
+head rig) and written to FBX, or a Live Link Face CSV, with no UI: for batches and pipelines. `capture` first runs
+`kinesics capture` with the worker's Python on footage. The steps are the Retarget and Export panels'
+(`retarget`, `animate`, `export_fbx`); this module only parses, picks and reports."""
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
 import bpy
@@ -37,46 +39,82 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a Kinesics capture (.npz) or a Live Link Face take (.csv); with several, OUTPUT and "
                              "--save name folders, each output is named after its source, and a source that fails "
                              "is reported while the others go on")
-    export.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                        help="OUT.fbx (the character, or the capture's head rig) or OUT.csv (a Live Link Face take); "
-                             "a folder for several sources")
-    export.add_argument("--format", choices=("fbx", "csv"), default="fbx",
-                        help="what to write into an OUTPUT folder (default fbx)")
-    export.add_argument("--character", metavar="FILE.blend",
-                        help="a .blend file holding the character to bake onto (without it: the capture's own head "
-                             "rig, built as the Head Rig panel builds it)")
-    export.add_argument("--mesh", metavar="NAME", help="the character's mesh (default: the mesh whose shape keys "
-                                                       "match the most ARKit channels)")
-    export.add_argument("--armature", metavar="NAME",
-                        help="the character's armature (default: the one deforming or parenting the mesh)")
-    export.add_argument("--mapping", metavar="PRESET.json",
-                        help="a mapping preset saved from the Retarget panel (default: found by name)")
-    export.add_argument("--neutral-frame", type=int, metavar="N",
-                        help="a capture frame (footage numbering) where the actor's face is at rest: each channel's "
-                             "reading and each bone's rotation there count as rest, as Neutral from Frame does")
+    _output_arguments(export)
     export.add_argument("--model", action="append", default=[], metavar="PATH",
                         help="a head-model file to look for the capture's model in, before those the extension's "
                              "preferences name (may be given more than once)")
     export.add_argument("--take-rate", type=float, metavar="FPS",
                         help="frame rate of a Live Link Face take (default: read from its timecodes)")
-    export.add_argument("--save", metavar="OUT.blend", help="also save the baked scene as a .blend file (a folder "
-                                                            "for several sources)")
+    capture = commands.add_parser(
+        "capture", help="capture videos with the worker, then export each as export does",
+        description="Run `kinesics capture` on VIDEO with the worker's Python, keep each capture file beside its "
+                    "output (same name, .npz), then bake and write it as the export command does. Arguments after "
+                    "-- go to kinesics capture as they are (for example -- --lens-mm 26 --smoothing 2).")
+    capture.add_argument("video", metavar="VIDEO", nargs="+",
+                         help="the footage (a video, or one frame of an image sequence); with several, OUTPUT and "
+                              "--save name folders")
+    _output_arguments(capture)
+    capture.add_argument("--model", metavar="PATH",
+                         help="the head model to capture with (FLAME .pkl or ICT-FaceKit; default: the built-in rig "
+                              "made from the actor's face)")
+    capture.add_argument("--worker-python", metavar="PATH",
+                         help="the Python of an environment with the worker installed (default: the extension's "
+                              "Worker Python preference)")
     return parser
+
+
+def _output_arguments(command: argparse.ArgumentParser) -> None:
+    """Where the result goes and what it is baked onto: the same for export and capture."""
+    command.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                         help="OUT.fbx (the character, or the capture's head rig) or OUT.csv (a Live Link Face "
+                              "take); a folder for several sources")
+    command.add_argument("--format", choices=("fbx", "csv"), default="fbx",
+                         help="what to write into an OUTPUT folder (default fbx)")
+    command.add_argument("--character", metavar="FILE.blend",
+                         help="a .blend file holding the character to bake onto (without it: the capture's own head "
+                              "rig, built as the Head Rig panel builds it)")
+    command.add_argument("--mesh", metavar="NAME", help="the character's mesh (default: the mesh whose shape keys "
+                                                        "match the most ARKit channels)")
+    command.add_argument("--armature", metavar="NAME",
+                         help="the character's armature (default: the one deforming or parenting the mesh)")
+    command.add_argument("--mapping", metavar="PRESET.json",
+                         help="a mapping preset saved from the Retarget panel (default: found by name)")
+    command.add_argument("--neutral-frame", type=int, metavar="N",
+                         help="a capture frame (footage numbering) where the actor's face is at rest: each "
+                              "channel's reading and each bone's rotation there count as rest, as Neutral from Frame "
+                              "does")
+    command.add_argument("--save", metavar="OUT.blend",
+                         help="also save the baked scene as a .blend file (a folder for several sources)")
 
 
 def execute(argv: list[str]) -> int:
     """Blender calls this with the arguments after `--command kinesics`; returns the exit status."""
+    argv = list(argv)
+    passed_on = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help, or a usage error argparse has already printed
         return stop.code if isinstance(stop.code, int) else 1
     try:
-        jobs = export_jobs(args)
+        if args.command == "export" and passed_on:
+            raise CommandError(f"export takes no arguments after -- ({' '.join(passed_on)})")
+        if args.command == "capture":
+            jobs = capture_jobs(args)
+            captured = captured_files(args, jobs, passed_on)
+        else:
+            jobs = export_jobs(args.source, args)
+            captured = [source for source, _, _ in jobs]
     except KinesicsError as err:
         print(f"kinesics: error: {err}", file=sys.stderr, flush=True)
         return 1
-    failed = 0
+    except KeyboardInterrupt:
+        print("kinesics: cancelled", file=sys.stderr, flush=True)
+        return 130
+    failed = len(jobs) - len(captured)  # a capture that failed: kinesics capture has said why
     for source, output, save in jobs:
+        if source not in captured:
+            continue
         try:
             for line in export(args, source, output, save):
                 print(line, flush=True)
@@ -89,14 +127,17 @@ def execute(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def export_jobs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
-    """(source, output, .blend to save or None) per source: with several sources OUTPUT and --save are folders
-    (made when missing), each file named after its source."""
+def export_jobs(sources: list[str], args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
+    """(source, output, .blend to save or None) per source: OUTPUT itself (.fbx or .csv) for one; with several,
+    OUTPUT and --save are folders (made when missing), each file named after its source."""
     output = os.path.abspath(args.output)
     save = os.path.abspath(args.save) if args.save else None
-    if len(args.source) == 1:
-        return [(os.path.abspath(args.source[0]), output, save)]
-    stems = [os.path.splitext(os.path.basename(s))[0] for s in args.source]
+    if len(sources) == 1:
+        if os.path.splitext(output)[1].lower() not in (".fbx", ".csv"):
+            raise CommandError(f"{output}: name an .fbx file (the animated character or head rig) or a .csv file "
+                               "(a Live Link Face take)")
+        return [(os.path.abspath(sources[0]), output, save)]
+    stems = [os.path.splitext(os.path.basename(s.rstrip("/\\")))[0] for s in sources]
     twice = sorted({stem for stem in stems if stems.count(stem) > 1})
     if twice:
         raise CommandError(f"several sources are named {', '.join(twice)}: each output is named after its source, "
@@ -111,17 +152,59 @@ def export_jobs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
         except OSError as err:
             raise CommandError(f"{folder}: cannot be made a folder ({err.strerror})") from None
     return [(os.path.abspath(s), os.path.join(output, f"{stem}.{args.format}"),
-             os.path.join(save, f"{stem}.blend") if save else None) for s, stem in zip(args.source, stems)]
+             os.path.join(save, f"{stem}.blend") if save else None) for s, stem in zip(sources, stems)]
+
+
+def capture_jobs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
+    """As `export_jobs`, each source the capture file that goes beside its output."""
+    jobs = export_jobs(args.video, args)
+    return [(os.path.splitext(output)[0] + ".npz", output, save) for _, output, save in jobs]
+
+
+def captured_files(args: argparse.Namespace, jobs: list[tuple[str, str, str | None]], passed_on: list[str]
+                   ) -> list[str]:
+    """Run `kinesics capture` with the worker's Python on the videos, into the files `capture_jobs` named (`jobs`);
+    returns those it wrote. Its progress and errors go to this terminal as it prints them."""
+    from ..bridge.client import worker_environment
+
+    python = args.worker_python or preferences.worker_python(preferences.get())
+    target = jobs[0][0] if len(jobs) == 1 else os.path.dirname(jobs[0][0])
+    before = {path: _stamp(path) for path, _, _ in jobs}  # a capture left from an earlier run is not this run's
+    command = [python, "-m", "core.cli", "capture", *[os.path.abspath(v) for v in args.video], "-o", target]
+    command += (["--model", args.model] if args.model else []) + passed_on
+    try:
+        process = subprocess.Popen(command, env=worker_environment())
+    except OSError as err:
+        raise CommandError(f"cannot run the worker's Python {python!r} ({err.strerror}): set Worker Python in the "
+                           "Kinesics preferences, or give it with --worker-python") from None
+    while True:
+        try:
+            code = process.wait()
+            break
+        except KeyboardInterrupt:  # Ctrl-C reached the capture too: it saves the frames it finished, then stops
+            continue
+    if code == 130:
+        raise KeyboardInterrupt
+    captured = [path for path, _, _ in jobs if _stamp(path) not in (None, before[path])]
+    if not captured:
+        raise CommandError("nothing was captured (kinesics capture said why above)")
+    return captured
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    """A file's modification time and size, None when there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
 
 
 def export(args: argparse.Namespace, source_path: str, output: str, save: str | None) -> list[str]:
     """`source_path` exported to `output` as `args` ask (and the scene saved to `save`); returns the lines to
     print. Raises KinesicsError."""
-    kind = os.path.splitext(output)[1].lower()
-    if kind not in (".fbx", ".csv"):
-        raise CommandError(f"{output}: name an .fbx file (the animated character or head rig) or a .csv file "
-                           "(a Live Link Face take)")
-    source = retarget.load_source(source_path, args.take_rate)
+    kind = os.path.splitext(output)[1].lower()  # .fbx or .csv (see export_jobs)
+    source = retarget.load_source(source_path, vars(args).get("take_rate"))
     if kind == ".csv":
         if args.character:
             raise CommandError("a Live Link Face take holds the curves, not a character: leave --character out, or "
@@ -133,7 +216,7 @@ def export(args: argparse.Namespace, source_path: str, output: str, save: str | 
     elif "shape" in source:
         bpy.ops.wm.read_homefile(use_empty=True)  # each rig in a scene of its own (a batch builds several)
         try:
-            track = animate.apply_capture_file(bpy.context.scene, source_path, None, _model_candidates(args.model))
+            track = animate.apply_capture_file(bpy.context.scene, source_path, None, _model_candidates(args))
         except ModelFileError as err:
             raise CommandError(f"{err} Or give the model's file with --model PATH.") from None
         lines, objects = [f"built {track.rig.armature.name} from {os.path.basename(source_path)}"], [track.rig.armature]
@@ -149,14 +232,15 @@ def export(args: argparse.Namespace, source_path: str, output: str, save: str | 
     return lines
 
 
-def _model_candidates(given: list[str]) -> list[str]:
-    """Where to look for a capture's head model: the files given with --model, then those the extension's
-    preferences name (as the Head Rig panel looks)."""
+def _model_candidates(args: argparse.Namespace) -> list[str]:
+    """Where to look for a capture's head model: the files the command names (export: any number to look in;
+    capture: the one it captured with), then those the extension's preferences name, as the Head Rig panel looks."""
+    given = args.model if isinstance(args.model, list) else [args.model] if args.model else []
     try:
         prefs = preferences.get()
     except KeyError:  # the module loaded without the extension enabled: no preferences to read
-        return list(given)
-    return list(given) + preferences.model_candidates(prefs)
+        return given
+    return given + preferences.model_candidates(prefs)
 
 
 def _writable(write, *args):

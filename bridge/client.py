@@ -44,6 +44,14 @@ _STARTUP_NOISE = re.compile(r"^(?:[WI]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\]
                             r"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
 
 
+def worker_environment() -> dict[str, str]:
+    """The environment for this checkout's code run by the worker's Python: Blender's PYTHONHOME/PYTHONPATH
+    would make another Python load Blender's modules (its numpy) instead of its own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+    return env
+
+
 def kept_output(line: str) -> bool:
     """Whether a line of the worker's output belongs in the tail kept for the user (not MediaPipe's notes)."""
     return _STARTUP_NOISE.match(line) is None
@@ -113,10 +121,7 @@ class WorkerClient:
 
     def _spawn(self, timeout: float) -> None:
         python_exe, args = self._launch
-        # The worker's own environment: Blender's PYTHONHOME/PYTHONPATH would make another Python load
-        # Blender's modules (its numpy) instead of its own.
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
-        env.update(PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+        env = worker_environment()
         self._output.clear()
         try:
             self.process = subprocess.Popen(

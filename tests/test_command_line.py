@@ -4,6 +4,7 @@ extension registers for the command with the arguments that follow `--command ki
 from __future__ import annotations
 
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -188,3 +189,42 @@ def test_the_head_model_is_found_through_model_or_the_preferences(empty_scene, t
     finally:
         prefs.flame_model = ""
     assert (tmp_path / "given.fbx").stat().st_size > 0 and (tmp_path / "preferred.fbx").stat().st_size > 0
+
+
+def test_capture_runs_the_worker_on_footage_then_bakes_and_exports(empty_scene, footage, tmp_path, capsys):
+    """`capture`: kinesics capture run with the worker's Python (this environment's) on real footage, options after
+    -- passed on, the capture kept beside the FBX and baked onto the character as `export` bakes it; in a batch a
+    video that fails leaves the others exported; without a worker's Python, one clear error."""
+    _character_file(empty_scene, tmp_path / "character.blend")
+    clip = footage / "frontal_talking_512.mp4"
+    character = ("--character", str(tmp_path / "character.blend"))
+    worker = ("--worker-python", sys.executable)
+    (tmp_path / "take.npz").write_bytes(b"an earlier capture")  # replaced by this run's
+
+    assert command("capture", str(clip), "-o", str(tmp_path / "take.fbx"), *character, *worker, "--",
+                   "--start", "5", "--end", "17") == 0
+    capture = capture_file.load(tmp_path / "take.npz")
+    assert list(capture["frame_index"]) == list(range(5, 17))
+    frames = list(range(1, 13))
+    again = _round_trip(str(tmp_path / "take.fbx"), frames)
+    assert command("export", str(tmp_path / "take.npz"), "-o", str(tmp_path / "same.fbx"), *character) == 0
+    exported = _round_trip(str(tmp_path / "same.fbx"), frames)
+    assert set(again) == set(exported)
+    for name, values in exported.items():
+        np.testing.assert_allclose(again[name], values, atol=1e-6, err_msg=name)
+    assert np.ptp(exported[NAMES[ARKIT_NAMES.index("jawOpen")]]) > 0.05  # the talking mouth moves
+
+    assert command("capture", str(clip), str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "batch"), *worker,
+                   "--", "--end", "6") == 1
+    assert sorted(p.name for p in (tmp_path / "batch").iterdir()) == ["frontal_talking_512.fbx",
+                                                                       "frontal_talking_512.npz"]
+    prefs = extension_module("addon.preferences").get()
+    kept = prefs.worker_python
+    prefs.worker_python = str(tmp_path / "no-python")
+    assert command("capture", str(clip), "-o", str(tmp_path / "other.obj"), *worker) == 1  # refused before capturing
+    assert "name an .fbx file" in capsys.readouterr().err and not (tmp_path / "other.npz").exists()
+    try:
+        assert command("capture", str(clip), "-o", str(tmp_path / "none.fbx")) == 1
+    finally:
+        prefs.worker_python = kept
+    assert "Worker Python" in capsys.readouterr().err and not (tmp_path / "none.fbx").exists()
