@@ -132,6 +132,10 @@ def export_jobs(sources: list[str], args: argparse.Namespace) -> list[tuple[str,
     OUTPUT and --save are folders (made when missing), each file named after its source."""
     output = os.path.abspath(args.output)
     save = os.path.abspath(args.save) if args.save else None
+    csv = os.path.splitext(output)[1].lower() == ".csv" if len(sources) == 1 else args.format == "csv"
+    if csv and args.character:
+        raise CommandError("a Live Link Face take holds the curves, not a character: leave --character out, or "
+                           "write .fbx")
     if len(sources) == 1:
         if os.path.splitext(output)[1].lower() not in (".fbx", ".csv"):
             raise CommandError(f"{output}: name an .fbx file (the animated character or head rig) or a .csv file "
@@ -206,9 +210,6 @@ def export(args: argparse.Namespace, source_path: str, output: str, save: str | 
     kind = os.path.splitext(output)[1].lower()  # .fbx or .csv (see export_jobs)
     source = retarget.load_source(source_path, vars(args).get("take_rate"))
     if kind == ".csv":
-        if args.character:
-            raise CommandError("a Live Link Face take holds the curves, not a character: leave --character out, or "
-                               "write .fbx")
         _writable(livelink.export_capture, source, output)
         return [f"wrote {output}: {len(source['frame_index'])} frames as a Live Link Face take"]
     if args.character:
