@@ -8,11 +8,13 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import bpy
 
 from ..core import livelink
 from ..core.errors import KinesicsError, ModelFileError
+from ..core.paths import outputs_named_after
 from . import animate, export_fbx, preferences, retarget
 
 COMMAND = "kinesics"
@@ -141,11 +143,8 @@ def export_jobs(sources: list[str], args: argparse.Namespace) -> list[tuple[str,
             raise CommandError(f"{output}: name an .fbx file (the animated character or head rig) or a .csv file "
                                "(a Live Link Face take)")
         return [(os.path.abspath(sources[0]), output, save)]
-    stems = [os.path.splitext(os.path.basename(s.rstrip("/\\")))[0] for s in sources]
-    twice = sorted({stem for stem in stems if stems.count(stem) > 1})
-    if twice:
-        raise CommandError(f"several sources are named {', '.join(twice)}: each output is named after its source, "
-                           "so give them different names, or export them one at a time")
+    outputs = outputs_named_after(sources, Path(output), f".{args.format}", "source")
+    saves = [os.path.join(save, f"{out.stem}.blend") if save else None for out in outputs]
     for folder in (output, save):
         if folder is None:
             continue
@@ -155,8 +154,7 @@ def export_jobs(sources: list[str], args: argparse.Namespace) -> list[tuple[str,
             os.makedirs(folder, exist_ok=True)
         except OSError as err:
             raise CommandError(f"{folder}: cannot be made a folder ({err.strerror})") from None
-    return [(os.path.abspath(s), os.path.join(output, f"{stem}.{args.format}"),
-             os.path.join(save, f"{stem}.blend") if save else None) for s, stem in zip(sources, stems)]
+    return [(os.path.abspath(s), str(out), blend) for s, out, blend in zip(sources, outputs, saves)]
 
 
 def capture_jobs(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:

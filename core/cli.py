@@ -19,6 +19,7 @@ from typing import Iterator, TextIO
 
 from . import __version__
 from .errors import CaptureCancelled, FootageError, KinesicsError
+from .paths import outputs_named_after
 
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130  # what shells report for a process ended by Ctrl-C
@@ -302,12 +303,7 @@ def _outputs(sources: list[str], output: Path, suffix: str, noun: str, option: s
     if output.suffix.lower() == suffix:
         raise KinesicsError(f"{output}: with several {noun}s, {option} names a folder (each output is named after "
                             f"its {noun}), not a file")
-    stems = [Path(v.rstrip("/\\")).stem for v in sources]
-    twins = sorted({stem for stem in stems if stems.count(stem) > 1})
-    if twins:
-        raise KinesicsError(f"several {noun}s are named {', '.join(twins)}: their outputs would overwrite each "
-                            "other; run them separately or into separate folders")
-    return [output / f"{stem}{suffix}" for stem in stems]
+    return outputs_named_after(sources, output, suffix, noun)
 
 
 def _capture_one(args: argparse.Namespace, video: str, output: Path, preview: Path | None, engine

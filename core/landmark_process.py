@@ -111,7 +111,8 @@ class LandmarkProcess:
         came before. Returns early once `cancel` is set. `view`: 'plain', 'mirrored' (track the mirrored frames, see
         `core.landmarks.FaceMeshTracker`) or 'turns' (see `core.landmarks.TurnsTracker`: each item then also says
         whether it was found mirrored, and `turns_unbiased` takes the bias out). `ahead`: frames decoded ahead of
-        MediaPipe (see `decode_ahead`). The job starts at once, not on the first next(), so that several processes work side by side."""
+        MediaPipe (see `decode_ahead`). The job starts at once, not on the first next(), so that several processes
+        work side by side."""
         results = self._results((video, start, end, stride, max_faces, view, ahead), warnings, cancel)
         next(results)  # sends the job; from here on, closing the iterator stops it and frees the process
         return results

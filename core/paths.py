@@ -1,4 +1,4 @@
-"""Where Kinesics finds shared test assets and keeps its caches."""
+"""Where Kinesics finds shared test assets, keeps its caches and names a batch's outputs."""
 from __future__ import annotations
 
 import os
@@ -42,3 +42,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", **open_args) -> Iter
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def outputs_named_after(sources: list[str], folder: Path, suffix: str, noun: str) -> list[Path]:
+    """One output per source (several `noun`s) in `folder`, named after its source with `suffix`; KinesicsError
+    when two sources share a name."""
+    from .errors import KinesicsError
+
+    stems = [Path(s.rstrip("/\\")).stem for s in sources]
+    twins = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if twins:
+        raise KinesicsError(f"several {noun}s are named {', '.join(twins)}: their outputs would overwrite each "
+                            "other; run them separately or into separate folders")
+    return [folder / f"{stem}{suffix}" for stem in stems]
