@@ -36,12 +36,15 @@ LOOKAHEAD = 8  # frames of future context before a smoothed frame is final
 # switch on opposing pairs (eyeLookUp with eyeLookDown). Chosen over all three synthetic renders together.
 IDENTITY_EXPRESSION_PRIOR = 1.0
 EXPRESSION_PRIOR = 0.03
-# Channels with a direct landmark measure (lid aperture, mouth-corner travel, jaw opening) average the basis
-# fit with the calibrated geometric measure: the fit spreads such a motion over correlated shapes (a blink over
-# eyeLookUp, squints and brows), the measure does not but is misled where MediaPipe misreads a feature; their
-# errors differ: over the synthetic renders the mean's worst correlation on these channels is 0.78, the fit's
-# alone 0.44 and the measure's 0.70.
-BLENDED = ("eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "jawOpen")
+# Channels with a direct landmark measure (lid aperture, mouth-corner travel, jaw opening, brow heights) average
+# the basis fit with the calibrated geometric measure: the fit spreads such a motion over correlated shapes (a
+# blink over eyeLookUp, squints and brows; a brow raise over eyeWide), the measure does not but is misled where
+# MediaPipe misreads a feature; their errors differ. Over the synthetic renders the mean's worst correlation on
+# blinks, smiles and jaw is 0.78, the fit's alone 0.44 and the measure's 0.70. Those renders have no eyebrows; on
+# renders with painted ones (benchmarks/bench_brows.py, three random sequences) the fit alone reads browInnerUp
+# 0.20-0.62, browOuterUp 0.42-0.91 and browDown -0.16-0.17, the mean 0.36-0.78, 0.75-0.87 and 0.11-0.74.
+BLENDED = ("eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "jawOpen", "browInnerUp",
+           "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight")
 INSTALL_HINT = ("install ICT-FaceKit with `kinesics install-ict SOURCE` (SOURCE: its zip from "
                 "https://github.com/ICT-VGL/ICT-FaceKit or the unpacked folder) for curves fitted with its 53 "
                 "ARKit expression shapes")
@@ -149,7 +152,7 @@ class BasisSolver(ArkitSolver):
         if self.direct is not None:
             self.direct.prepare(landmarks, valid, image_size, camera, neutral, earlier)
             warnings = self.direct.calibration.warnings
-            lead = f"ARKit {', '.join(BLENDED)} (partly measured against the neutral):"
+            lead = "ARKit blinks, smiles, jawOpen and brows (partly measured against the neutral):"
             self.note = " ".join([lead] + warnings) if warnings else ""
         self.image_size = np.asarray(image_size, np.float64)
         pix = _pixels(landmarks, image_size)

@@ -16,6 +16,7 @@ from core.head_model import HeadModel
 from core.engine import CaptureEngine
 from core.landmarks import LandmarkTrack, detect_video
 from core.model_data import load_ict_npz
+from tests.painted_heads import PaintedHead, front_camera, write_video
 
 # ict_rom_21: the jaw opens in frames 2-9 and both eyes blink in frames 56-65.
 ROM_FRAMES = 72
@@ -278,3 +279,40 @@ def test_streamed_chunks_join_without_seams(rom_capture):
     # No seam: frame-to-frame steps at the chunk joins are no larger than elsewhere.
     steps = np.abs(np.diff(joined, axis=0)).max(1)
     assert steps.max() <= np.abs(np.diff(reference, axis=0)).max() + 0.05
+
+
+@pytest.fixture(scope="session")
+def painted_brows(ict_data, ict_folder, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, Camera]:
+    """MediaPipe's landmarks (T,478,3) of a head with painted eyebrows (512x512) that rests, raises its inner brows,
+    rests, lowers its brows and rests; the true ARKit curves (T,52) and the camera."""
+    names = ict_data.expression_names
+    weights = np.zeros((46, len(names)))
+    ramp = np.array([0.3, 0.7, 1.0, 1.0, 1.0, 1.0, 0.7, 0.3])
+    for start, shapes in ((10, ("browInnerUp_L", "browInnerUp_R")), (28, ("browDown_L", "browDown_R"))):
+        for name in shapes:
+            weights[start:start + len(ramp), names.index(name)] = ramp
+    head = PaintedHead(ict_data, ict_folder / "vertex_indices.json", np.random.default_rng(3).normal(0, 0.75, 100))
+    camera = front_camera(1040.0, 512)
+    video = tmp_path_factory.mktemp("painted") / "brows.mp4"
+    write_video(head.frames(weights, np.zeros((len(weights), 3)), camera), video, 25.0)
+    track = detect_video(video)
+    assert track.valid.all()
+    return track.landmarks, ict_to_arkit(weights, names), Camera(1040.0, 256.0, 256.0)
+
+
+def test_visible_eyebrows_are_read_by_both_solvers(painted_brows, basis_solver):
+    """Where the footage shows eyebrows, a raise of the inner brows reads as browInnerUp and a frown as browDown,
+    in the geometric curves and in the basis fit blended with them; each stays low while the other acts. (MediaPipe
+    moves the inner brows less than the true raise: the geometric measure reads about 0.3 for 1. The basis fit
+    alone reads the frown as nothing, hence the blend.)"""
+    landmarks, truth, camera = painted_brows
+    raised, lowered = slice(12, 16), slice(30, 34)
+    rest = np.r_[0:9, 20:27, 38:46]
+    for solver in (GeometricSolver("test"), basis_solver):
+        curves = _solve_in_batches(solver, landmarks, camera)
+        inner = curves[:, ARKIT_INDEX["browInnerUp"]]
+        down = curves[:, [ARKIT_INDEX["browDownLeft"], ARKIT_INDEX["browDownRight"]]].mean(1)
+        assert inner[raised].mean() > inner[rest].mean() + 0.15, solver.kind
+        assert down[lowered].mean() > down[rest].mean() + 0.15, solver.kind
+        assert inner[lowered].mean() < inner[rest].mean() + 0.1 and down[raised].mean() < down[rest].mean() + 0.1
+        assert _corr(inner, truth[:, ARKIT_INDEX["browInnerUp"]]) > 0.8, solver.kind

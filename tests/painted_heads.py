@@ -1,0 +1,78 @@
+"""Footage of ICT-FaceKit heads with painted eyebrows and irises, rendered by Kinesics' CPU ray caster, for the
+brow channels: the shared renders have no eyebrows, so MediaPipe can only guess where brows are there."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.embedding import HeadRenderer
+from core.model_data import HeadModelData
+from core.render import Camera, RayScene
+from core.rotations import rotvec_to_matrix
+
+EYEBROW = np.array([0.045, 0.030, 0.022])  # linear RGB of brow hair
+PIVOT = np.array([0.0, -0.10, -0.02])  # head rotations turn about the top of the neck (metres, model space)
+
+
+class PaintedHead:
+    """An ICT-FaceKit head (`data`, from `core.model_data.load_ict_npz`) with one identity, rendered with skin,
+    mouth and eyes as the landmark embedding's renderer paints them, plus eyebrows along ICT-FaceKit's brow
+    landmark vertices (68-point scheme 17-21 and 22-26, from its `vertex_indices.json`), tapering outwards."""
+
+    def __init__(self, data: HeadModelData, vertex_indices: Path, identity: np.ndarray):
+        self.data = data
+        self.renderer = HeadRenderer(data)
+        self.rest = data.template + data.shapedirs @ identity
+        brows = json.loads(Path(vertex_indices).read_text())["idx_to_landmark_verts"]
+        self.colour = self._painted(brows[17:22][::-1], brows[22:27])  # each brow from its inner end
+
+    def _painted(self, *brows: list[int]) -> np.ndarray:
+        """Per-triangle linear RGB (F,3) of the renderer's triangles."""
+        data, faces = self.data, self.renderer.faces
+        centres = data.template[faces].mean(1)
+        colour = self.renderer.albedo(centres, np.arange(len(centres)))
+        on_face = np.zeros(data.n_vertices, bool)
+        on_face[data.regions["face"]] = True
+        on_face = on_face[faces].all(1)
+        for ids in brows:
+            line = data.template[ids]
+            lengths = np.linalg.norm(np.diff(line, axis=0), axis=1)
+            starts = np.concatenate([[0.0], np.cumsum(lengths)])
+            best, along = np.full(len(centres), np.inf), np.zeros(len(centres))
+            for k in range(len(line) - 1):
+                a, ab = line[k], line[k + 1] - line[k]
+                t = np.clip((centres - a) @ ab / (ab @ ab), 0.0, 1.0)
+                dist = np.linalg.norm(centres - (a + t[:, None] * ab), axis=1)
+                closer = dist < best
+                best[closer], along[closer] = dist[closer], (starts[k] + t[closer] * lengths[k]) / starts[-1]
+            half_width = 0.0050 * (1 - along) + 0.0028 * along  # metres
+            colour[(best < half_width) & on_face] = EYEBROW
+        return colour
+
+    def frames(self, weights: np.ndarray, rotation: np.ndarray, camera: Camera) -> Iterator[np.ndarray]:
+        """RGB images (H,W,3) uint8 of the head with expression weights (T,E) and head rotation vectors (T,3)."""
+        for w, r in zip(weights, rotation):
+            vertices = (self.rest + self.data.exprdirs @ w - PIVOT) @ rotvec_to_matrix(r).T + PIVOT
+            yield RayScene(vertices, self.renderer.faces).render(camera, lambda p, tri: self.colour[tri]).image
+
+
+def front_camera(focal_px: float, size: int, distance: float = 0.85) -> Camera:
+    """A camera `distance` metres in front of the face, looking at it."""
+    return Camera.look_at(np.array([0.0, 0.02, distance]), np.array([0.0, 0.02, 0.0]), focal_px, size, size)
+
+
+def write_video(images, path: Path, fps: float) -> None:
+    """RGB images to an mp4 at `path`, written beside it and renamed into place when complete."""
+    partial = path.with_name(path.stem + ".partial.mp4")
+    writer = None
+    for image in images:
+        if writer is None:
+            writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                     (image.shape[1], image.shape[0]))
+        writer.write(np.ascontiguousarray(image[..., ::-1]))
+    writer.release()
+    partial.replace(path)
