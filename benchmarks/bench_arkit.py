@@ -1,6 +1,7 @@
 """ARKit-52 curves against the truth of the synthetic renders (made with ICT-FaceKit, a different identity).
 
     .venv/bin/python benchmarks/bench_arkit.py [--basis PATH] [--focal engine|truth] [--geometric] [--mirror-pass]
+        [--renders DIR]
 
 Each render is captured by the real engine (MediaPipe, focal length estimated, model = the basis), then
 `core.arkit.arkit_for_capture` solves the curves from the capture's landmarks and camera; a second table scores
@@ -8,7 +9,8 @@ the curves the capture itself holds (streamed, the actor's face from the opening
 the mean absolute error over the 51 channels ICT-FaceKit has (tongueOut excluded) and the correlation with the
 truth of the key channels ("n/a" where the truth does not move: standard deviation under 0.05). Targets:
 MAE <= 0.10, each correlation >= 0.8. --focal truth replaces the estimated focal length with the true one;
---geometric runs the landmark-only fallback instead of the basis; --mirror-pass captures with the mirror pass.
+--geometric runs the landmark-only fallback instead of the basis; --mirror-pass captures with the mirror pass;
+--renders scores the renders in another folder laid out as <assets>/synthetic (bench_brows.py's, with eyebrows).
 
 A second table fits the renders' true landmarks (1 px noise) with a smile (mouthSmile_L and _R +0.6) held
 through the first 40 frames, as an actor who opens a take smiling, and prints the error of the smile channels
@@ -79,9 +81,10 @@ def main() -> None:
     parser.add_argument("--focal", choices=("engine", "truth"), default="engine")
     parser.add_argument("--geometric", action="store_true")
     parser.add_argument("--mirror-pass", action="store_true")
+    parser.add_argument("--renders", type=Path, default=assets_dir() / "synthetic")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    renders = sorted(p for p in (assets_dir() / "synthetic").iterdir() if (p / "truth.npz").is_file())
+    renders = sorted(p for p in args.renders.iterdir() if (p / "truth.npz").is_file())
     engine = CaptureEngine(args.basis)
     solver = GeometricSolver("--geometric was asked for") if args.geometric else ArkitSolver.load(args.basis)
     engine.arkit_solver = solver  # the held-smile table's captures solve their curves with it too

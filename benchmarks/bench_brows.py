@@ -13,6 +13,7 @@ the truth of the brow channels and a few others ('n/a' where the truth does not 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from core.engine import CaptureEngine  # noqa: E402
 from core.landmarks import detect_video  # noqa: E402
 from core.model_data import HeadModelData, load_ict_npz  # noqa: E402
 from core.paths import assets_dir, cache_dir  # noqa: E402
-from tests.painted_heads import PaintedHead, front_camera, write_video  # noqa: E402
+from core.rotations import rotvec_to_matrix  # noqa: E402
+from tests.painted_heads import PIVOT, PaintedHead, front_camera, write_video  # noqa: E402
 
 CHANNELS = ("browInnerUp", "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight", "jawOpen",
             "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "eyeWideLeft", "eyeSquintLeft")
@@ -77,12 +79,14 @@ def performance(names: list[str], rng: np.random.Generator) -> tuple[np.ndarray,
 
 
 def render_sequence(data: HeadModelData, vertex_indices: Path, seed: int, folder: Path) -> None:
-    """Writes folder/video.mp4 and folder/truth.npz (expression weights, their ARKit curves, head rotation)."""
+    """Writes folder/video.mp4 and folder/truth.npz, laid out as the shared renders' truth (see ../shared/README.md:
+    cm, a camera looking down -Z) plus `arkit` (T,52), so that the other benchmarks score these renders too."""
     rng = np.random.default_rng(seed)
     names = list(data.expression_names)
     identity = rng.normal(0.0, 0.75, data.n_shape)
     weights, rotation = performance(names, rng)
     head = PaintedHead(data, vertex_indices, identity)
+    camera = front_camera(FOCAL, SIZE)
     folder.mkdir(parents=True, exist_ok=True)
 
     def shown(images):
@@ -91,9 +95,13 @@ def render_sequence(data: HeadModelData, vertex_indices: Path, seed: int, folder
             yield image
         print()
 
-    write_video(shown(head.frames(weights, rotation, front_camera(FOCAL, SIZE))), folder / "video.mp4", FPS)
-    np.savez(folder / "truth.npz", expressions=weights, expression_names=np.array(names), rotation=rotation,
-             identity=identity, arkit=ict_to_arkit(weights, names))
+    write_video(shown(head.frames(weights, rotation, camera)), folder / "video.mp4", FPS)
+    marks = np.asarray(json.loads(vertex_indices.read_text())["idx_to_landmark_verts"], np.int64)
+    landmarks68 = np.stack([camera.project(head.posed(w, r)[marks]) for w, r in zip(weights, rotation)])
+    np.savez(folder / "truth.npz", identity=identity, expression_names=np.array(names), expressions=weights,
+             rotation=rotvec_to_matrix(rotation), pivot=PIVOT * 100, translation=np.zeros((len(weights), 3)),
+             focal_px=FOCAL, cx=SIZE / 2, cy=SIZE / 2, camera_location=camera.position * 100, image_size=SIZE,
+             landmarks68=landmarks68, landmark_vertices=marks, arkit=ict_to_arkit(weights, names))
 
 
 def correlations(curves: np.ndarray, truth: np.ndarray) -> list[float | None]:

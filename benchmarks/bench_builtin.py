@@ -1,6 +1,6 @@
 """Built-in rig and geometric ARKit curves on the synthetic renders, treated as footage (no truth camera).
 
-    .venv/bin/python benchmarks/bench_builtin.py [--assets ../shared]
+    .venv/bin/python benchmarks/bench_builtin.py [--assets ../shared | --renders DIR]
 
 Prints, per sequence: correlation of the geometric ARKit curves with the rendered truth (ICT-FaceKit
 expression weights mapped to ARKit; 'n/a' where the truth channel does not move), and the acceleration
@@ -54,10 +54,13 @@ def accel_error(points: np.ndarray, truth: np.ndarray) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assets", type=Path, default=assets_dir())
+    parser.add_argument("--renders", type=Path, help="a folder of renders laid out as <assets>/synthetic "
+                        "(bench_brows.py's, with eyebrows); default: <assets>/synthetic")
     args = parser.parse_args()
-    folders = sorted((args.assets / "synthetic").glob("*/truth.npz"))
+    renders = args.renders or args.assets / "synthetic"
+    folders = sorted(renders.glob("*/truth.npz"))
     if not folders:
-        print(f"no synthetic renders under {args.assets / 'synthetic'}")
+        print(f"no synthetic renders under {renders}")
         return 1
     head = f"{'sequence':<15}" + "".join(f"{c:>16}" for c in CHANNELS)
     head += f"{'E':>4}{'accel model':>13}{'accel mp':>10}{'pos px':>8}{'s':>6}  warnings"
@@ -87,8 +90,9 @@ def main() -> int:
         mp68 = track.pixels()[ok][:, MP_TO_68][:, INNER]
         pos = float(np.linalg.norm(model68 - true68, axis=-1).mean())
         warn = "; ".join(str(w)[:40] for w in capture["warnings"]) or "-"
-        print(f"{seq.name:<15}" + "".join(cells) + f"{capture['expression'].shape[1]:>4}"
-              f"{accel_error(model68, true68):>13.3f}{accel_error(mp68, true68):>10.3f}{pos:>8.2f}{seconds:>6.2f}  {warn}")
+        accel = f"{accel_error(model68, true68):>13.3f}{accel_error(mp68, true68):>10.3f}"
+        print(f"{seq.name:<15}" + "".join(cells) + f"{capture['expression'].shape[1]:>4}{accel}{pos:>8.2f}"
+              f"{seconds:>6.2f}  {warn}")
     print("-" * len(head))
     print(f"{'mean':<15}" + "".join(f"{np.mean(v):>16.2f}" if v else f"{'n/a':>16}" for v in corr_all.values()))
     print("target: correlation >= 0.7 per channel; accel in px/frame^2 on the 51 inner 68-scheme points "

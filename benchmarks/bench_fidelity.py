@@ -1,6 +1,6 @@
 """Fidelity of the capture engine on synthetic renders with known truth.
 
-    .venv/bin/python benchmarks/bench_fidelity.py [--mirror-pass] [--expressiveness E] [SEQUENCE ...]
+    .venv/bin/python benchmarks/bench_fidelity.py [--mirror-pass] [--expressiveness E] [--renders DIR] [SEQUENCE ...]
 
 Fits the FLAME-format stand-in (built from ICT-FaceKit by the shared tool) to each render in
 <assets>/synthetic and prints, per sequence: detection rate, 68-landmark reprojection error (median, px),
@@ -13,7 +13,8 @@ quietest frame after the smile, as a user would pick it), and with the actor's f
 same render without the smile, fitted whole: a calibration take). A fourth fits noise-free true landmarks with the
 true face shape and lens at expressiveness 64: what a fit to these landmarks can reach at best, whatever
 tracks them. --mirror-pass captures the videos with the mirror pass; --expressiveness sets the fit's
-expressiveness (1 by default).
+expressiveness (1 by default); --renders scores the renders in another folder laid out as <assets>/synthetic (those
+bench_brows.py makes, with eyebrows).
 """
 from __future__ import annotations
 
@@ -146,10 +147,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror-pass", action="store_true")
     parser.add_argument("--expressiveness", type=float, default=1.0)
+    parser.add_argument("--renders", type=Path, help="a folder of renders (default: <assets>/synthetic)")
     parser.add_argument("sequences", nargs="*")
     args = parser.parse_args(argv)
     root = assets_dir()
-    sequences = args.sequences or sorted(p.name for p in (root / "synthetic").iterdir() if (p / "truth.npz").exists())
+    renders = args.renders or root / "synthetic"
+    sequences = args.sequences or sorted(p.name for p in renders.iterdir() if (p / "truth.npz").exists())
     ict = load_ict_npz(root / "models/ict_facekit/ict_facekit.npz")
     engine = CaptureEngine(str(standin_model_path(root / "models/ict_facekit/ict_facekit.npz")))
     model = HeadModel(engine.data.truncated(engine.settings.fit.n_shape, engine.settings.fit.n_expression),
@@ -157,9 +160,9 @@ def main(argv: list[str]) -> int:
     e = args.expressiveness
     detector, fitter_only, held, ceiling = [], [], [], []
     for name in sequences:
-        truth = Truth(root / "synthetic" / name, ict)
+        truth = Truth(renders / name, ict)
         t0 = time.perf_counter()
-        capture = engine.run(str(root / "synthetic" / name / "video.mp4"), mirror_pass=args.mirror_pass,
+        capture = engine.run(str(renders / name / "video.mp4"), mirror_pass=args.mirror_pass,
                              expressiveness=e)
         detector.append((name, {**evaluate(capture, truth, model), "secs": time.perf_counter() - t0}))
         t0 = time.perf_counter()

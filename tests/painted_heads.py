@@ -53,15 +53,20 @@ class PaintedHead:
             colour[(best < half_width) & on_face] = EYEBROW
         return colour
 
+    def posed(self, weights: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+        """Vertices (V,3), metres, model space, of the head with expression weights (E,) turned by a rotation
+        vector (3,) about PIVOT."""
+        return (self.rest + self.data.exprdirs @ weights - PIVOT) @ rotvec_to_matrix(rotation).T + PIVOT
+
     def frames(self, weights: np.ndarray, rotation: np.ndarray, camera: Camera) -> Iterator[np.ndarray]:
         """RGB images (H,W,3) uint8 of the head with expression weights (T,E) and head rotation vectors (T,3)."""
         for w, r in zip(weights, rotation):
-            vertices = (self.rest + self.data.exprdirs @ w - PIVOT) @ rotvec_to_matrix(r).T + PIVOT
-            yield RayScene(vertices, self.renderer.faces).render(camera, lambda p, tri: self.colour[tri]).image
+            scene = RayScene(self.posed(w, r), self.renderer.faces)
+            yield scene.render(camera, lambda p, tri: self.colour[tri]).image
 
 
 def front_camera(focal_px: float, size: int, distance: float = 0.85) -> Camera:
-    """A camera `distance` metres in front of the face, looking at it."""
+    """A camera `distance` metres in front of the face looking straight at it (down -Z, +Y up)."""
     return Camera.look_at(np.array([0.0, 0.02, distance]), np.array([0.0, 0.02, 0.0]), focal_px, size, size)
 
 
