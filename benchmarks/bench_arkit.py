@@ -10,7 +10,7 @@ the mean absolute error over the 51 channels ICT-FaceKit has (tongueOut excluded
 truth of the key channels ("n/a" where the truth does not move: standard deviation under 0.05). Targets:
 MAE <= 0.10, each correlation >= 0.8. --focal truth replaces the estimated focal length with the true one;
 --geometric runs the landmark-only fallback instead of the basis; --mirror-pass captures with the mirror pass;
---renders scores the renders in another folder laid out as <assets>/synthetic (bench_brows.py's, with eyebrows).
+--renders scores the renders in another folder laid out as <assets>/synthetic (bench_painted.py's: eyebrows, eyes that turn).
 
 A second table fits the renders' true landmarks (1 px noise) with a smile (mouthSmile_L and _R +0.6) held
 through the first 40 frames, as an actor who opens a take smiling, and prints the error of the smile channels

@@ -55,7 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assets", type=Path, default=assets_dir())
     parser.add_argument("--renders", type=Path, help="a folder of renders laid out as <assets>/synthetic "
-                        "(bench_brows.py's, with eyebrows); default: <assets>/synthetic")
+                        "(bench_painted.py's: eyebrows, eyes that turn); default: <assets>/synthetic")
     args = parser.parse_args()
     renders = args.renders or args.assets / "synthetic"
     folders = sorted(renders.glob("*/truth.npz"))

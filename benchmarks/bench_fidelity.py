@@ -5,7 +5,8 @@
 Fits the FLAME-format stand-in (built from ICT-FaceKit by the shared tool) to each render in
 <assets>/synthetic and prints, per sequence: detection rate, 68-landmark reprojection error (median, px),
 face-region expression-displacement error relative to predicting no expression, head-rotation error
-(median, degrees), and acceleration error of the 68 landmarks against the truth (px/frame^2, jitter).
+(median, degrees), acceleration error of the 68 landmarks against the truth (px/frame^2, jitter) and, on renders
+whose eyes turn (bench_painted.py's), the gaze error (median, degrees).
 A second table fits the true landmarks (the embedded MediaPipe points of the true mesh) plus 1 px noise,
 which separates the detector's error from the fitter's. A third fits them with a smile (mouthSmile_L and _R +0.6)
 held through the first 40 frames, as an actor who opens a take smiling: without a neutral frame, with one (the
@@ -14,7 +15,7 @@ same render without the smile, fitted whole: a calibration take). A fourth fits 
 true face shape and lens at expressiveness 64: what a fit to these landmarks can reach at best, whatever
 tracks them. --mirror-pass captures the videos with the mirror pass; --expressiveness sets the fit's
 expressiveness (1 by default); --renders scores the renders in another folder laid out as <assets>/synthetic (those
-bench_brows.py makes, with eyebrows).
+bench_painted.py makes: eyebrows, eyes that turn).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from core.lbs import batch_rodrigues  # noqa: E402
 from core.model_data import load_ict_npz  # noqa: E402
 from core.paths import assets_dir  # noqa: E402
 from tests.conftest import standin_model_path  # noqa: E402
+from tests.painted_heads import eye_turn, gaze_matrices  # noqa: E402
 
 FLIP = np.diag([1.0, -1.0, -1.0])  # truth camera (looks down -Z, +Y up) -> OpenCV camera
 FACE = slice(0, 9409)              # ICT's face region
@@ -56,6 +58,8 @@ class Truth:
         t, ict = self.t, self.ict
         rest = (ict.template[ids] + ict.shapedirs[ids] @ t["identity"]
                 + np.einsum("vck,tk->tvc", ict.exprdirs[ids], t["expressions"]))
+        if "gaze" in t:  # renders whose eyeballs turn (bench_painted.py's)
+            rest = rest + eye_turn(ict, t["identity"], ids, t["gaze"])
         piv, loc = t["pivot"] * 0.01, t["camera_location"] * 0.01
         world = np.einsum("tvc,tdc->tvd", rest - piv, t["rotation"]) + piv + t["translation"][:, None] * 0.01
         return (world - loc) @ FLIP.T
@@ -118,7 +122,20 @@ def evaluate(capture: dict, truth: Truth, model: HeadModel) -> dict[str, float]:
     true_disp = truth.expression_displacement()
     rel = np.linalg.norm(fit_disp - true_disp, axis=-1).sum() / max(np.linalg.norm(true_disp, axis=-1).sum(), 1e-12)
     return {"detected": float(np.mean(capture["valid"])), "lm68_px": float(np.median(err)),
-            "expr_rel": float(rel), "rot_deg": float(np.median(rot_err)), "accel_px": float(acc.mean())}
+            "expr_rel": float(rel), "rot_deg": float(np.median(rot_err)), "accel_px": float(acc.mean()),
+            "gaze_deg": gaze_error(capture, t)}
+
+
+def gaze_error(capture: dict, t) -> float:
+    """Median angle (degrees) between the fitted gaze (both eyes' directions averaged, in the head's frame) and the
+    truth's, for renders whose eyes turn (NaN for others)."""
+    if "gaze" not in t:
+        return float("nan")
+    eyes = rotations(np.asarray(capture["eye_pose"], np.float64).reshape(-1, 3)).reshape(-1, 2, 3, 3)
+    fitted = eyes[:, :, :, 2].sum(1)  # each eye's +Z (ahead at rest), turned
+    true = gaze_matrices(t["gaze"])[:, :, 2]
+    cos = np.einsum("tc,tc->t", fitted, true) / np.linalg.norm(fitted, axis=1) / np.linalg.norm(true, axis=1)
+    return float(np.median(np.degrees(np.arccos(np.clip(cos, -1, 1)))))
 
 
 def true_landmark_track(truth: Truth, engine: CaptureEngine, noise_px: float, seed: int = 0) -> LandmarkTrack:
@@ -137,10 +154,12 @@ def true_landmark_track(truth: Truth, engine: CaptureEngine, noise_px: float, se
 
 def table(rows: list[tuple[str, dict]], title: str) -> None:
     print(f"\n{title}")
-    print(f"{'sequence':<16}{'detected':>9}{'lm68 px':>9}{'expr rel':>10}{'rot deg':>9}{'accel px/f2':>13}{'secs':>7}")
+    print(f"{'sequence':<16}{'detected':>9}{'lm68 px':>9}{'expr rel':>10}{'rot deg':>9}{'accel px/f2':>13}"
+          f"{'gaze deg':>10}{'secs':>7}")
     for name, r in rows:
+        gaze = "n/a" if np.isnan(r["gaze_deg"]) else f"{r['gaze_deg']:.2f}"
         print(f"{name:<16}{r['detected']:>9.3f}{r['lm68_px']:>9.2f}{r['expr_rel']:>10.3f}{r['rot_deg']:>9.2f}"
-              f"{r['accel_px']:>13.3f}{r['secs']:>7.1f}")
+              f"{r['accel_px']:>13.3f}{gaze:>10}{r['secs']:>7.1f}")
 
 
 def main(argv: list[str]) -> int:

@@ -41,10 +41,15 @@ EXPRESSION_PRIOR = 0.03
 # blink over eyeLookUp, squints and brows; a brow raise over eyeWide), the measure does not but is misled where
 # MediaPipe misreads a feature; their errors differ. Over the synthetic renders the mean's worst correlation on
 # blinks, smiles and jaw is 0.78, the fit's alone 0.44 and the measure's 0.70. Those renders have no eyebrows; on
-# renders with painted ones (benchmarks/bench_brows.py, three random sequences) the fit alone reads browInnerUp
-# 0.20-0.62, browOuterUp 0.42-0.91 and browDown -0.16-0.17, the mean 0.36-0.78, 0.75-0.87 and 0.11-0.74.
+# renders with painted ones (benchmarks/bench_painted.py, three random sequences) the fit alone reads browInnerUp
+# 0.41-0.69, browOuterUp 0.31-0.70 and browDown -0.23-0.25, the mean 0.57-0.79, 0.76-0.90 and 0.03-0.54.
 BLENDED = ("eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "jawOpen", "browInnerUp",
            "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight")
+# ICT-FaceKit's eyeLook shapes move the lids only (its rig turns the eyeballs apart from the shapes), so the basis
+# fit cannot see where the eyes look; ARKit's eyeLook channels are the eyes' rotation, which the irises show: these
+# channels are the geometric measure's alone. On renders whose eyes turn (benchmarks/bench_painted.py) the fit's
+# eyeLook curves correlated -0.44 to 0.57 with the truth, the measure's 0.21-0.95.
+MEASURED = tuple(f"eyeLook{d}{s}" for s in ("Left", "Right") for d in ("Down", "In", "Out", "Up"))
 INSTALL_HINT = ("install ICT-FaceKit with `kinesics install-ict SOURCE` (SOURCE: its zip from "
                 "https://github.com/ICT-VGL/ICT-FaceKit or the unpacked folder) for curves fitted with its 53 "
                 "ARKit expression shapes")
@@ -124,7 +129,8 @@ class ArkitSolver:
 
 class BasisSolver(ArkitSolver):
     """A bounded fit of ICT-FaceKit (identity, rigid head pose, 53 expression weights) to the landmarks, with
-    the BLENDED channels averaged with their geometric measure unless `blend` is False."""
+    the BLENDED channels averaged with their geometric measure and the MEASURED ones taken from it, unless `blend`
+    is False."""
 
     kind = "ict"
 
@@ -147,12 +153,13 @@ class BasisSolver(ArkitSolver):
         self.previous: FitState | None = None
         self.direct = GeometricSolver("it measures the blended channels") if blend else None
         self.blended = [ARKIT_NAMES.index(n) for n in BLENDED]
+        self.measured = [ARKIT_NAMES.index(n) for n in MEASURED]
 
     def prepare(self, landmarks, valid, image_size, camera, neutral=None, earlier=None) -> None:
         if self.direct is not None:
             self.direct.prepare(landmarks, valid, image_size, camera, neutral, earlier)
             warnings = self.direct.calibration.warnings
-            lead = "ARKit blinks, smiles, jawOpen and brows (partly measured against the neutral):"
+            lead = "ARKit gaze, blinks, smiles, jawOpen and brows (measured against the neutral):"
             self.note = " ".join([lead] + warnings) if warnings else ""
         self.image_size = np.asarray(image_size, np.float64)
         pix = _pixels(landmarks, image_size)
@@ -192,6 +199,7 @@ class BasisSolver(ArkitSolver):
         if self.direct is not None:
             direct = self.direct.solve(landmarks, valid, camera)
             out[:, self.blended] = (out[:, self.blended] + direct[:, self.blended]) / 2
+            out[:, self.measured] = direct[:, self.measured]
         out[~valid] = 0.0
         return np.clip(out, 0.0, 1.0)
 

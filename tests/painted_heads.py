@@ -1,5 +1,6 @@
-"""Footage of ICT-FaceKit heads with painted eyebrows and irises, rendered by Kinesics' CPU ray caster, for the
-brow channels: the shared renders have no eyebrows, so MediaPipe can only guess where brows are there."""
+"""Footage of ICT-FaceKit heads with painted eyebrows and irises and eyes that turn, rendered by Kinesics' CPU ray
+caster, for the brow and gaze channels: the shared renders have no eyebrows (MediaPipe can only guess where brows
+are) and their eyeballs never turn (ICT-FaceKit's eyeLook shapes move the lids only)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,34 @@ from core.rotations import rotvec_to_matrix
 
 EYEBROW = np.array([0.045, 0.030, 0.022])  # linear RGB of brow hair
 PIVOT = np.array([0.0, -0.10, -0.02])  # head rotations turn about the top of the neck (metres, model space)
+EYE_CENTRE_DEPTH = 0.013  # an eye turns about a point this far behind the front of its cornea (metres)
+
+
+def gaze_matrices(gaze: np.ndarray) -> np.ndarray:
+    """Rotations (...,3,3) turning an eye that looks along +Z to look along (yaw, pitch) (...,2), radians: yaw
+    towards +X (the subject's left), pitch up (+Y). The gaze direction is (cos p sin y, sin p, cos p cos y)."""
+    yaw, pitch = np.asarray(gaze, np.float64)[..., 0], np.asarray(gaze, np.float64)[..., 1]
+    about_y = rotvec_to_matrix(np.stack([np.zeros_like(yaw), yaw, np.zeros_like(yaw)], -1))
+    about_x = rotvec_to_matrix(np.stack([-pitch, np.zeros_like(pitch), np.zeros_like(pitch)], -1))
+    return about_y @ about_x
+
+
+def eye_turn(data: HeadModelData, identity: np.ndarray, ids: np.ndarray, gaze: np.ndarray) -> np.ndarray:
+    """Displacement (T,len(ids),3) of vertices `ids` of a head with `identity` when both eyes look along gaze (T,2)
+    (see `gaze_matrices`): each eyeball turns about its centre of rotation, EYE_CENTRE_DEPTH behind the front of
+    its cornea; other vertices stay."""
+    balls = np.asarray(data.regions["eyeballs"], np.int64)
+    rest = data.template[balls] + data.shapedirs[balls] @ identity
+    ids = np.asarray(ids, np.int64)
+    turns = gaze_matrices(gaze)
+    out = np.zeros((len(turns), len(ids), 3))
+    for side in (rest[:, 0] >= 0, rest[:, 0] < 0):  # left eye (+X), right eye
+        centre = (rest[side].min(0) + rest[side].max(0)) / 2
+        centre[2] = rest[side][:, 2].max() - EYE_CENTRE_DEPTH
+        rows = np.flatnonzero(np.isin(ids, balls[side]))
+        local = data.template[ids[rows]] + data.shapedirs[ids[rows]] @ identity - centre
+        out[:, rows] = local @ turns.transpose(0, 2, 1) - local
+    return out
 
 
 class PaintedHead:
@@ -25,6 +54,7 @@ class PaintedHead:
 
     def __init__(self, data: HeadModelData, vertex_indices: Path, identity: np.ndarray):
         self.data = data
+        self.identity = identity
         self.renderer = HeadRenderer(data)
         self.rest = data.template + data.shapedirs @ identity
         brows = json.loads(Path(vertex_indices).read_text())["idx_to_landmark_verts"]
@@ -53,15 +83,18 @@ class PaintedHead:
             colour[(best < half_width) & on_face] = EYEBROW
         return colour
 
-    def posed(self, weights: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-        """Vertices (V,3), metres, model space, of the head with expression weights (E,) turned by a rotation
-        vector (3,) about PIVOT."""
-        return (self.rest + self.data.exprdirs @ weights - PIVOT) @ rotvec_to_matrix(rotation).T + PIVOT
+    def posed(self, weights: np.ndarray, rotation: np.ndarray, gaze: np.ndarray = np.zeros(2)) -> np.ndarray:
+        """Vertices (V,3), metres, model space, of the head with expression weights (E,), its eyes looking along
+        gaze (2,) (see `gaze_matrices`), turned by a rotation vector (3,) about PIVOT."""
+        eyes = eye_turn(self.data, self.identity, np.arange(self.data.n_vertices), np.asarray(gaze)[None])[0]
+        return (self.rest + self.data.exprdirs @ weights + eyes - PIVOT) @ rotvec_to_matrix(rotation).T + PIVOT
 
-    def frames(self, weights: np.ndarray, rotation: np.ndarray, camera: Camera) -> Iterator[np.ndarray]:
-        """RGB images (H,W,3) uint8 of the head with expression weights (T,E) and head rotation vectors (T,3)."""
-        for w, r in zip(weights, rotation):
-            scene = RayScene(self.posed(w, r), self.renderer.faces)
+    def frames(self, weights: np.ndarray, rotation: np.ndarray, gaze: np.ndarray, camera: Camera
+               ) -> Iterator[np.ndarray]:
+        """RGB images (H,W,3) uint8 of the head with expression weights (T,E), gaze (T,2) and head rotation
+        vectors (T,3)."""
+        for w, r, g in zip(weights, rotation, gaze):
+            scene = RayScene(self.posed(w, r, g), self.renderer.faces)
             yield scene.render(camera, lambda p, tri: self.colour[tri]).image
 
 

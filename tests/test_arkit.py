@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core import arkit_geometric as geometric
-from core.arkit import BLENDED, ArkitSolver, ArkitStream, BasisSolver, GeometricSolver, arkit_for_capture
+from core.arkit import BLENDED, MEASURED, ArkitSolver, ArkitStream, BasisSolver, GeometricSolver, arkit_for_capture
 from core.arkit_names import ARKIT_INDEX, ARKIT_NAMES, ict_to_arkit
 from core.embedding import landmark_embedding
 from core.errors import ModelFileError
@@ -211,14 +211,16 @@ def test_a_capture_hands_on_the_basis_face_with_its_own(ict_npz, ict_data):
     assert any("holds no face for these ARKit curves" in str(w) for w in take["warnings"])
 
 
-def test_blended_channels_average_the_fit_and_the_geometric_measure(ict_data, basis_solver, bounded_solver):
+def test_blended_channels_average_the_fit_and_the_geometric_measure_and_gaze_is_measured(ict_data, basis_solver, bounded_solver):
     landmarks, truth, camera = _known_landmarks(ict_data)
     blended = _solve_in_batches(basis_solver, landmarks, camera)
     fitted = _solve_in_batches(bounded_solver, landmarks, camera)
     measured = _solve_in_batches(GeometricSolver("test"), landmarks, camera)
     both = [ARKIT_INDEX[n] for n in BLENDED]
-    rest = [i for i in range(52) if i not in both]
+    gaze = [ARKIT_INDEX[n] for n in MEASURED]
+    rest = [i for i in range(52) if i not in both + gaze]
     np.testing.assert_allclose(blended[:, both], (fitted[:, both] + measured[:, both]) / 2, atol=1e-6)
+    np.testing.assert_allclose(blended[:, gaze], measured[:, gaze], atol=1e-6)
     np.testing.assert_allclose(blended[:, rest], fitted[:, rest], atol=1e-6)
     assert np.abs(measured[:, both]).max() > 0.1  # the measure is not silent, so the blend is tested
 
@@ -294,7 +296,8 @@ def painted_brows(ict_data, ict_folder, tmp_path_factory) -> tuple[np.ndarray, n
     head = PaintedHead(ict_data, ict_folder / "vertex_indices.json", np.random.default_rng(3).normal(0, 0.75, 100))
     camera = front_camera(1040.0, 512)
     video = tmp_path_factory.mktemp("painted") / "brows.mp4"
-    write_video(head.frames(weights, np.zeros((len(weights), 3)), camera), video, 25.0)
+    still = np.zeros((len(weights), 3))
+    write_video(head.frames(weights, still, still[:, :2], camera), video, 25.0)
     track = detect_video(video)
     assert track.valid.all()
     return track.landmarks, ict_to_arkit(weights, names), Camera(1040.0, 256.0, 256.0)

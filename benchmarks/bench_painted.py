@@ -1,14 +1,17 @@
-"""Brow channels on renders that have eyebrows: the shared renders have none, so MediaPipe guesses where brows are.
+"""Brow and gaze channels on renders with painted eyebrows and eyes that turn, which the shared renders lack.
 
-    .venv/bin/python benchmarks/bench_brows.py [--seeds 0 1 2] [--rerender]
+    .venv/bin/python benchmarks/bench_painted.py [--seeds 0 1 2] [--rerender]
 
-Renders sequences of ICT-FaceKit heads (a random identity per seed) with painted eyebrows and irises, with
-Kinesics' own CPU ray caster (`core.render`), into the cache (`KINESICS_CACHE`/bench_brows): brow poses
-(browInnerUp, browOuterUp, browDown; both sides or one) in most events, mouth and eye poses in the rest and
-over some brow poses, blinks, and smooth head motion, with the truth as ARKit curves. Each sequence is then
-captured as footage (MediaPipe) twice: with the built-in rig (geometric ARKit curves, issue target >= 0.7)
-and with ICT-FaceKit as model and ARKit basis (bounded basis fit, target >= 0.8). Prints the correlation with
-the truth of the brow channels and a few others ('n/a' where the truth does not move).
+Renders sequences of ICT-FaceKit heads (a random identity per seed) with painted eyebrows and irises and eyeballs
+that turn, with Kinesics' own CPU ray caster (`tests.painted_heads`), into the cache (`KINESICS_CACHE`/painted):
+every brow pose once (browInnerUp, browOuterUp, browDown; both sides or one; surprise; worry), seven mouth and eye
+poses, a third of the brow poses over one of those, blinks, glances held for a third of a second to a second (the
+lids following through ICT-FaceKit's eyeLook shapes) and smooth head motion. The truth is written as the shared
+renders' (plus `gaze` (T,2) and `arkit` (T,52)), so `bench_fidelity.py`, `bench_arkit.py` and `bench_builtin.py`
+score these renders too with `--renders`. Each sequence is captured as footage (MediaPipe) with the built-in rig
+(geometric ARKit curves, issue target >= 0.7) and with ICT-FaceKit as model and ARKit basis (basis fit, target
+>= 0.8); prints the correlation with the truth of the brow and gaze channels and a few others ('n/a' where the
+truth does not move).
 """
 from __future__ import annotations
 
@@ -30,8 +33,10 @@ from core.paths import assets_dir, cache_dir  # noqa: E402
 from core.rotations import rotvec_to_matrix  # noqa: E402
 from tests.painted_heads import PIVOT, PaintedHead, front_camera, write_video  # noqa: E402
 
-CHANNELS = ("browInnerUp", "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight", "jawOpen",
-            "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "eyeWideLeft", "eyeSquintLeft")
+CHANNELS = ("browInnerUp", "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight",
+            "eyeLookOutLeft", "eyeLookInLeft", "eyeLookUpLeft", "eyeLookDownLeft", "eyeLookOutRight", "eyeLookInRight",
+            "eyeLookUpRight", "eyeLookDownRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeWideLeft", "eyeSquintLeft",
+            "jawOpen", "mouthSmileLeft", "mouthSmileRight")
 BROW_POSES = (("browInnerUp_L", "browInnerUp_R"), ("browOuterUp_L", "browOuterUp_R"), ("browDown_L", "browDown_R"),
               ("browInnerUp_L", "browInnerUp_R", "browOuterUp_L", "browOuterUp_R"),  # surprise
               ("browInnerUp_L", "browInnerUp_R", "browDown_L", "browDown_R"),  # worry
@@ -40,6 +45,8 @@ OTHER_POSES = (("mouthSmile_L", "mouthSmile_R"), ("jawOpen",), ("eyeWide_L", "ey
                ("eyeSquint_L", "eyeSquint_R"), ("mouthFrown_L", "mouthFrown_R"), ("mouthFunnel",),
                ("noseSneer_L", "noseSneer_R"))
 FPS, SIZE, FOCAL = 25.0, 384, 780.0
+# ICT-FaceKit's eyeLook shapes (lids only) at full weight for a glance this far (degrees): outwards, inwards, up, down.
+LOOK_FULL_DEG = {"Out": 30.0, "In": 30.0, "Up": 20.0, "Down": 20.0}
 MOVING = 0.05  # a truth channel whose standard deviation is below this does not move in the sequence
 
 
@@ -48,9 +55,35 @@ def envelope(rise: int, hold: int) -> np.ndarray:
     return np.concatenate([ramp, np.ones(hold), ramp[::-1]])
 
 
-def performance(names: list[str], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Expression weights (T,E) in [0, 1] and head rotation vectors (T,3) of a random performance: every brow
-    pose and every other pose once, in a random order, a third of the brow poses over another pose."""
+def glances(frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Gaze (T,2) yaw, pitch in radians (see `tests.painted_heads.gaze_matrices`): held 8-25 frames, ahead a third
+    of the time, moving to the next in 3 frames."""
+    gaze, here, t = np.zeros((frames, 2)), np.zeros(2), 0
+    while t < frames:
+        there = np.zeros(2) if rng.random() < 0.33 else np.radians([rng.uniform(-25, 25), rng.uniform(-12, 15)])
+        step = envelope(4, 0)[:4, None]  # 0 .. 1 over the saccade
+        gaze[t:t + 4] = (here + step * (there - here))[:frames - t]
+        hold = int(rng.integers(8, 26))
+        gaze[t + 4:t + 4 + hold] = there
+        here, t = there, t + 4 + hold
+    return gaze
+
+
+def lid_weights(gaze: np.ndarray, names: list[str]) -> np.ndarray:
+    """ICT-FaceKit eyeLook weights (T,E) for gaze (T,2): the lids follow the eyes."""
+    yaw, pitch = np.degrees(gaze[:, 0]), np.degrees(gaze[:, 1])
+    towards = {"Up": pitch, "Down": -pitch}
+    weights = np.zeros((len(gaze), len(names)))
+    for side, outwards in (("_L", yaw), ("_R", -yaw)):  # the left eye (+X) looks out when yaw > 0
+        for look, angle in {**towards, "Out": outwards, "In": -outwards}.items():
+            weights[:, names.index(f"eyeLook{look}{side}")] = np.clip(angle / LOOK_FULL_DEG[look], 0.0, 1.0)
+    return weights
+
+
+def performance(names: list[str], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expression weights (T,E) in [0, 1], gaze (T,2) and head rotation vectors (T,3) of a random performance:
+    every brow pose and every other pose once, in a random order, a third of the brow poses over another pose,
+    blinks, glances."""
     events = [list(p) for p in BROW_POSES] + [list(p) for p in OTHER_POSES]
     for event in events[:len(BROW_POSES)]:
         if rng.random() < 0.33:
@@ -71,11 +104,13 @@ def performance(names: list[str], rng: np.random.Generator) -> tuple[np.ndarray,
         for side in ("eyeBlink_L", "eyeBlink_R"):
             k = names.index(side)
             weights[start:start + 4, k] = np.maximum(weights[start:start + 4, k], [0.5, 1.0, 1.0, 0.5])
+    gaze = glances(frames, rng)
+    weights = np.maximum(weights, lid_weights(gaze, names))
     time = np.arange(frames) / FPS
     amplitude = np.radians([6.0, 14.0, 4.0])  # pitch, yaw, roll
     phase, period = rng.uniform(0, 2 * np.pi, 3), rng.uniform(3.0, 6.0, 3)
     rotation = amplitude * np.sin(2 * np.pi * time[:, None] / period + phase)
-    return weights, rotation
+    return weights, gaze, rotation
 
 
 def render_sequence(data: HeadModelData, vertex_indices: Path, seed: int, folder: Path) -> None:
@@ -84,7 +119,7 @@ def render_sequence(data: HeadModelData, vertex_indices: Path, seed: int, folder
     rng = np.random.default_rng(seed)
     names = list(data.expression_names)
     identity = rng.normal(0.0, 0.75, data.n_shape)
-    weights, rotation = performance(names, rng)
+    weights, gaze, rotation = performance(names, rng)
     head = PaintedHead(data, vertex_indices, identity)
     camera = front_camera(FOCAL, SIZE)
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,21 +130,18 @@ def render_sequence(data: HeadModelData, vertex_indices: Path, seed: int, folder
             yield image
         print()
 
-    write_video(shown(head.frames(weights, rotation, camera)), folder / "video.mp4", FPS)
+    write_video(shown(head.frames(weights, rotation, gaze, camera)), folder / "video.mp4", FPS)
     marks = np.asarray(json.loads(vertex_indices.read_text())["idx_to_landmark_verts"], np.int64)
-    landmarks68 = np.stack([camera.project(head.posed(w, r)[marks]) for w, r in zip(weights, rotation)])
+    landmarks68 = np.stack([camera.project(head.posed(w, r, g)[marks]) for w, r, g in zip(weights, rotation, gaze)])
     np.savez(folder / "truth.npz", identity=identity, expression_names=np.array(names), expressions=weights,
              rotation=rotvec_to_matrix(rotation), pivot=PIVOT * 100, translation=np.zeros((len(weights), 3)),
              focal_px=FOCAL, cx=SIZE / 2, cy=SIZE / 2, camera_location=camera.position * 100, image_size=SIZE,
-             landmarks68=landmarks68, landmark_vertices=marks, arkit=ict_to_arkit(weights, names))
+             landmarks68=landmarks68, landmark_vertices=marks, gaze=gaze, arkit=ict_to_arkit(weights, names))
 
 
-def correlations(curves: np.ndarray, truth: np.ndarray) -> list[float | None]:
-    out = []
-    for name in CHANNELS:
-        a, b = curves[:, ARKIT_INDEX[name]], truth[:, ARKIT_INDEX[name]]
-        out.append(None if b.std() < MOVING else 0.0 if a.std() < 1e-9 else float(np.corrcoef(a, b)[0, 1]))
-    return out
+def correlation(curve: np.ndarray, truth: np.ndarray) -> float | None:
+    """None where the truth does not move."""
+    return None if truth.std() < MOVING else 0.0 if curve.std() < 1e-9 else float(np.corrcoef(curve, truth)[0, 1])
 
 
 def main() -> int:
@@ -124,30 +156,33 @@ def main() -> int:
     data = load_ict_npz(basis)
     folders = []
     for seed in args.seeds:
-        folder = cache_dir() / "bench_brows" / f"seed{seed}"
+        folder = cache_dir() / "painted" / f"seed{seed}"
         if args.rerender or not (folder / "truth.npz").is_file():
             render_sequence(data, basis.parent / "vertex_indices.json", seed, folder)
         folders.append(folder)
     engine = CaptureEngine(str(basis), arkit_basis=str(basis))
-    head = f"{'sequence':<14}{'rig':<9}" + "".join(f"{c[:14]:>15}" for c in CHANNELS)
-    print(head)
-    print("-" * len(head))
-    worst: dict[str, dict[str, list[float]]] = {"built-in": {}, "ict": {}}
+    rigs = ("built-in", "ict")
+    table = {name: {rig: [] for rig in rigs} for name in CHANNELS}
     for folder in folders:
         truth = np.load(folder / "truth.npz")["arkit"]
         track = detect_video(folder / "video.mp4")
         curves = {"built-in": capture_builtin(track)["arkit"], "ict": engine.run_track(track)["arkit"]}
-        for rig, values in curves.items():
-            cors = correlations(values, truth)
-            for name, c in zip(CHANNELS, cors):
-                if c is not None:
-                    worst[rig].setdefault(name, []).append(c)
-            print(f"{folder.name:<14}{rig:<9}" + "".join(f"{'n/a' if c is None else f'{c:.2f}':>15}" for c in cors))
-    print("-" * len(head))
-    for rig, by_channel in worst.items():
-        print(f"{'worst':<14}{rig:<9}" + "".join(f"{min(by_channel[c]):>15.2f}" if c in by_channel else f"{'n/a':>15}"
-                                                 for c in CHANNELS))
+        for name in CHANNELS:
+            k = ARKIT_INDEX[name]
+            for rig in rigs:
+                table[name][rig].append(correlation(curves[rig][:, k], truth[:, k]))
     engine.close()
+    seeds = " / ".join(f.name for f in folders)
+    print(f"correlation with the truth, {seeds}; worst in brackets")
+    print(f"{'channel':<18}" + "".join(f"{rig:>30}" for rig in rigs))
+    for name, by_rig in table.items():
+        cells = []
+        for rig in rigs:
+            values = by_rig[rig]
+            shown = " / ".join("n/a" if v is None else f"{v:.2f}" for v in values)
+            moving = [v for v in values if v is not None]
+            cells.append(f"{shown} [{min(moving):.2f}]" if moving else shown)
+        print(f"{name:<18}" + "".join(f"{c:>30}" for c in cells))
     return 0
 
 
