@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.paths import assets_dir, cache_dir
@@ -86,3 +87,22 @@ def variable_rate_clip(footage: Path, tmp_path_factory) -> tuple[Path, list[floa
             packet.time_base, packet.pts, packet.dts, packet.stream = fractions.Fraction(1, 1000), ms, ms, stream
             out.mux(packet)
     return path, [ms / 1000 for ms in times_ms]
+
+
+@pytest.fixture(scope="session")
+def glancing_head(ict_npz: Path, tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """Footage (512x512, 25 fps) of an ICT-FaceKit head with painted eyebrows whose eyes look ahead, 20 degrees to
+    the subject's left, ahead, 20 degrees to the right, ahead, 15 degrees up (tests/painted_heads.py), and its true
+    gaze (T,2) yaw, pitch in radians."""
+    from core.model_data import load_ict_npz
+    from tests.painted_heads import PaintedHead, front_camera, write_video
+
+    data = load_ict_npz(ict_npz)
+    held = [(0.0, 0.0, 8), (20.0, 0.0, 8), (0.0, 0.0, 6), (-20.0, 0.0, 8), (0.0, 0.0, 6), (0.0, 15.0, 8)]
+    gaze = np.radians(np.concatenate([np.tile([yaw, pitch], (n, 1)) for yaw, pitch, n in held]))
+    head = PaintedHead(data, ict_npz.parent / "vertex_indices.json", np.random.default_rng(5).normal(0, 0.75, 100))
+    still = np.zeros((len(gaze), 3))
+    video = tmp_path_factory.mktemp("glancing") / "glances.mp4"
+    write_video(head.frames(np.zeros((len(gaze), data.n_expression)), still, gaze, front_camera(1040.0, 512)), video,
+                25.0)
+    return video, gaze

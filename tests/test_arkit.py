@@ -319,3 +319,19 @@ def test_visible_eyebrows_are_read_by_both_solvers(painted_brows, basis_solver):
         assert down[lowered].mean() > down[rest].mean() + 0.15, solver.kind
         assert inner[lowered].mean() < inner[rest].mean() + 0.1 and down[raised].mean() < down[rest].mean() + 0.1
         assert _corr(inner, truth[:, ARKIT_INDEX["browInnerUp"]]) > 0.8, solver.kind
+
+
+def test_gaze_channels_follow_the_irises_with_or_without_a_basis(glancing_head, basis_solver):
+    """The eyeLook channels read where the eyes turn, with the basis too: its eyeLook shapes move only the lids."""
+    video, gaze = glancing_head
+    track = detect_video(video)
+    assert track.valid.all()
+    left, right, up = slice(9, 16), slice(23, 30), slice(37, 44)  # held glances but their first frames
+    ahead = np.r_[0:8, 17:22, 31:36]
+    for solver in (GeometricSolver("test"), basis_solver):
+        curves = _solve_in_batches(solver, track.landmarks, Camera(1040.0, 256.0, 256.0))
+        read = lambda name, frames: curves[frames, ARKIT_INDEX[name]].mean()  # noqa: E731
+        for name, frames in (("eyeLookOutLeft", left), ("eyeLookInRight", left), ("eyeLookInLeft", right),
+                             ("eyeLookOutRight", right), ("eyeLookUpLeft", up), ("eyeLookUpRight", up)):
+            assert read(name, frames) > read(name, ahead) + 0.15, (solver.kind, name)
+        assert read("eyeLookInLeft", left) < 0.1 and read("eyeLookOutLeft", right) < 0.1, solver.kind
