@@ -98,6 +98,14 @@ class PaintedHead:
             yield scene.render(camera, lambda p, tri: self.colour[tri]).image
 
 
+def gaze_angles(eye_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Yaw and pitch (T,) in degrees of both eyes' directions averaged, from a capture's eye_pose (T,6): each eye's
+    +Z (ahead at rest) turned, in the model frame (yaw towards +X, the subject's left; pitch up)."""
+    turns = rotvec_to_matrix(np.asarray(eye_pose, np.float64).reshape(-1, 2, 3))
+    ahead = turns[:, :, :, 2].mean(1)
+    return np.degrees(np.arctan2(ahead[:, 0], ahead[:, 2])), np.degrees(np.arcsin(ahead[:, 1]))
+
+
 def front_camera(focal_px: float, size: int, distance: float = 0.85) -> Camera:
     """A camera `distance` metres in front of the face looking straight at it (down -Z, +Y up)."""
     return Camera.look_at(np.array([0.0, 0.02, distance]), np.array([0.0, 0.02, 0.0]), focal_px, size, size)

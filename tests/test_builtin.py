@@ -17,6 +17,7 @@ from core.errors import FootageError, ModelFileError
 from core.head_model import HeadModel
 from core.landmarks import detect_video
 from core.trajectory import SmoothingSettings
+from test_capture import assert_eyes_follow_the_glances
 
 
 @pytest.fixture(scope="session")
@@ -223,3 +224,8 @@ def test_a_neutral_frame_named_by_the_user_is_the_rig_at_rest(footage, talking_t
     smiling = detect_video(footage / "happy_1080p.mp4", end=10)
     assert any("neutral frame given does not look relaxed" in str(w)
                for w in capture_builtin(smiling, neutral_row=5)["warnings"])
+
+
+def test_the_rigs_eyes_turn_where_the_rendered_eyes_look(glancing_head):
+    video, _ = glancing_head
+    assert_eyes_follow_the_glances(capture_builtin(detect_video(video))["eye_pose"])
