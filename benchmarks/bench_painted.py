@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/bench_painted.py [--seeds 0 1 2] [--rerender]
 
-Renders sequences of ICT-FaceKit heads (a random identity per seed) with painted eyebrows and irises and eyeballs
-that turn, with Kinesics' own CPU ray caster (`tests.painted_heads`), into the cache (`KINESICS_CACHE`/painted):
-every brow pose once (browInnerUp, browOuterUp, browDown; both sides or one; surprise; worry), seven mouth and eye
+Renders sequences of ICT-FaceKit heads (a random identity per seed) with painted eyebrows, lips and irises and
+eyeballs that turn, with Kinesics' own CPU ray caster (`tests.painted_heads`), into the cache (`KINESICS_CACHE`/painted):
+every brow pose once (browInnerUp, browOuterUp, browDown; both sides or one; surprise; worry), eight mouth and eye
 poses, a third of the brow poses over one of those, blinks, glances held for a third of a second to a second (the
 lids following through ICT-FaceKit's eyeLook shapes) and smooth head motion. The truth is written as the shared
 renders' (plus `gaze` (T,2) and `arkit` (T,52)), so `bench_fidelity.py`, `bench_arkit.py` and `bench_builtin.py`
@@ -36,13 +36,13 @@ from tests.painted_heads import PIVOT, PaintedHead, front_camera, write_video  #
 CHANNELS = ("browInnerUp", "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight",
             "eyeLookOutLeft", "eyeLookInLeft", "eyeLookUpLeft", "eyeLookDownLeft", "eyeLookOutRight", "eyeLookInRight",
             "eyeLookUpRight", "eyeLookDownRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeWideLeft", "eyeSquintLeft",
-            "jawOpen", "mouthSmileLeft", "mouthSmileRight")
+            "jawOpen", "mouthSmileLeft", "mouthSmileRight", "mouthPucker", "mouthFunnel")
 BROW_POSES = (("browInnerUp_L", "browInnerUp_R"), ("browOuterUp_L", "browOuterUp_R"), ("browDown_L", "browDown_R"),
               ("browInnerUp_L", "browInnerUp_R", "browOuterUp_L", "browOuterUp_R"),  # surprise
               ("browInnerUp_L", "browInnerUp_R", "browDown_L", "browDown_R"),  # worry
               ("browOuterUp_L",), ("browOuterUp_R",), ("browDown_L",), ("browDown_R",))
 OTHER_POSES = (("mouthSmile_L", "mouthSmile_R"), ("jawOpen",), ("eyeWide_L", "eyeWide_R"),
-               ("eyeSquint_L", "eyeSquint_R"), ("mouthFrown_L", "mouthFrown_R"), ("mouthFunnel",),
+               ("eyeSquint_L", "eyeSquint_R"), ("mouthFrown_L", "mouthFrown_R"), ("mouthFunnel",), ("mouthPucker",),
                ("noseSneer_L", "noseSneer_R"))
 FPS, SIZE, FOCAL = 25.0, 384, 780.0
 # ICT-FaceKit's eyeLook shapes (lids only) at full weight for a glance this far (degrees): outwards, inwards, up, down.

@@ -42,13 +42,13 @@ EXPRESSION_PRIOR = 0.03
 # MediaPipe misreads a feature; their errors differ. Over the synthetic renders the mean's worst correlation on
 # blinks, smiles and jaw is 0.78, the fit's alone 0.44 and the measure's 0.70. Those renders have no eyebrows; on
 # renders with painted ones (benchmarks/bench_painted.py, three random sequences) the fit alone reads browInnerUp
-# 0.41-0.69, browOuterUp 0.31-0.70 and browDown -0.23-0.25, the mean 0.57-0.79, 0.76-0.90 and 0.03-0.54.
+# 0.34-0.57, browOuterUp 0.46-0.77 and browDown -0.05-0.33, the mean 0.53-0.67, 0.69-0.89 and 0.08-0.61.
 BLENDED = ("eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "jawOpen", "browInnerUp",
            "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight")
 # ICT-FaceKit's eyeLook shapes move the lids only (its rig turns the eyeballs apart from the shapes), so the basis
 # fit cannot see where the eyes look; ARKit's eyeLook channels are the eyes' rotation, which the irises show: these
 # channels are the geometric measure's alone. On renders whose eyes turn (benchmarks/bench_painted.py) the fit's
-# eyeLook curves correlated -0.44 to 0.57 with the truth, the measure's 0.21-0.95.
+# eyeLook curves correlated -0.52 to 0.67 with the truth, the measure's 0.13-0.97.
 MEASURED = tuple(f"eyeLook{d}{s}" for s in ("Left", "Right") for d in ("Down", "In", "Out", "Up"))
 INSTALL_HINT = ("install ICT-FaceKit with `kinesics install-ict SOURCE` (SOURCE: its zip from "
                 "https://github.com/ICT-VGL/ICT-FaceKit or the unpacked folder) for curves fitted with its 53 "

@@ -16,6 +16,7 @@ from core.render import Camera, RayScene
 from core.rotations import rotvec_to_matrix
 
 EYEBROW = np.array([0.045, 0.030, 0.022])  # linear RGB of brow hair
+LIPS = np.array([0.45, 0.17, 0.15])
 PIVOT = np.array([0.0, -0.10, -0.02])  # head rotations turn about the top of the neck (metres, model space)
 EYE_CENTRE_DEPTH = 0.013  # an eye turns about a point this far behind the front of its cornea (metres)
 
@@ -50,17 +51,18 @@ def eye_turn(data: HeadModelData, identity: np.ndarray, ids: np.ndarray, gaze: n
 class PaintedHead:
     """An ICT-FaceKit head (`data`, from `core.model_data.load_ict_npz`) with one identity, rendered with skin,
     mouth and eyes as the landmark embedding's renderer paints them, plus eyebrows along ICT-FaceKit's brow
-    landmark vertices (68-point scheme 17-21 and 22-26, from its `vertex_indices.json`), tapering outwards."""
+    landmark vertices (68-point scheme 17-21 and 22-26, from its `vertex_indices.json`), tapering outwards, and
+    lips within its outer lip contour (48-59)."""
 
     def __init__(self, data: HeadModelData, vertex_indices: Path, identity: np.ndarray):
         self.data = data
         self.identity = identity
         self.renderer = HeadRenderer(data)
         self.rest = data.template + data.shapedirs @ identity
-        brows = json.loads(Path(vertex_indices).read_text())["idx_to_landmark_verts"]
-        self.colour = self._painted(brows[17:22][::-1], brows[22:27])  # each brow from its inner end
+        marks = json.loads(Path(vertex_indices).read_text())["idx_to_landmark_verts"]
+        self.colour = self._painted(marks[48:60], marks[17:22][::-1], marks[22:27])  # each brow from its inner end
 
-    def _painted(self, *brows: list[int]) -> np.ndarray:
+    def _painted(self, lips: list[int], *brows: list[int]) -> np.ndarray:
         """Per-triangle linear RGB (F,3) of the renderer's triangles."""
         data, faces = self.data, self.renderer.faces
         centres = data.template[faces].mean(1)
@@ -68,6 +70,10 @@ class PaintedHead:
         on_face = np.zeros(data.n_vertices, bool)
         on_face[data.regions["face"]] = True
         on_face = on_face[faces].all(1)
+        contour = (data.template[lips][:, :2] * 1e4).astype(np.float32)  # seen from the front, 0.1 mm units
+        near = np.flatnonzero(on_face & (centres[:, 2] > data.template[lips][:, 2].min() - 0.005))
+        inside = [cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in centres[near, :2] * 1e4]
+        colour[near[np.asarray(inside, bool)]] = LIPS
         for ids in brows:
             line = data.template[ids]
             lengths = np.linalg.norm(np.diff(line, axis=0), axis=1)
