@@ -1,6 +1,7 @@
-"""Footage of ICT-FaceKit heads with painted eyebrows and irises and eyes that turn, rendered by Kinesics' CPU ray
-caster, for the brow and gaze channels: the shared renders have no eyebrows (MediaPipe can only guess where brows
-are) and their eyeballs never turn (ICT-FaceKit's eyeLook shapes move the lids only)."""
+"""Footage of ICT-FaceKit heads with painted eyebrows, lips and irises and eyes that turn, rendered by Kinesics' CPU
+ray caster, for the brow, gaze and mouth channels: the shared renders have no eyebrows (MediaPipe can only guess
+where brows are), lips of the skin's colour, and eyeballs that never turn (ICT-FaceKit's eyeLook shapes move the
+lids only)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from core.render import Camera, RayScene
 from core.rotations import rotvec_to_matrix
 
 EYEBROW = np.array([0.045, 0.030, 0.022])  # linear RGB of brow hair
-LIPS = np.array([0.45, 0.17, 0.15])
+LIPS = np.array([0.45, 0.17, 0.15])  # linear RGB
 PIVOT = np.array([0.0, -0.10, -0.02])  # head rotations turn about the top of the neck (metres, model space)
 EYE_CENTRE_DEPTH = 0.013  # an eye turns about a point this far behind the front of its cornea (metres)
 
@@ -109,6 +110,7 @@ def gaze_angles(eye_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     +Z (ahead at rest) turned, in the model frame (yaw towards +X, the subject's left; pitch up)."""
     turns = rotvec_to_matrix(np.asarray(eye_pose, np.float64).reshape(-1, 2, 3))
     ahead = turns[:, :, :, 2].mean(1)
+    ahead /= np.linalg.norm(ahead, axis=1, keepdims=True)
     return np.degrees(np.arctan2(ahead[:, 0], ahead[:, 2])), np.degrees(np.arcsin(ahead[:, 1]))
 
 
