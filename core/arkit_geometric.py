@@ -31,6 +31,7 @@ STABLE = np.array([168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263, 127, 356, 234, 
 
 # Per side, subject's left first (MediaPipe's "left" landmarks sit on the subject's left).
 EYE_OUTER, EYE_INNER = (263, 33), (362, 133)
+EYE_CORNERS = tuple(zip(EYE_OUTER, EYE_INNER))  # per side: outer, inner
 LID_UPPER = ((386, 385, 387), (159, 158, 160))
 LID_LOWER = ((374, 380, 373), (145, 153, 144))
 IRIS = (473, 468)

@@ -128,9 +128,13 @@ def capture_builtin(track, focal_px: float | None = None, smoothing: SmoothingSe
     joints = rig_joints(template)
     jaw_pose = np.zeros((len(local), 3))
     jaw_pose[:, 0] = _jaw_angle(local, template, joints[2])
+    # Each iris as it sits between its eye's corners: where MediaPipe shifts a whole eye (lids, corners and iris
+    # together), the eye has not turned.
     eye_pose = np.concatenate([_rotation_between(template[IRIS_POINTS[eye][0]] - joints[j],
-                                                 local[:, IRIS_POINTS[eye][0]] - joints[j])
-                               for j, eye in ((3, "left_eye"), (4, "right_eye"))], 1)
+                                                 local[:, IRIS_POINTS[eye][0]] - local[:, corners].mean(1)
+                                                 + template[corners].mean(0) - joints[j])
+                               for j, eye, corners in ((3, "left_eye", list(geo.EYE_CORNERS[0])),
+                                                       (4, "right_eye", list(geo.EYE_CORNERS[1])))], 1)
     jaw_pose[~valid], eye_pose[~valid] = 0.0, 0.0  # no measurement there: the temporal prior fills them in
     rest = unpose(local[valid], rig.weights, joints, jaw_pose[valid], eye_pose[valid])
     coeffs, exprdirs = motion_basis(rest - template)

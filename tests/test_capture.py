@@ -537,8 +537,8 @@ def assert_eyes_follow_the_glances(eye_pose: np.ndarray) -> None:
     yaw, pitch = gaze_angles(eye_pose)
     left, right, up, still = slice(9, 16), slice(23, 30), slice(37, 44), np.r_[0:8, 17:22, 31:36]
     yaw, pitch = yaw - yaw[np.r_[17:22, 31:36]].mean(), pitch - pitch[np.r_[17:22, 31:36]].mean()
-    # MediaPipe's irises waver up to 8 degrees in the opening frames (0-7), more than between the glances.
-    assert np.abs(yaw[still]).max() < 5.0 and np.abs(pitch[still]).max() < 8.0
+    # The fitted eyes waver by up to 5 degrees in pitch in the opening frames (0-7), less than the glance up.
+    assert np.abs(yaw[still]).max() < 5.0 and np.abs(pitch[still]).max() < 7.0
     assert 6.0 < yaw[left].mean() < 30.0 and -30.0 < yaw[right].mean() < -6.0
     assert pitch[up].mean() > 3.0
     assert np.abs(yaw[up]).max() < 5.0
