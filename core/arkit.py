@@ -205,7 +205,8 @@ class BasisSolver(ArkitSolver):
 
 
 class GeometricSolver(ArkitSolver):
-    """`core.arkit_geometric` per batch: the face-fixed frame and the neutral come from the opening frames."""
+    """`core.arkit_geometric` per batch: the face-fixed frame and the neutral come from the opening frames, the
+    rest gaze from every frame so far (unless a neutral frame is named)."""
 
     kind = "geometric"
 
@@ -215,6 +216,8 @@ class GeometricSolver(ArkitSolver):
         self.note = self._note([])
         self.reference: np.ndarray | None = None
         self.calibration: geometric.Calibration | None = None
+        self.gaze_seen: np.ndarray | None = None  # (K,2,3) iris offsets of the frames so far (`geometric.iris_offsets`)
+        self.opening = self.position = 0  # frames `prepare` saw; frames solved
 
     def _note(self, warnings: list[str]) -> str:
         covered = len(geometric.covered_channels())
@@ -227,6 +230,9 @@ class GeometricSolver(ArkitSolver):
         self.reference = np.median(frames.points[frames.valid], axis=0)
         self.calibration = geometric.calibrate(frames, neutral, known_neutral(earlier or {}))
         self.note = self._note(self.calibration.warnings)
+        # The rest gaze goes on learning from the frames after these, unless the user named a neutral frame.
+        self.gaze_seen = None if neutral is not None else geometric.iris_offsets(frames.points[frames.valid])
+        self.opening, self.position = len(valid), 0
 
     def identity(self) -> dict:
         return {"arkit_neutral": self.calibration.neutral.astype(np.float32)}
@@ -248,11 +254,18 @@ class GeometricSolver(ArkitSolver):
     def solve(self, landmarks, valid, camera) -> np.ndarray:
         self._require_prepared()
         valid = np.asarray(valid, bool)
+        fresh = self.position + np.arange(len(valid)) >= self.opening  # frames `prepare` has not seen
+        self.position += len(valid)
         if not valid.any():
             return np.zeros((len(valid), len(ARKIT_NAMES)))
         first = self._align(geometric.pixel_points(landmarks, self.image_size), valid)
         lifted = geometric.camera_points(landmarks, first, self.image_size, camera.focal)
-        curves, _ = geometric.solve(landmarks, valid, self.image_size, self._align(lifted, valid), self.calibration)
+        frames = self._align(lifted, valid)
+        if self.gaze_seen is not None and (valid & fresh).any():
+            # The rest gaze over every frame so far: the opening frames may hold a glance (`geometric.irises_at`).
+            self.gaze_seen = np.concatenate([self.gaze_seen, geometric.iris_offsets(frames.points[valid & fresh])])
+            self.calibration.neutral = geometric.irises_at(self.calibration.neutral, self.gaze_seen)
+        curves, _ = geometric.solve(landmarks, valid, self.image_size, frames, self.calibration)
         return curves
 
 

@@ -35,6 +35,7 @@ EYE_CORNERS = tuple(zip(EYE_OUTER, EYE_INNER))  # per side: outer, inner
 LID_UPPER = ((386, 385, 387), (159, 158, 160))
 LID_LOWER = ((374, 380, 373), (145, 153, 144))
 IRIS = (473, 468)
+IRIS_RINGS = ((473, 474, 475, 476, 477), (468, 469, 470, 471, 472))  # centre then ring, per side
 BROW_INNER = ((336, 296, 285, 295), (107, 66, 55, 65))
 BROW_OUTER = ((300, 276, 293, 283), (70, 46, 63, 53))
 MOUTH_CORNER = (291, 61)
@@ -227,6 +228,23 @@ def neutral_rows(valid: np.ndarray, row: int | None) -> np.ndarray:
     return rows[np.asarray(valid, bool)[rows]]
 
 
+def iris_offsets(points: np.ndarray) -> np.ndarray:
+    """Each iris centre from the middle of its eye's corners, (K,2,3) for points (K,478,3), subject's left first."""
+    return np.stack([points[:, ring[0]] - points[:, list(corners)].mean(1)
+                     for corners, ring in zip(EYE_CORNERS, IRIS_RINGS)], 1)
+
+
+def irises_at(neutral: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The neutral (478,3) with each iris (centre and ring) moved to the median of offsets (K,2,3) from its corners:
+    the frames picked for a relaxed face were not picked for their gaze, and one glance among them would offset
+    every gaze reading, while people look ahead most of the time."""
+    out = neutral.copy()
+    rest = np.median(offsets, axis=0)
+    for k, (corners, ring) in enumerate(zip(EYE_CORNERS, IRIS_RINGS)):
+        out[list(ring)] += neutral[list(corners)].mean(0) + rest[k] - neutral[ring[0]]
+    return out
+
+
 def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndarray | None = None) -> Calibration:
     """The actor's neutral: the frames whose mouth is closed and relaxed and whose eyes are open.
 
@@ -236,6 +254,7 @@ def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndar
     `neutral_row`: a frame the user knows to be at rest, which is the neutral instead (see `neutral_rows`).
     `known`: the actor's neutral (478,3) as an earlier capture's calibration found it (in that clip's face frame),
     which is the neutral instead of either, once aligned to this clip's face (on the STABLE points).
+    Unless a neutral frame is named, the neutral's irises sit where they rest over all of the frames (`irises_at`).
     """
     ids = np.flatnonzero(frames.valid)
     if known is not None:
@@ -258,6 +277,8 @@ def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndar
         pick = ids[np.argsort(cost)[:max(3, len(ids) // 10)]]
     if known is None:
         neutral = np.median(frames.points[pick], axis=0)
+    if neutral_row is None:
+        neutral = irises_at(neutral, iris_offsets(frames.points[ids]))
     values = {k: float(v) for k, v in neutral_features(neutral).items()}
     warnings = []
     for key, (low, high) in NEUTRAL_RANGE.items():

@@ -263,9 +263,10 @@ def test_streamed_chunks_join_without_seams(rom_capture):
     capture, _ = rom_capture
     landmarks, valid = capture["landmarks"], capture["valid"]
     camera = Camera(capture["focal_px"], capture["cx"], capture["cy"])
-    solver = GeometricSolver("the test asks for it")
-    solver.prepare(landmarks[:50], valid[:50], capture["image_size"], camera)
-    streamed, whole = ArkitStream(solver, capture["fps"]), ArkitStream(solver, capture["fps"])
+    solvers = [GeometricSolver("the test asks for it") for _ in range(2)]  # a solver learns from its batches
+    for solver in solvers:
+        solver.prepare(landmarks[:50], valid[:50], capture["image_size"], camera)
+    streamed, whole = (ArkitStream(solver, capture["fps"]) for solver in solvers)
     parts = []
     for a in range(0, len(valid), 16):
         rows = slice(a, a + 16)
@@ -335,3 +336,20 @@ def test_gaze_channels_follow_the_irises_with_or_without_a_basis(glancing_head, 
                              ("eyeLookOutRight", right), ("eyeLookUpLeft", up), ("eyeLookUpRight", up)):
             assert read(name, frames) > read(name, ahead) + 0.15, (solver.kind, name)
         assert read("eyeLookInLeft", left) < 0.1 and read("eyeLookOutLeft", right) < 0.1, solver.kind
+
+
+def test_a_take_that_opens_on_a_glance_reads_ahead_as_ahead(glancing_head, basis_solver):
+    """The opening frames that calibrate a streamed capture look 20 degrees aside; once the eyes have rested ahead
+    for a while, the rest gaze is theirs: ahead reads as no look, a glance up as up, not as a look back."""
+    video, _ = glancing_head
+    landmarks = detect_video(video).landmarks[8:]  # opens on the glance to the left (see conftest.glancing_head)
+    valid, camera = np.ones(len(landmarks), bool), Camera(1040.0, 256.0, 256.0)
+    horizontal = [ARKIT_INDEX[f"eyeLook{d}{s}"] for d in ("In", "Out") for s in ("Left", "Right")]
+    for solver in (GeometricSolver("test"), basis_solver):
+        solver.prepare(landmarks[:8], valid[:8], (512, 512), camera)  # the glance alone, as a stream's opening
+        curves = np.concatenate([solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
+                                 for a in range(0, len(landmarks), 8)])
+        ahead, up = slice(23, 28), slice(29, 36)  # the last rest between glances; the glance up
+        assert curves[ahead][:, horizontal].max() < 0.15, solver.kind
+        assert curves[up][:, horizontal].mean() < 0.15, solver.kind
+        assert curves[up, ARKIT_INDEX["eyeLookUpLeft"]].mean() > 0.15, solver.kind

@@ -228,4 +228,5 @@ def test_a_neutral_frame_named_by_the_user_is_the_rig_at_rest(footage, talking_t
 
 def test_the_rigs_eyes_turn_where_the_rendered_eyes_look(glancing_head):
     video, _ = glancing_head
-    assert_eyes_follow_the_glances(capture_builtin(detect_video(video))["eye_pose"])
+    # The rig's rest gaze is where the eyes rest over the clip (ahead), whatever the quietest frames look at.
+    assert_eyes_follow_the_glances(capture_builtin(detect_video(video))["eye_pose"], between_glances=False)
