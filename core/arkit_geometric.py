@@ -47,8 +47,12 @@ SIDES = ("Left", "Right")
 
 # Feature travel at a channel's full activation, in mm (anatomical estimates, not fitted to any clip).
 _RANGE_MM = {"jaw_drop": 22.0, "jaw_side": 8.0, "smile": 9.0, "frown": 4.0, "mouth_side": 8.0, "upper_up": 4.0,
-             "lower_down": 5.0, "brow_up": 7.0, "brow_down": 4.0, "sneer": 3.0}
+             "lower_down": 5.0, "brow_up": 7.0, "brow_down": 4.0, "sneer": 3.0, "funnel_narrow": 6.0,
+             "funnel_gap": 8.0}
 _RANGE_REL = {"blink": 0.75, "wide": 0.4, "squint": 0.25, "pucker": 0.25, "look_h": 0.22, "look_v": 0.12}
+# mm the mouth narrows per mm the chin drops: narrowing beyond that is the lips' own. It and the funnel's ranges are
+# of the order of ICT-FaceKit's jawOpen and mouthFunnel shapes at the landmarks (5 mm of 28; 6 mm narrower, 8 mm apart).
+JAW_NARROWING = 0.2
 
 # Neutral faces in the population (feature: (low, high)), to judge whether the clip holds a neutral frame.
 # mouth_width and lip_gap are in mm at IPD 63 mm; aperture relative to the eye width; corner_lift in mm
@@ -60,7 +64,7 @@ NEUTRAL_POPULATION = {"mouth_width": 48.0, "lip_gap": 0.5, "aperture": 0.3, "cor
 COVERED = tuple(f"{c}{s}" for c in ("eyeBlink", "eyeLookDown", "eyeLookIn", "eyeLookOut", "eyeLookUp",
                                    "eyeSquint", "eyeWide", "mouthSmile", "mouthFrown", "mouthUpperUp",
                                    "mouthLowerDown", "browDown", "browOuterUp", "noseSneer") for s in SIDES) + (
-    "jawOpen", "jawLeft", "jawRight", "mouthPucker", "mouthLeft", "mouthRight", "browInnerUp")
+    "jawOpen", "jawLeft", "jawRight", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight", "browInnerUp")
 
 
 def covered_channels() -> tuple[str, ...]:
@@ -335,7 +339,11 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     mouth_shift = d[:, list(MOUTH_CORNER), 0].mean(1) - 0.5 * chin[:, 0]
     put("mouthLeft", mouth_shift / _RANGE_MM["mouth_side"])
     put("mouthRight", -mouth_shift / _RANGE_MM["mouth_side"])
-    put("mouthPucker", (base["mouth_width"] - now["mouth_width"]) / (_RANGE_REL["pucker"] * base["mouth_width"]))
+    # Lips pushed together: closed, a pucker; parted (an O), a funnel. Opening the jaw parts them with no narrowing.
+    narrowing = base["mouth_width"] - now["mouth_width"] - JAW_NARROWING * jaw_drop
+    parting = (now["lip_gap"] - base["lip_gap"]) / _RANGE_MM["funnel_gap"]
+    put("mouthFunnel", np.minimum(narrowing / _RANGE_MM["funnel_narrow"], parting))
+    put("mouthPucker", narrowing / (_RANGE_REL["pucker"] * base["mouth_width"]) * (1.0 - _clip01(parting)))
     lift_gain = now["corner_lift"] - base["corner_lift"]  # corners rising relative to the lips: smile
     for k, side in enumerate(SIDES):
         sign = 1.0 if k == 0 else -1.0  # +x is outwards on the subject's left

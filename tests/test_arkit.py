@@ -322,6 +322,42 @@ def test_visible_eyebrows_are_read_by_both_solvers(painted_brows, basis_solver):
         assert _corr(inner, truth[:, ARKIT_INDEX["browInnerUp"]]) > 0.8, solver.kind
 
 
+@pytest.fixture(scope="session")
+def painted_lips(ict_data, ict_folder, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, Camera]:
+    """MediaPipe's landmarks (T,478,3) of a head with painted lips (512x512) that rests, puckers, rests, funnels its
+    lips, rests, opens its jaw and rests; the true ARKit curves (T,52) and the camera."""
+    names = ict_data.expression_names
+    weights = np.zeros((64, len(names)))
+    ramp = np.array([0.3, 0.7, 1.0, 1.0, 1.0, 1.0, 0.7, 0.3])
+    for start, shape in ((10, "mouthPucker"), (28, "mouthFunnel"), (46, "jawOpen")):
+        weights[start:start + len(ramp), names.index(shape)] = ramp * (0.6 if shape == "jawOpen" else 1.0)
+    head = PaintedHead(ict_data, ict_folder / "vertex_indices.json", np.random.default_rng(4).normal(0, 0.75, 100))
+    camera = front_camera(1040.0, 512)
+    video = tmp_path_factory.mktemp("painted") / "lips.mp4"
+    still = np.zeros((len(weights), 3))
+    write_video(head.frames(weights, still, still[:, :2], camera), video, 25.0)
+    track = detect_video(video)
+    assert track.valid.all()
+    return track.landmarks, ict_to_arkit(weights, names), Camera(1040.0, 256.0, 256.0)
+
+
+def test_visible_lips_tell_a_pucker_from_a_funnel(painted_lips, basis_solver):
+    """Lips pushed together read as mouthPucker when they stay closed and as mouthFunnel when they part (an O), in
+    the geometric curves and in the basis fit blended with them; opening the jaw, which narrows the mouth a little
+    and parts the lips, is neither."""
+    landmarks, truth, camera = painted_lips
+    puckered, funnelled, opened = slice(12, 16), slice(30, 34), slice(48, 52)
+    rest = np.r_[0:9, 20:27, 38:45, 56:64]
+    for solver in (GeometricSolver("test"), basis_solver):
+        curves = _solve_in_batches(solver, landmarks, camera)
+        pucker, funnel = curves[:, ARKIT_INDEX["mouthPucker"]], curves[:, ARKIT_INDEX["mouthFunnel"]]
+        assert pucker[puckered].mean() > pucker[rest].mean() + 0.2, solver.kind
+        assert funnel[funnelled].mean() > funnel[rest].mean() + 0.2, solver.kind
+        assert funnel[puckered].mean() < funnel[rest].mean() + 0.1, solver.kind
+        assert pucker[funnelled].mean() < pucker[puckered].mean() / 2, solver.kind
+        assert max(pucker[opened].mean(), funnel[opened].mean()) < 0.1, solver.kind
+
+
 def test_gaze_channels_follow_the_irises_with_or_without_a_basis(glancing_head, basis_solver):
     """The eyeLook channels read where the eyes turn, with the basis too: its eyeLook shapes move only the lids."""
     video, gaze = glancing_head
