@@ -284,24 +284,32 @@ def test_streamed_chunks_join_without_seams(rom_capture):
     assert steps.max() <= np.abs(np.diff(reference, axis=0)).max() + 0.05
 
 
-@pytest.fixture(scope="session")
-def painted_brows(ict_data, ict_folder, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, Camera]:
-    """MediaPipe's landmarks (T,478,3) of a head with painted eyebrows (512x512) that rests, raises its inner brows,
-    rests, lowers its brows and rests; the true ARKit curves (T,52) and the camera."""
+def _painted_poses(ict_data, ict_folder, tmp_path_factory, poses: tuple, frames: int, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, Camera]:
+    """MediaPipe's landmarks (T,478,3) of a still painted head (512x512, tests/painted_heads.py) that rests and
+    takes each pose (start frame, {shape: weight}) over 8 frames, rising and falling; the true ARKit curves (T,52)
+    and the camera."""
     names = ict_data.expression_names
-    weights = np.zeros((46, len(names)))
+    weights = np.zeros((frames, len(names)))
     ramp = np.array([0.3, 0.7, 1.0, 1.0, 1.0, 1.0, 0.7, 0.3])
-    for start, shapes in ((10, ("browInnerUp_L", "browInnerUp_R")), (28, ("browDown_L", "browDown_R"))):
-        for name in shapes:
-            weights[start:start + len(ramp), names.index(name)] = ramp
-    head = PaintedHead(ict_data, ict_folder / "vertex_indices.json", np.random.default_rng(3).normal(0, 0.75, 100))
-    camera = front_camera(1040.0, 512)
-    video = tmp_path_factory.mktemp("painted") / "brows.mp4"
-    still = np.zeros((len(weights), 3))
-    write_video(head.frames(weights, still, still[:, :2], camera), video, 25.0)
+    for start, shapes in poses:
+        for name, weight in shapes.items():
+            weights[start:start + len(ramp), names.index(name)] = weight * ramp
+    head = PaintedHead(ict_data, ict_folder / "vertex_indices.json", np.random.default_rng(seed).normal(0, 0.75, 100))
+    video = tmp_path_factory.mktemp("painted") / "poses.mp4"
+    still = np.zeros((frames, 3))
+    write_video(head.frames(weights, still, still[:, :2], front_camera(1040.0, 512)), video, 25.0)
     track = detect_video(video)
     assert track.valid.all()
     return track.landmarks, ict_to_arkit(weights, names), Camera(1040.0, 256.0, 256.0)
+
+
+@pytest.fixture(scope="session")
+def painted_brows(ict_data, ict_folder, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, Camera]:
+    """A head with painted eyebrows that rests, raises its inner brows, rests, lowers its brows and rests (see
+    `_painted_poses`)."""
+    poses = ((10, {"browInnerUp_L": 1.0, "browInnerUp_R": 1.0}), (28, {"browDown_L": 1.0, "browDown_R": 1.0}))
+    return _painted_poses(ict_data, ict_folder, tmp_path_factory, poses, 46, seed=3)
 
 
 def test_visible_eyebrows_are_read_by_both_solvers(painted_brows, basis_solver):
@@ -324,21 +332,10 @@ def test_visible_eyebrows_are_read_by_both_solvers(painted_brows, basis_solver):
 
 @pytest.fixture(scope="session")
 def painted_lips(ict_data, ict_folder, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, Camera]:
-    """MediaPipe's landmarks (T,478,3) of a head with painted lips (512x512) that rests, puckers, rests, funnels its
-    lips, rests, opens its jaw and rests; the true ARKit curves (T,52) and the camera."""
-    names = ict_data.expression_names
-    weights = np.zeros((64, len(names)))
-    ramp = np.array([0.3, 0.7, 1.0, 1.0, 1.0, 1.0, 0.7, 0.3])
-    for start, shape in ((10, "mouthPucker"), (28, "mouthFunnel"), (46, "jawOpen")):
-        weights[start:start + len(ramp), names.index(shape)] = ramp * (0.6 if shape == "jawOpen" else 1.0)
-    head = PaintedHead(ict_data, ict_folder / "vertex_indices.json", np.random.default_rng(4).normal(0, 0.75, 100))
-    camera = front_camera(1040.0, 512)
-    video = tmp_path_factory.mktemp("painted") / "lips.mp4"
-    still = np.zeros((len(weights), 3))
-    write_video(head.frames(weights, still, still[:, :2], camera), video, 25.0)
-    track = detect_video(video)
-    assert track.valid.all()
-    return track.landmarks, ict_to_arkit(weights, names), Camera(1040.0, 256.0, 256.0)
+    """A head with painted lips that rests, puckers, rests, funnels its lips, rests, opens its jaw and rests (see
+    `_painted_poses`)."""
+    poses = ((10, {"mouthPucker": 1.0}), (28, {"mouthFunnel": 1.0}), (46, {"jawOpen": 0.6}))
+    return _painted_poses(ict_data, ict_folder, tmp_path_factory, poses, 64, seed=4)
 
 
 def test_visible_lips_tell_a_pucker_from_a_funnel(painted_lips, basis_solver):
