@@ -43,9 +43,11 @@ EXPRESSION_PRIOR = 0.03
 # blinks, smiles and jaw is 0.78, the fit's alone 0.44 and the measure's 0.70. Those renders have no eyebrows; on
 # renders with painted ones (benchmarks/bench_painted.py, three random sequences) the fit alone reads browInnerUp
 # 0.34-0.57, browOuterUp 0.46-0.77 and browDown -0.05-0.33, the mean 0.53-0.67, 0.69-0.89 and 0.08-0.61. With
-# painted lips the fit reads mouthPucker 0.33-0.51 and mouthFunnel 0.40-0.80, the mean 0.47-0.92 and 0.72-0.98.
+# painted lips the fit reads mouthPucker 0.33-0.51 and mouthFunnel 0.40-0.80, the mean 0.47-0.92 and 0.72-0.98, and
+# a jaw opened 0.6 with the lips kept closed as mouthClose 0.06 (the measure 0.3: MediaPipe reads the chin's drop short).
 BLENDED = ("eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "jawOpen", "browInnerUp",
-           "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight", "mouthPucker", "mouthFunnel")
+           "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight", "mouthPucker", "mouthFunnel",
+           "mouthClose")
 # ICT-FaceKit's eyeLook shapes move the lids only (its rig turns the eyeballs apart from the shapes), so the basis
 # fit cannot see where the eyes look; ARKit's eyeLook channels are the eyes' rotation, which the irises show: these
 # channels are the geometric measure's alone. On renders whose eyes turn (benchmarks/bench_painted.py) the fit's

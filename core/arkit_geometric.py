@@ -50,9 +50,10 @@ _RANGE_MM = {"jaw_drop": 22.0, "jaw_side": 8.0, "smile": 9.0, "frown": 4.0, "mou
              "lower_down": 5.0, "brow_up": 7.0, "brow_down": 4.0, "sneer": 3.0, "funnel_narrow": 6.0,
              "funnel_gap": 8.0}
 _RANGE_REL = {"blink": 0.75, "wide": 0.4, "squint": 0.25, "pucker": 0.25, "look_h": 0.22, "look_v": 0.12}
-# mm the mouth narrows per mm the chin drops: narrowing beyond that is the lips' own. It and the funnel's ranges are
-# of the order of ICT-FaceKit's jawOpen and mouthFunnel shapes at the landmarks (5 mm of 28; 6 mm narrower, 8 mm apart).
-JAW_NARROWING = 0.2
+# Per mm the chin drops, the mouth narrows JAW_NARROWING mm (narrowing beyond that is the lips' own) and the lips part
+# JAW_GAP mm (unless they are kept closed: mouthClose). These and the funnel's ranges are of the order of
+# ICT-FaceKit's jawOpen and mouthFunnel shapes at the landmarks (5 and 35 mm for 28; 6 mm narrower, 8 mm apart).
+JAW_NARROWING, JAW_GAP = 0.2, 1.25
 
 # Neutral faces in the population (feature: (low, high)), to judge whether the clip holds a neutral frame.
 # mouth_width and lip_gap are in mm at IPD 63 mm; aperture relative to the eye width; corner_lift in mm
@@ -64,7 +65,8 @@ NEUTRAL_POPULATION = {"mouth_width": 48.0, "lip_gap": 0.5, "aperture": 0.3, "cor
 COVERED = tuple(f"{c}{s}" for c in ("eyeBlink", "eyeLookDown", "eyeLookIn", "eyeLookOut", "eyeLookUp",
                                    "eyeSquint", "eyeWide", "mouthSmile", "mouthFrown", "mouthUpperUp",
                                    "mouthLowerDown", "browDown", "browOuterUp", "noseSneer") for s in SIDES) + (
-    "jawOpen", "jawLeft", "jawRight", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight", "browInnerUp")
+    "jawOpen", "jawLeft", "jawRight", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight",
+    "browInnerUp")
 
 
 def covered_channels() -> tuple[str, ...]:
@@ -344,6 +346,9 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     parting = (now["lip_gap"] - base["lip_gap"]) / _RANGE_MM["funnel_gap"]
     put("mouthFunnel", np.minimum(narrowing / _RANGE_MM["funnel_narrow"], parting))
     put("mouthPucker", narrowing / (_RANGE_REL["pucker"] * base["mouth_width"]) * (1.0 - _clip01(parting)))
+    # ARKit's mouthClose is the part of jawOpen whose lips stay together: the share of the lip gap the jaw would open
+    missing = 1.0 - (now["lip_gap"] - base["lip_gap"]) / np.maximum(JAW_GAP * jaw_drop, 1e-6)  # that is missing
+    put("mouthClose", np.where(jaw_drop > 0, jaw_drop / _RANGE_MM["jaw_drop"] * _clip01(missing), 0.0))
     lift_gain = now["corner_lift"] - base["corner_lift"]  # corners rising relative to the lips: smile
     for k, side in enumerate(SIDES):
         sign = 1.0 if k == 0 else -1.0  # +x is outwards on the subject's left

@@ -332,10 +332,11 @@ def test_visible_eyebrows_are_read_by_both_solvers(painted_brows, basis_solver):
 
 @pytest.fixture(scope="session")
 def painted_lips(ict_data, ict_folder, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, Camera]:
-    """A head with painted lips that rests, puckers, rests, funnels its lips, rests, opens its jaw and rests (see
-    `_painted_poses`)."""
-    poses = ((10, {"mouthPucker": 1.0}), (28, {"mouthFunnel": 1.0}), (46, {"jawOpen": 0.6}))
-    return _painted_poses(ict_data, ict_folder, tmp_path_factory, poses, 64, seed=4)
+    """A head with painted lips that rests, puckers, rests, funnels its lips, rests, opens its jaw, rests, opens its
+    jaw with the lips kept closed and rests (see `_painted_poses`)."""
+    poses = ((10, {"mouthPucker": 1.0}), (28, {"mouthFunnel": 1.0}), (46, {"jawOpen": 0.6}),
+             (64, {"jawOpen": 0.6, "mouthClose": 0.6}))
+    return _painted_poses(ict_data, ict_folder, tmp_path_factory, poses, 82, seed=4)
 
 
 def test_visible_lips_tell_a_pucker_from_a_funnel(painted_lips, basis_solver):
@@ -344,7 +345,7 @@ def test_visible_lips_tell_a_pucker_from_a_funnel(painted_lips, basis_solver):
     and parts the lips, is neither."""
     landmarks, truth, camera = painted_lips
     puckered, funnelled, opened = slice(12, 16), slice(30, 34), slice(48, 52)
-    rest = np.r_[0:9, 20:27, 38:45, 56:64]
+    rest = np.r_[0:9, 20:27, 38:45, 56:63, 74:82]
     for solver in (GeometricSolver("test"), basis_solver):
         curves = _solve_in_batches(solver, landmarks, camera)
         pucker, funnel = curves[:, ARKIT_INDEX["mouthPucker"]], curves[:, ARKIT_INDEX["mouthFunnel"]]
@@ -353,6 +354,19 @@ def test_visible_lips_tell_a_pucker_from_a_funnel(painted_lips, basis_solver):
         assert funnel[puckered].mean() < funnel[rest].mean() + 0.1, solver.kind
         assert pucker[funnelled].mean() < pucker[puckered].mean() / 2, solver.kind
         assert max(pucker[opened].mean(), funnel[opened].mean()) < 0.1, solver.kind
+
+
+def test_lips_kept_closed_as_the_jaw_opens_read_as_mouth_close(painted_lips, basis_solver):
+    """ARKit's mouthClose is the part of jawOpen whose lips stay together: it reads where the jaw opens with the lips
+    closed, not where it opens with them apart, in the geometric curves and in the basis fit."""
+    landmarks, _, camera = painted_lips
+    opened, closed, rest = slice(48, 52), slice(66, 70), np.r_[0:9, 74:82]
+    for solver in (GeometricSolver("test"), basis_solver):
+        curves = _solve_in_batches(solver, landmarks, camera)
+        close, jaw = curves[:, ARKIT_INDEX["mouthClose"]], curves[:, ARKIT_INDEX["jawOpen"]]
+        assert close[closed].mean() > close[opened].mean() + 0.15, solver.kind
+        assert close[opened].mean() < 0.1 and close[rest].mean() < 0.05, solver.kind
+        assert np.all(close[closed] <= jaw[closed] + 0.05), solver.kind  # no more closed than open
 
 
 def test_gaze_channels_follow_the_irises_with_or_without_a_basis(glancing_head, basis_solver):
