@@ -44,7 +44,8 @@ EXPRESSION_PRIOR = 0.03
 # renders with painted ones (benchmarks/bench_painted.py, three random sequences) the fit alone reads browInnerUp
 # 0.34-0.57, browOuterUp 0.46-0.77 and browDown -0.05-0.33, the mean 0.53-0.67, 0.69-0.89 and 0.08-0.61. With
 # painted lips the fit reads mouthPucker 0.33-0.51 and mouthFunnel 0.40-0.80, the mean 0.47-0.92 and 0.72-0.98, and
-# a jaw opened 0.6 with the lips kept closed as mouthClose 0.06 (the measure 0.3: MediaPipe reads the chin's drop short).
+# a jaw opened 0.6 with the lips kept closed as mouthClose 0.06 (the measure 0.3: MediaPipe reads the chin's drop
+# short).
 BLENDED = ("eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "jawOpen", "browInnerUp",
            "browOuterUpLeft", "browOuterUpRight", "browDownLeft", "browDownRight", "mouthPucker", "mouthFunnel",
            "mouthClose")
@@ -162,7 +163,7 @@ class BasisSolver(ArkitSolver):
         if self.direct is not None:
             self.direct.prepare(landmarks, valid, image_size, camera, neutral, earlier)
             warnings = self.direct.calibration.warnings
-            lead = "ARKit gaze, blinks, smiles, jawOpen, brows, pucker and funnel (measured against the neutral):"
+            lead = "ARKit gaze, blinks, smiles, jaw, brows and lip shapes (measured against the neutral):"
             self.note = " ".join([lead] + warnings) if warnings else ""
         self.image_size = np.asarray(image_size, np.float64)
         pix = _pixels(landmarks, image_size)

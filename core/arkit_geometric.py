@@ -34,8 +34,8 @@ EYE_OUTER, EYE_INNER = (263, 33), (362, 133)
 EYE_CORNERS = tuple(zip(EYE_OUTER, EYE_INNER))  # per side: outer, inner
 LID_UPPER = ((386, 385, 387), (159, 158, 160))
 LID_LOWER = ((374, 380, 373), (145, 153, 144))
-IRIS = (473, 468)
 IRIS_RINGS = ((473, 474, 475, 476, 477), (468, 469, 470, 471, 472))  # centre then ring, per side
+IRIS = tuple(ring[0] for ring in IRIS_RINGS)
 BROW_INNER = ((336, 296, 285, 295), (107, 66, 55, 65))
 BROW_OUTER = ((300, 276, 293, 283), (70, 46, 63, 53))
 MOUTH_CORNER = (291, 61)
@@ -346,8 +346,9 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     parting = (now["lip_gap"] - base["lip_gap"]) / _RANGE_MM["funnel_gap"]
     put("mouthFunnel", np.minimum(narrowing / _RANGE_MM["funnel_narrow"], parting))
     put("mouthPucker", narrowing / (_RANGE_REL["pucker"] * base["mouth_width"]) * (1.0 - _clip01(parting)))
-    # ARKit's mouthClose is the part of jawOpen whose lips stay together: the share of the lip gap the jaw would open
-    missing = 1.0 - (now["lip_gap"] - base["lip_gap"]) / np.maximum(JAW_GAP * jaw_drop, 1e-6)  # that is missing
+    # ARKit's mouthClose is the part of jawOpen whose lips stay together: the share of the lip gap that the chin's
+    # drop would open and that is missing.
+    missing = 1.0 - (now["lip_gap"] - base["lip_gap"]) / np.maximum(JAW_GAP * jaw_drop, 1e-6)
     put("mouthClose", np.where(jaw_drop > 0, jaw_drop / _RANGE_MM["jaw_drop"] * _clip01(missing), 0.0))
     lift_gain = now["corner_lift"] - base["corner_lift"]  # corners rising relative to the lips: smile
     for k, side in enumerate(SIDES):
