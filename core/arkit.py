@@ -209,8 +209,8 @@ class BasisSolver(ArkitSolver):
 
 
 class GeometricSolver(ArkitSolver):
-    """`core.arkit_geometric` per batch: the face-fixed frame and the neutral come from the opening frames, the
-    rest gaze from every frame so far (unless a neutral frame is named)."""
+    """`core.arkit_geometric` per batch: the face-fixed frame, the landmarks' drift with the head's rotation and the
+    neutral come from the opening frames, the rest gaze from every frame so far (unless a neutral frame is named)."""
 
     kind = "geometric"
 
@@ -220,6 +220,7 @@ class GeometricSolver(ArkitSolver):
         self.note = self._note([])
         self.reference: np.ndarray | None = None
         self.calibration: geometric.Calibration | None = None
+        self.coupling: geometric.PoseCoupling | None = None
         self.gaze_seen: np.ndarray | None = None  # (K,2,3) iris offsets of the frames so far (`geometric.iris_offsets`)
         self.opening = self.position = 0  # frames `prepare` saw; frames solved
 
@@ -232,6 +233,8 @@ class GeometricSolver(ArkitSolver):
         self.image_size = np.asarray(image_size, np.float64)
         frames = geometric.face_frames(landmarks, valid, image_size, camera.focal)
         self.reference = np.median(frames.points[frames.valid], axis=0)
+        self.coupling = geometric.pose_coupling(frames)
+        frames = geometric.decouple(frames, self.coupling)
         self.calibration = geometric.calibrate(frames, neutral, known_neutral(earlier or {}))
         self.note = self._note(self.calibration.warnings)
         # The rest gaze goes on learning from the frames after these, unless the user named a neutral frame.
@@ -264,7 +267,7 @@ class GeometricSolver(ArkitSolver):
             return np.zeros((len(valid), len(ARKIT_NAMES)))
         first = self._align(geometric.pixel_points(landmarks, self.image_size), valid)
         lifted = geometric.camera_points(landmarks, first, self.image_size, camera.focal)
-        frames = self._align(lifted, valid)
+        frames = geometric.decouple(self._align(lifted, valid), self.coupling)
         if self.gaze_seen is not None and (valid & fresh).any():
             # The rest gaze over every frame so far: the opening frames may hold a glance (`geometric.irises_at`).
             self.gaze_seen = np.concatenate([self.gaze_seen, geometric.iris_offsets(frames.points[valid & fresh])])

@@ -3,8 +3,9 @@
 Each frame is aligned (similarity, robust, on points that expressions barely move) to a face-fixed frame:
 origin between the eyes, x towards the subject's left, y down, z away from the camera, millimetres from a
 typical interpupillary distance (63 mm, an assumption: the true size of a face cannot be seen in one view).
-Distances there (lid aperture, lip and jaw travel, mouth-corner displacement, brow height, iris position)
-are compared with the actor's own neutral, found in the clip, and mapped to ARKit channels by anatomical
+The landmarks' drift there with the head's rotation, learnt from the clip's quieter frames, is taken out
+(`pose_coupling`). Distances there (lid aperture, lip and jaw travel, mouth-corner displacement, brow height, iris
+position) are compared with the actor's own neutral, found in the clip, and mapped to ARKit channels by anatomical
 ranges (how far a feature moves at full activation). A clip without a neutral-looking frame falls back on
 population values for the neutral and says so.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from .arkit_names import ARKIT_INDEX, ARKIT_NAMES
 from .errors import FootageError
@@ -23,6 +25,7 @@ from .errors import FootageError
 IPD_MM = 63.0  # assumed distance between the eye centres: sets the metric scale
 FIELD_OF_VIEW_DEG = 50.0  # assumed across the longer image side when the focal length is not given
 NEUTRAL_SPAN = 2  # frames either side of a neutral frame the user names that count as at rest too
+COUPLING_RIDGE_DEG = 3.0  # head turns that spread less than this say little about how landmarks drift with them
 
 # Landmarks that expressions barely move: nose bridge and tip, eye corners, temples, cheekbones (not the
 # forehead: its skin follows the brows).
@@ -98,6 +101,20 @@ class Calibration:
     neutral: np.ndarray            # (478,3) mm, face-fixed frame
     features: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PoseCoupling:
+    """How the face-frame landmarks of a clip drift with the head's rotation: MediaPipe's depth is on a scale of its
+    own and its mesh deforms as the head turns, so a nod moves the chin in the face frame (about 1 mm a degree in
+    footage of an actor looking down) though the jaw stays shut. rest (3,3): the rotation it counts from;
+    coefficients (3,478,3): mm of drift per radian of each component of the rotation vector from rest; low and high
+    (3,): the range of those components it was learnt over, beyond which it is not extrapolated."""
+
+    rest: np.ndarray
+    coefficients: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
 
 
 def pixel_points(landmarks: np.ndarray, image_size) -> np.ndarray:
@@ -225,6 +242,53 @@ def neutral_features(points: np.ndarray) -> dict[str, np.ndarray]:
             "corner_lift": lips_mid - points[..., list(MOUTH_CORNER), 1].mean(-1)}
 
 
+def rest_cost(points: np.ndarray) -> np.ndarray:
+    """How far each of the frames' points (K,478,3) lies from the quiet end of their own distribution (K,): a small
+    lip gap, a narrow mouth, open (median) eyes, and corners at the height usual in the quietest quarter of those
+    (no higher than the lowest fifth): neither raised (a smile) nor lowered (a frown)."""
+    feats = neutral_features(points)
+    spread = {k: np.subtract(*np.percentile(v, [90, 10])) + 1e-6 for k, v in feats.items()}
+    cost = (np.maximum(feats["lip_gap"] - np.percentile(feats["lip_gap"], 5), 0) / spread["lip_gap"]
+            + np.maximum(feats["mouth_width"] - np.percentile(feats["mouth_width"], 20), 0) / spread["mouth_width"]
+            + np.abs(feats["aperture"] - np.median(feats["aperture"])) / spread["aperture"])
+    lift = feats["corner_lift"]
+    rest_lift = min(np.median(lift[np.argsort(cost)[:max(3, len(points) // 4)]]), np.percentile(lift, 20))
+    return cost + np.abs(lift - rest_lift) / spread["corner_lift"]
+
+
+def _turns(rotation: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """Rotation vectors (K,3) of rotations (K,3,3) from rest (3,3), in the face's own frame."""
+    return Rotation.from_matrix(rest.T @ rotation).as_rotvec()
+
+
+def pose_coupling(frames: FaceFrames) -> PoseCoupling:
+    """The clip's `PoseCoupling`, by ridge regression of the quieter half of its frames (`rest_cost`) on their head
+    rotation: over those frames the face barely moves but for that drift. Each iris drifts with its eye's corners, so
+    that a look that goes with a turn of the head stays a look."""
+    ids = np.flatnonzero(frames.valid)
+    points = frames.points[ids]
+    cost = rest_cost(points)
+    quiet = cost <= np.median(cost)
+    rest = Rotation.from_matrix(frames.rotation[ids][quiet]).mean().as_matrix()
+    turns = _turns(frames.rotation[ids][quiet], rest)
+    x = turns - turns.mean(0)
+    y = (points[quiet] - points[quiet].mean(0)).reshape(len(x), -1)
+    ridge = len(x) * np.radians(COUPLING_RIDGE_DEG) ** 2
+    coefficients = np.linalg.solve(x.T @ x + ridge * np.eye(3), x.T @ y).reshape(3, *points.shape[1:])
+    for corners, ring in zip(EYE_CORNERS, IRIS_RINGS):
+        coefficients[:, list(ring)] = coefficients[:, list(corners)].mean(1, keepdims=True)
+    return PoseCoupling(rest, coefficients, turns.min(0), turns.max(0))
+
+
+def decouple(frames: FaceFrames, coupling: PoseCoupling) -> FaceFrames:
+    """The frames with their points' drift with the head's rotation (`PoseCoupling`) taken out."""
+    ids = np.flatnonzero(frames.valid)
+    points = frames.points.copy()
+    turns = np.clip(_turns(frames.rotation[ids], coupling.rest), coupling.low, coupling.high)
+    points[ids] -= np.einsum("ka,alc->klc", turns, coupling.coefficients)
+    return FaceFrames(points, frames.scale, frames.rotation, frames.origin, frames.valid)
+
+
 def neutral_rows(valid: np.ndarray, row: int | None) -> np.ndarray:
     """The rows that stand for a neutral frame the user named: it and its valid neighbours within NEUTRAL_SPAN (a
     rest moment outlasts a frame; several frames average the landmarks' noise). None (none named): no rows."""
@@ -270,17 +334,7 @@ def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndar
     elif neutral_row is not None:
         pick = neutral_rows(frames.valid, neutral_row)
     else:
-        feats = neutral_features(frames.points[ids])
-        spread = {k: np.subtract(*np.percentile(v, [90, 10])) + 1e-6 for k, v in feats.items()}
-        # Quiet = small lip gap, narrow mouth, open (median) eyes, and corners at the height usual in the quietest
-        # quarter of those (no higher than the clip's lowest fifth): neither raised (a smile) nor lowered (a frown).
-        cost = (np.maximum(feats["lip_gap"] - np.percentile(feats["lip_gap"], 5), 0) / spread["lip_gap"]
-                + np.maximum(feats["mouth_width"] - np.percentile(feats["mouth_width"], 20), 0) / spread["mouth_width"]
-                + np.abs(feats["aperture"] - np.median(feats["aperture"])) / spread["aperture"])
-        lift = feats["corner_lift"]
-        rest_lift = min(np.median(lift[np.argsort(cost)[:max(3, len(ids) // 4)]]), np.percentile(lift, 20))
-        cost = cost + np.abs(lift - rest_lift) / spread["corner_lift"]
-        pick = ids[np.argsort(cost)[:max(3, len(ids) // 10)]]
+        pick = ids[np.argsort(rest_cost(frames.points[ids]))[:max(3, len(ids) // 10)]]
     if known is None:
         neutral = np.median(frames.points[pick], axis=0)
     if neutral_row is None:
@@ -318,7 +372,9 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     landmarks (T,478,3) MediaPipe-normalised; valid (T,) bool (curves there are 0); image_size (W,H).
     `frames` and `calibration` may be passed when already computed for the same landmarks.
     """
-    frames = frames if frames is not None else face_frames(landmarks, valid, image_size)
+    if frames is None:
+        frames = face_frames(landmarks, valid, image_size)
+        frames = decouple(frames, pose_coupling(frames))
     cal = calibration if calibration is not None else calibrate(frames)
     n0 = cal.neutral
     p = np.where(frames.valid[:, None, None], frames.points, n0)  # frames without a face read as neutral

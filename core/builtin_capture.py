@@ -120,6 +120,7 @@ def capture_builtin(track, focal_px: float | None = None, smoothing: SmoothingSe
     focal = float(focal_px) if focal_px else geo.default_focal((width, height))
     cx, cy = width / 2.0, height / 2.0
     frames = geo.face_frames(landmarks, valid, (width, height), focal)
+    frames = geo.decouple(frames, geo.pose_coupling(frames))  # a nod is no jaw motion
     cal = geo.calibrate(frames, neutral_row, known_neutral)
     template = cal.neutral * FACE_TO_MODEL
     local = frames.points * FACE_TO_MODEL                      # (T,478,3) model frame, head motion removed
