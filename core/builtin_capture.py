@@ -14,7 +14,7 @@ from scipy.spatial.transform import Rotation
 
 from . import arkit_geometric as geo
 from .arkit_names import ARKIT_NAMES
-from .builtin_model import IRIS_POINTS, KIND, build_model, capture_keys, mediapipe_triangles, rig_joints
+from .builtin_model import KIND, build_model, capture_keys, mediapipe_triangles, rig_joints
 from .capture_file import validate
 from .model_data import FLAME_JOINTS
 from .rotations import rotvec_to_matrix
@@ -129,13 +129,12 @@ def capture_builtin(track, focal_px: float | None = None, smoothing: SmoothingSe
     joints = rig_joints(template)
     jaw_pose = np.zeros((len(local), 3))
     jaw_pose[:, 0] = _jaw_angle(local, template, joints[2])
-    # Each iris as it sits between its eye's corners: where MediaPipe shifts a whole eye (lids, corners and iris
-    # together), the eye has not turned.
-    eye_pose = np.concatenate([_rotation_between(template[IRIS_POINTS[eye][0]] - joints[j],
-                                                 local[:, IRIS_POINTS[eye][0]] - local[:, corners].mean(1)
-                                                 + template[corners].mean(0) - joints[j])
-                               for j, eye, corners in ((3, "left_eye", list(geo.EYE_CORNERS[0])),
-                                                       (4, "right_eye", list(geo.EYE_CORNERS[1])))], 1)
+    # Each eye turns as its iris moves from where it rests between the eye's corners: where MediaPipe shifts a whole
+    # eye (lids, corners and iris together), the eye has not turned.
+    moved = geo.iris_offsets(local) - geo.iris_offsets(template[None])
+    eye_pose = np.concatenate([_rotation_between(template[geo.IRIS[k]] - joints[j],
+                                                 template[geo.IRIS[k]] - joints[j] + moved[:, k])
+                               for k, j in enumerate((3, 4))], 1)
     jaw_pose[~valid], eye_pose[~valid] = 0.0, 0.0  # no measurement there: the temporal prior fills them in
     rest = unpose(local[valid], rig.weights, joints, jaw_pose[valid], eye_pose[valid])
     coeffs, exprdirs = motion_basis(rest - template)

@@ -14,6 +14,7 @@ import hashlib
 
 import numpy as np
 
+from .arkit_geometric import IRIS_RINGS
 from .errors import ModelFileError
 from .model_data import FLAME_JOINTS, HeadModelData
 
@@ -21,7 +22,7 @@ KIND = "builtin"
 N_VERTICES = 478
 EYEBALL_RADIUS_M = 0.012  # typical adult eyeball: the eye joint sits this far behind the iris centre
 # Per eye (left = the subject's left, as FLAME): iris centre and its ring.
-IRIS_POINTS = {"left_eye": (473, 474, 475, 476, 477), "right_eye": (468, 469, 470, 471, 472)}
+IRIS_POINTS = dict(zip(("left_eye", "right_eye"), IRIS_RINGS))
 FACE_SIDES = (454, 234)  # face contour beside the ears: the jaw hinges near their midpoint
 LOWER_LIP = (146, 91, 181, 84, 17, 314, 405, 321, 375, 95, 88, 178, 87, 14, 317, 402, 318, 324)
 UPPER_LIP = (185, 40, 39, 37, 0, 267, 269, 270, 409, 191, 80, 81, 82, 13, 312, 311, 310, 415)
