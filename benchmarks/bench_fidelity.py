@@ -37,7 +37,7 @@ from core.lbs import batch_rodrigues  # noqa: E402
 from core.model_data import load_ict_npz  # noqa: E402
 from core.paths import assets_dir  # noqa: E402
 from tests.conftest import standin_model_path  # noqa: E402
-from tests.painted_heads import eye_turn, gaze_matrices  # noqa: E402
+from tests.painted_heads import eye_turn, gaze_directions, gaze_matrices  # noqa: E402
 
 FLIP = np.diag([1.0, -1.0, -1.0])  # truth camera (looks down -Z, +Y up) -> OpenCV camera
 FACE = slice(0, 9409)              # ICT's face region
@@ -131,10 +131,8 @@ def gaze_error(capture: dict, t) -> float:
     truth's, for renders whose eyes turn (NaN for others)."""
     if "gaze" not in t:
         return float("nan")
-    eyes = rotations(np.asarray(capture["eye_pose"], np.float64).reshape(-1, 3)).reshape(-1, 2, 3, 3)
-    fitted = eyes[:, :, :, 2].sum(1)  # each eye's +Z (ahead at rest), turned
-    true = gaze_matrices(t["gaze"])[:, :, 2]
-    cos = np.einsum("tc,tc->t", fitted, true) / np.linalg.norm(fitted, axis=1) / np.linalg.norm(true, axis=1)
+    true = gaze_matrices(t["gaze"])[:, :, 2]  # the +Z (ahead at rest) of an eye turned to the true gaze
+    cos = np.einsum("tc,tc->t", gaze_directions(capture["eye_pose"]), true) / np.linalg.norm(true, axis=1)
     return float(np.median(np.degrees(np.arccos(np.clip(cos, -1, 1)))))
 
 

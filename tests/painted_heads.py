@@ -105,12 +105,17 @@ class PaintedHead:
             yield scene.render(camera, lambda p, tri: self.colour[tri]).image
 
 
-def gaze_angles(eye_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Yaw and pitch (T,) in degrees of both eyes' directions averaged, from a capture's eye_pose (T,6): each eye's
-    +Z (ahead at rest) turned, in the model frame (yaw towards +X, the subject's left; pitch up)."""
+def gaze_directions(eye_pose: np.ndarray) -> np.ndarray:
+    """Unit directions (T,3) of both eyes averaged, from a capture's eye_pose (T,6): each eye's +Z (ahead at rest)
+    turned, in the model frame."""
     turns = rotvec_to_matrix(np.asarray(eye_pose, np.float64).reshape(-1, 2, 3))
     ahead = turns[:, :, :, 2].mean(1)
-    ahead /= np.linalg.norm(ahead, axis=1, keepdims=True)
+    return ahead / np.linalg.norm(ahead, axis=1, keepdims=True)
+
+
+def gaze_angles(eye_pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Yaw and pitch (T,) in degrees of `gaze_directions` (yaw towards +X, the subject's left; pitch up)."""
+    ahead = gaze_directions(eye_pose)
     return np.degrees(np.arctan2(ahead[:, 0], ahead[:, 2])), np.degrees(np.arcsin(ahead[:, 1]))
 
 
