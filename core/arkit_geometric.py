@@ -57,6 +57,10 @@ _RANGE_REL = {"blink": 0.75, "wide": 0.4, "squint": 0.25, "pucker": 0.25, "look_
 # JAW_GAP mm (unless they are kept closed: mouthClose). These and the funnel's ranges are of the order of
 # ICT-FaceKit's jawOpen and mouthFunnel shapes at the landmarks (5 and 35 mm for 28; 6 mm narrower, 8 mm apart).
 JAW_NARROWING, JAW_GAP = 0.2, 1.25
+# MediaPipe's inner brow points rise about this share of its outer ones' rise when only the outer brow rises
+# (least squares on `bench_painted.py`'s renders, 0.56-0.83 per head): taken out, an outer raise or a surprise's
+# outer part is no browInnerUp.
+INNER_WITH_OUTER = 0.7
 
 # Neutral faces in the population (feature: (low, high)), to judge whether the clip holds a neutral frame.
 # mouth_width and lip_gap are in mm at IPD 63 mm; aperture relative to the eye width; corner_lift in mm
@@ -407,6 +411,7 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     missing = 1.0 - (now["lip_gap"] - base["lip_gap"]) / np.maximum(JAW_GAP * jaw_drop, 1e-6)
     put("mouthClose", np.where(jaw_drop > 0, jaw_drop / _RANGE_MM["jaw_drop"] * _clip01(missing), 0.0))
     lift_gain = now["corner_lift"] - base["corner_lift"]  # corners rising relative to the lips: smile
+    inner_own = []  # per side, the inner brow's rise that is not the whole brow's
     for k, side in enumerate(SIDES):
         sign = 1.0 if k == 0 else -1.0  # +x is outwards on the subject's left
         eye_w = np.linalg.norm(p[:, EYE_OUTER[k]] - p[:, EYE_INNER[k]], axis=1)
@@ -438,11 +443,12 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
         put(f"mouthLowerDown{side}", (_mean(d, LOWER_LIP[k])[:, 1] - jaw_drop) / _RANGE_MM["lower_down"])
         eye_line = d[:, [EYE_OUTER[k], EYE_INNER[k]], 1].mean(1)
         inner_up = -(_mean(d, BROW_INNER[k])[:, 1] - eye_line)
-        put(f"browDown{side}", -inner_up / _RANGE_MM["brow_down"])
-        put(f"browOuterUp{side}", -(_mean(d, BROW_OUTER[k])[:, 1] - eye_line) / _RANGE_MM["brow_up"])
+        outer_up = -(_mean(d, BROW_OUTER[k])[:, 1] - eye_line)
+        # A lowered brow drops along its length: both halves read, for half the noise of one.
+        put(f"browDown{side}", -(inner_up + outer_up) / 2 / _RANGE_MM["brow_down"])
+        put(f"browOuterUp{side}", outer_up / _RANGE_MM["brow_up"])
         put(f"noseSneer{side}", -(_mean(d, NOSE_WING[k])[:, 1] - eye_line) / _RANGE_MM["sneer"])
-    inner_up = -(np.stack([_mean(d, BROW_INNER[k])[:, 1] for k in range(2)], 1).mean(1)
-                 - d[:, list(EYE_OUTER + EYE_INNER), 1].mean(1))
-    put("browInnerUp", inner_up / _RANGE_MM["brow_up"])
+        inner_own.append(inner_up - INNER_WITH_OUTER * outer_up)
+    put("browInnerUp", np.mean(inner_own, 0) / _RANGE_MM["brow_up"])
     out[~frames.valid] = 0.0
     return out, cal

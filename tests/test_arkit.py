@@ -306,28 +306,35 @@ def _painted_poses(ict_data, ict_folder, tmp_path_factory, poses: tuple, frames:
 
 @pytest.fixture(scope="session")
 def painted_brows(ict_data, ict_folder, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, Camera]:
-    """A head with painted eyebrows that rests, raises its inner brows, rests, lowers its brows and rests (see
-    `_painted_poses`)."""
-    poses = ((10, {"browInnerUp_L": 1.0, "browInnerUp_R": 1.0}), (28, {"browDown_L": 1.0, "browDown_R": 1.0}))
-    return _painted_poses(ict_data, ict_folder, tmp_path_factory, poses, 46, seed=3)
+    """A head with painted eyebrows that rests, raises its inner brows, rests, lowers its brows, rests, raises its
+    outer brows and rests (see `_painted_poses`)."""
+    poses = ((10, {"browInnerUp_L": 1.0, "browInnerUp_R": 1.0}), (28, {"browDown_L": 1.0, "browDown_R": 1.0}),
+             (46, {"browOuterUp_L": 1.0, "browOuterUp_R": 1.0}))
+    return _painted_poses(ict_data, ict_folder, tmp_path_factory, poses, 64, seed=3)
 
 
 def test_visible_eyebrows_are_read_by_both_solvers(painted_brows, basis_solver):
-    """Where the footage shows eyebrows, a raise of the inner brows reads as browInnerUp and a frown as browDown,
-    in the geometric curves and in the basis fit blended with them; each stays low while the other acts. (MediaPipe
-    moves the inner brows less than the true raise: the geometric measure reads about 0.3 for 1. The basis fit
-    alone reads the frown as nothing, hence the blend.)"""
+    """Where the footage shows eyebrows, a raise of the inner brows reads as browInnerUp, a frown as browDown and
+    a raise of the outer brows as browOuterUp, in the geometric curves and in the basis solver's; each stays low
+    while the other acts (an outer raise lifts the inner brow a little). (MediaPipe moves the inner brows less than
+    the true raise: the geometric measure reads about 0.3 for 1. The basis fit alone reads the frown as nothing,
+    hence the blend, and an outer raise as browInnerUp, hence that channel measured.)"""
     landmarks, truth, camera = painted_brows
-    raised, lowered = slice(12, 16), slice(30, 34)
-    rest = np.r_[0:9, 20:27, 38:46]
+    raised, lowered, outer_raised = slice(12, 16), slice(30, 34), slice(48, 52)
+    rest = np.r_[0:9, 20:27, 38:45, 56:64]
     for solver in (GeometricSolver("test"), basis_solver):
         curves = _solve_in_batches(solver, landmarks, camera)
         inner = curves[:, ARKIT_INDEX["browInnerUp"]]
         down = curves[:, [ARKIT_INDEX["browDownLeft"], ARKIT_INDEX["browDownRight"]]].mean(1)
+        outer = curves[:, [ARKIT_INDEX["browOuterUpLeft"], ARKIT_INDEX["browOuterUpRight"]]].mean(1)
         assert inner[raised].mean() > inner[rest].mean() + 0.15, solver.kind
         assert down[lowered].mean() > down[rest].mean() + 0.15, solver.kind
         assert inner[lowered].mean() < inner[rest].mean() + 0.1 and down[raised].mean() < down[rest].mean() + 0.1
-        assert _corr(inner, truth[:, ARKIT_INDEX["browInnerUp"]]) > 0.8, solver.kind
+        # MediaPipe's inner brow points rise with the outer ones: without taking that out, the outer raise read
+        # more browInnerUp (0.48) than the inner raise (0.33), and the correlation was 0.47.
+        assert outer[outer_raised].mean() > outer[rest].mean() + 0.15, solver.kind
+        assert inner[outer_raised].mean() < inner[raised].mean() - 0.05, solver.kind
+        assert _corr(inner, truth[:, ARKIT_INDEX["browInnerUp"]]) > 0.75, solver.kind
 
 
 @pytest.fixture(scope="session")
