@@ -30,6 +30,7 @@ from .trajectory import SmoothingSettings
 
 BATCH = 32  # frames per solve in `arkit_for_capture`, as in the engine
 LOOKAHEAD = 8  # frames of future context before a smoothed frame is final
+REST_HISTORY = 4096  # frames the streamed geometric solver keeps to learn the rest gaze and brows from
 # Expression priors of the basis fit (see `FitSettings.expression_prior`). While the identity is solved the
 # prior is strong, so that the face's own shape is not explained by steady expressions (a squint, lowered
 # lips); per frame it is weaker, so that real expressions keep their size while landmark noise does not
@@ -211,7 +212,8 @@ class BasisSolver(ArkitSolver):
 
 class GeometricSolver(ArkitSolver):
     """`core.arkit_geometric` per batch: the face-fixed frame, the landmarks' drift with the head's rotation and the
-    neutral come from the opening frames, the rest gaze from every frame so far (unless a neutral frame is named)."""
+    neutral come from the opening frames, the rest gaze and brows from every frame so far (see
+    `geometric.calibrate`)."""
 
     kind = "geometric"
 
@@ -222,7 +224,7 @@ class GeometricSolver(ArkitSolver):
         self.reference: np.ndarray | None = None
         self.calibration: geometric.Calibration | None = None
         self.coupling: geometric.PoseCoupling | None = None
-        self.gaze_seen: np.ndarray | None = None  # (K,2,3) iris offsets of the frames so far (`geometric.iris_offsets`)
+        self.rest_seen: np.ndarray | None = None  # (K,2,G,3) of frames so far (`geometric.rest_offsets`)
         self.opening = self.position = 0  # frames `prepare` saw; frames solved
 
     def _note(self, warnings: list[str]) -> str:
@@ -238,8 +240,8 @@ class GeometricSolver(ArkitSolver):
         frames = geometric.decouple(frames, self.coupling)
         self.calibration = geometric.calibrate(frames, neutral, known_neutral(earlier or {}))
         self.note = self._note(self.calibration.warnings)
-        # The rest gaze goes on learning from the frames after these, unless the user named a neutral frame.
-        self.gaze_seen = None if neutral is not None else geometric.iris_offsets(frames.points[frames.valid])
+        # The rest gaze and brows go on learning from the frames after these (see `geometric.calibrate`).
+        self.rest_seen = geometric.rest_offsets(frames.points[frames.valid])
         self.opening, self.position = len(valid), 0
 
     def identity(self) -> dict:
@@ -269,10 +271,13 @@ class GeometricSolver(ArkitSolver):
         first = self._align(geometric.pixel_points(landmarks, self.image_size), valid)
         lifted = geometric.camera_points(landmarks, first, self.image_size, camera.focal)
         frames = geometric.decouple(self._align(lifted, valid), self.coupling)
-        if self.gaze_seen is not None and (valid & fresh).any():
-            # The rest gaze over every frame so far: the opening frames may hold a glance (`geometric.irises_at`).
-            self.gaze_seen = np.concatenate([self.gaze_seen, geometric.iris_offsets(frames.points[valid & fresh])])
-            self.calibration.neutral = geometric.irises_at(self.calibration.neutral, self.gaze_seen)
+        if self.calibration.learnt and (valid & fresh).any():
+            # The rest gaze and brows over the frames so far: the opening frames may hold a glance or a raised brow
+            # (`geometric.at_rest`). Past REST_HISTORY frames every other one is dropped, which bounds the cost.
+            seen = np.concatenate([self.rest_seen, geometric.rest_offsets(frames.points[valid & fresh])])
+            self.rest_seen = seen[::2] if len(seen) > REST_HISTORY else seen
+            self.calibration.neutral = geometric.at_rest(self.calibration.neutral, self.rest_seen,
+                                                         self.calibration.learnt)
         curves, _ = geometric.solve(landmarks, valid, self.image_size, frames, self.calibration)
         return curves
 

@@ -41,6 +41,10 @@ IRIS_RINGS = ((473, 474, 475, 476, 477), (468, 469, 470, 471, 472))  # centre th
 IRIS = tuple(ring[0] for ring in IRIS_RINGS)
 BROW_INNER = ((336, 296, 285, 295), (107, 66, 55, 65))
 BROW_OUTER = ((300, 276, 293, 283), (70, 46, 63, 53))
+# Per side, the point groups whose rest is learnt from every frame rather than from the frames picked for a relaxed
+# face (`at_rest`): the iris, the inner brow and the outer brow.
+REST_GROUPS = tuple(zip(IRIS_RINGS, BROW_INNER, BROW_OUTER))
+GAZE_REST, ALL_REST = (0,), (0, 1, 2)  # indices into each side's REST_GROUPS
 MOUTH_CORNER = (291, 61)
 UPPER_LIP = ((267, 269, 270), (37, 39, 40))
 LOWER_LIP = ((314, 405, 321), (84, 181, 91))
@@ -105,6 +109,7 @@ class Calibration:
     neutral: np.ndarray            # (478,3) mm, face-fixed frame
     features: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    learnt: tuple[int, ...] = ()   # the REST_GROUPS whose rest the clip's frames go on setting (`at_rest`)
 
 
 @dataclass
@@ -308,14 +313,24 @@ def iris_offsets(points: np.ndarray) -> np.ndarray:
                      for corners, ring in zip(EYE_CORNERS, IRIS_RINGS)], 1)
 
 
-def irises_at(neutral: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """The neutral (478,3) with each iris (centre and ring) moved to the median of offsets (K,2,3) from its corners:
-    the frames picked for a relaxed face were not picked for their gaze, and one glance among them would offset
-    every gaze reading, while people look ahead most of the time."""
+def rest_offsets(points: np.ndarray) -> np.ndarray:
+    """(K,2,G,3) for points (K,478,3): each of REST_GROUPS' points' mean from the middle of its eye's corners."""
+    return np.stack([np.stack([points[:, list(group)].mean(1) for group in groups], 1)
+                     - points[:, list(corners)].mean(1)[:, None]
+                     for corners, groups in zip(EYE_CORNERS, REST_GROUPS)], 1)
+
+
+def at_rest(neutral: np.ndarray, offsets: np.ndarray, learnt: tuple[int, ...]) -> np.ndarray:
+    """The neutral (478,3) with each `learnt` group of REST_GROUPS moved, as one, to the median of offsets (K,2,G,3)
+    from its eye's corners: the frames picked for a relaxed mouth and open eyes were not picked for their gaze or
+    brows, and one glance or raised brow among them would offset every reading of those, while people mostly look
+    ahead with their brows at rest."""
     out = neutral.copy()
     rest = np.median(offsets, axis=0)
-    for k, (corners, ring) in enumerate(zip(EYE_CORNERS, IRIS_RINGS)):
-        out[list(ring)] += neutral[list(corners)].mean(0) + rest[k] - neutral[ring[0]]
+    now = rest_offsets(neutral[None])[0]
+    for k, groups in enumerate(REST_GROUPS):
+        for g in learnt:
+            out[list(groups[g])] += rest[k, g] - now[k, g]
     return out
 
 
@@ -328,7 +343,8 @@ def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndar
     `neutral_row`: a frame the user knows to be at rest, which is the neutral instead (see `neutral_rows`).
     `known`: the actor's neutral (478,3) as an earlier capture's calibration found it (in that clip's face frame),
     which is the neutral instead of either, once aligned to this clip's face (on the STABLE points).
-    Unless a neutral frame is named, the neutral's irises sit where they rest over all of the frames (`irises_at`).
+    Unless a neutral frame is named, the neutral's irises sit where they rest over all of the frames (`at_rest`),
+    and so do its brows unless the neutral is `known` (the brows' rest is the actor's, the gaze's the take's).
     """
     ids = np.flatnonzero(frames.valid)
     if known is not None:
@@ -341,8 +357,9 @@ def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndar
         pick = ids[np.argsort(rest_cost(frames.points[ids]))[:max(3, len(ids) // 10)]]
     if known is None:
         neutral = np.median(frames.points[pick], axis=0)
-    if neutral_row is None:
-        neutral = irises_at(neutral, iris_offsets(frames.points[ids]))
+    learnt = () if neutral_row is not None else GAZE_REST if known is not None else ALL_REST
+    if learnt:
+        neutral = at_rest(neutral, rest_offsets(frames.points[ids]), learnt)
     values = {k: float(v) for k, v in neutral_features(neutral).items()}
     warnings = []
     for key, (low, high) in NEUTRAL_RANGE.items():
@@ -362,7 +379,7 @@ def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndar
                     + "); population values stand in for the actor's neutral. Include a second or two of "
                     "relaxed, neutral face in the clip, or take the actor's face from an earlier capture that has "
                     "one (--face-from, or Actor's Face in Blender), for calibrated curves."]
-    return Calibration(pick, neutral, values, warnings)
+    return Calibration(pick, neutral, values, warnings, learnt)
 
 
 def _clip01(x: np.ndarray) -> np.ndarray:

@@ -407,3 +407,22 @@ def test_a_take_that_opens_on_a_glance_reads_ahead_as_ahead(glancing_head, basis
         assert curves[ahead][:, horizontal].max() < 0.15, solver.kind
         assert curves[up][:, horizontal].mean() < 0.15, solver.kind
         assert curves[up, ARKIT_INDEX["eyeLookUpLeft"]].mean() > 0.15, solver.kind
+
+
+def test_a_take_that_opens_on_raised_brows_reads_rest_as_rest(painted_brows, basis_solver):
+    """The opening frames that calibrate a streamed capture hold an inner brow raise; once the brows have rested
+    for a while, the rest brows are theirs: rest reads as no raise, and a frown and an outer raise read as such."""
+    landmarks, _, camera = painted_brows
+    landmarks = landmarks[11:]  # opens on the inner raise (see painted_brows)
+    valid = np.ones(len(landmarks), bool)
+    brows = [ARKIT_INDEX[n] for n in ("browInnerUp", "browOuterUpLeft", "browOuterUpRight")]
+    for solver in (GeometricSolver("test"), basis_solver):
+        solver.prepare(landmarks[:6], valid[:6], (512, 512), camera)  # the raise alone, as a stream's opening
+        curves = np.concatenate([solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
+                                 for a in range(0, len(landmarks), 8)])
+        rest, lowered, outer_raised = np.r_[27:34, 45:53], slice(19, 23), slice(37, 41)
+        down = [ARKIT_INDEX["browDownLeft"], ARKIT_INDEX["browDownRight"]]
+        # Calibrated on the raise alone, the brows at rest read as lowered: browDown 0.29-0.33 (geometric).
+        assert curves[rest][:, down + brows].mean(0).max() < 0.08, solver.kind
+        assert curves[lowered][:, down].mean() > 0.2, solver.kind
+        assert curves[outer_raised][:, brows[1:]].mean() > 0.2, solver.kind
