@@ -115,7 +115,7 @@ class ArkitSolver:
 
     def identity(self) -> dict:
         """The actor's face as this clip's `prepare` found it, as capture-file keys (`arkit_neutral`, the
-        geometric measures' rest face; with a basis also `arkit_shape` and `arkit_basis_hash`)."""
+        geometric measures' rest face; with a basis also `arkit_shape`, `arkit_basis_hash` and `arkit_rest`)."""
         raise NotImplementedError
 
     def accepts(self, earlier: dict) -> bool:
@@ -136,7 +136,7 @@ class ArkitSolver:
 class BasisSolver(ArkitSolver):
     """A bounded fit of ICT-FaceKit (identity, rigid head pose, 53 expression weights) to the landmarks, with
     the BLENDED channels averaged with their geometric measure and the MEASURED ones taken from it, unless `blend`
-    is False."""
+    is False; the other channels less what the fit reads on the actor's rest face (`_rest`)."""
 
     kind = "ict"
 
@@ -160,6 +160,8 @@ class BasisSolver(ArkitSolver):
         self.direct = GeometricSolver("it measures the blended channels") if blend else None
         self.blended = [ARKIT_NAMES.index(n) for n in BLENDED]
         self.measured = [ARKIT_NAMES.index(n) for n in MEASURED]
+        self.fit_only = [i for i in range(len(ARKIT_NAMES)) if i not in self.blended + self.measured]
+        self.rest = np.zeros(len(ARKIT_NAMES))  # the fit's curves on the actor's rest face (see `_rest`)
 
     def prepare(self, landmarks, valid, image_size, camera, neutral=None, earlier=None) -> None:
         if self.direct is not None:
@@ -178,6 +180,32 @@ class BasisSolver(ArkitSolver):
             state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
             self.fitter.solve_identity(state, pix[keys], camera, neutral=at_rest, hold_shape=known is not None)
         self.previous = None
+        earlier_rest = np.asarray((earlier or {}).get("arkit_rest", ()), np.float64)
+        if known is not None and earlier_rest.shape == self.rest.shape and np.isfinite(earlier_rest).all():
+            self.rest = earlier_rest
+        else:
+            self.rest = self._rest(pix, camera)
+
+    def _rest(self, pix: np.ndarray, camera: Camera) -> np.ndarray:
+        """The fit's curves (52,) on the frames the geometric calibration took for the actor's rest face (median),
+        where a channel has no measure of its own: what the basis's identity space cannot shape of the actor's
+        face (eyes set wider open, lips pressed) reads there as a steady expression, and is taken off every frame
+        as the measures take off their own rest. Zeros without the measures, or where the calibration's rest face
+        is an earlier capture's (that capture's `arkit_rest` stands when it was fitted with this basis)."""
+        rows = self.direct.calibration.neutral_frames if self.direct is not None else ()
+        if not len(rows):
+            return np.zeros(len(ARKIT_NAMES))
+        every = np.ones(len(rows), bool)
+        state = self.fitter.initial_state(pix[rows], every, camera)
+        state = self.fitter.solve(state, pix[rows], every, camera, self.settings.cold_iterations)
+        curves = self._fitted_curves(state)
+        rest = np.zeros(len(ARKIT_NAMES))
+        rest[self.fit_only] = np.median(curves[:, self.fit_only], axis=0)
+        return rest
+
+    def _fitted_curves(self, state: FitState) -> np.ndarray:
+        """The fit's expression weights as ARKit curves (B,52), unclipped."""
+        return ict_to_arkit(self.fitter.expression_matrix(state), self.expression_names[:self.fitter.n_expression_out])
 
     def _known_shape(self, earlier: dict) -> np.ndarray | None:
         """The basis's face (S,) an earlier capture holds, if it was fitted with this very basis."""
@@ -187,7 +215,8 @@ class BasisSolver(ArkitSolver):
 
     def identity(self) -> dict:
         measured = self.direct.identity() if self.direct is not None else {}
-        return {"arkit_shape": self.fitter.shape_vector(), "arkit_basis_hash": self.basis_hash, **measured}
+        return {"arkit_shape": self.fitter.shape_vector(), "arkit_basis_hash": self.basis_hash,
+                "arkit_rest": self.rest.astype(np.float32), **measured}
 
     def accepts(self, earlier: dict) -> bool:
         return self._known_shape(earlier) is not None and (self.direct is None or self.direct.accepts(earlier))
@@ -201,7 +230,7 @@ class BasisSolver(ArkitSolver):
         state = self.fitter.solve(state, pix, valid, camera,
                                   self.settings.iterations if warm else self.settings.cold_iterations)
         self.previous = state if valid[-1] else None
-        out = ict_to_arkit(self.fitter.expression_matrix(state), self.expression_names[:self.fitter.n_expression_out])
+        out = self._fitted_curves(state) - self.rest
         if self.direct is not None:
             direct = self.direct.solve(landmarks, valid, camera)
             out[:, self.blended] = (out[:, self.blended] + direct[:, self.blended]) / 2

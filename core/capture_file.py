@@ -16,6 +16,7 @@ Optional: time_s (T,) seconds after the footage's first frame at which frame t i
   face_from () str, the earlier capture whose face this one kept (`--face-from`); arkit_neutral (478,3), the
   actor's rest face the geometric ARKit measures compare with (mm, face-fixed frame, see core.arkit_geometric);
   arkit_shape (S',) and arkit_basis_hash () str, the actor's face in the ARKit basis the curves were fitted with;
+  arkit_rest (52,), what that fit reads on the actor's rest face, taken off the curves (see core.arkit.BasisSolver);
   builtin_* (the built-in model's own arrays, see core.builtin_model).
 Geometry: camera-space vertices = the FLAME forward pass (smplx semantics) + translation, OpenCV camera
 (x right, y down, z forward). Loading never unpickles.

@@ -193,6 +193,7 @@ def test_a_capture_hands_on_the_basis_face_with_its_own(ict_npz, ict_data):
     take = engine.run_track(_track(smiling), focal_px=camera.focal, face_from=first)
     np.testing.assert_allclose(take["shape"], first["shape"], atol=1e-5)
     np.testing.assert_allclose(take["arkit_shape"], first["arkit_shape"], atol=1e-5)
+    np.testing.assert_allclose(take["arkit_rest"], first["arkit_rest"])
     # The geometric measures' rest face is the earlier one, moved onto this clip's face frame (a similarity).
     own = engine.run_track(_track(smiling), focal_px=camera.focal)
     earlier_neutral = first["arkit_neutral"].astype(np.float64)
@@ -211,7 +212,8 @@ def test_a_capture_hands_on_the_basis_face_with_its_own(ict_npz, ict_data):
     assert any("holds no face for these ARKit curves" in str(w) for w in take["warnings"])
 
 
-def test_blended_channels_average_the_fit_and_the_geometric_measure_and_gaze_is_measured(ict_data, basis_solver, bounded_solver):
+def test_blended_channels_average_the_fit_and_the_geometric_measure_and_gaze_is_measured(ict_data, basis_solver,
+                                                                                          bounded_solver):
     landmarks, truth, camera = _known_landmarks(ict_data)
     blended = _solve_in_batches(basis_solver, landmarks, camera)
     fitted = _solve_in_batches(bounded_solver, landmarks, camera)
@@ -221,7 +223,8 @@ def test_blended_channels_average_the_fit_and_the_geometric_measure_and_gaze_is_
     rest = [i for i in range(52) if i not in both + gaze]
     np.testing.assert_allclose(blended[:, both], (fitted[:, both] + measured[:, both]) / 2, atol=1e-6)
     np.testing.assert_allclose(blended[:, gaze], measured[:, gaze], atol=1e-6)
-    np.testing.assert_allclose(blended[:, rest], fitted[:, rest], atol=1e-6)
+    # The fit alone, less its reading on the rest face (see test_what_the_fit_reads_on_the_rest_face_is_taken_off)
+    np.testing.assert_allclose(blended[:, rest], np.clip(fitted[:, rest] - basis_solver.rest[rest], 0, 1), atol=1e-6)
     assert np.abs(measured[:, both]).max() > 0.1  # the measure is not silent, so the blend is tested
 
 
@@ -284,13 +287,15 @@ def test_streamed_chunks_join_without_seams(rom_capture):
     assert steps.max() <= np.abs(np.diff(reference, axis=0)).max() + 0.05
 
 
-def _painted_poses(ict_data, ict_folder, tmp_path_factory, poses: tuple, frames: int, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray, Camera]:
+def _painted_poses(ict_data, ict_folder, tmp_path_factory, poses: tuple, frames: int, seed: int,
+                   steady: dict | None = None) -> tuple[np.ndarray, np.ndarray, Camera]:
     """MediaPipe's landmarks (T,478,3) of a still painted head (512x512, tests/painted_heads.py) that rests and
-    takes each pose (start frame, {shape: weight}) over 8 frames, rising and falling; the true ARKit curves (T,52)
-    and the camera."""
+    takes each pose (start frame, {shape: weight}) over 8 frames, rising and falling, on top of the `steady` shapes
+    ({shape: weight}) it holds throughout; the true ARKit curves (T,52) and the camera."""
     names = ict_data.expression_names
     weights = np.zeros((frames, len(names)))
+    for name, weight in (steady or {}).items():
+        weights[:, names.index(name)] = weight
     ramp = np.array([0.3, 0.7, 1.0, 1.0, 1.0, 1.0, 0.7, 0.3])
     for start, shapes in poses:
         for name, weight in shapes.items():
@@ -426,3 +431,21 @@ def test_a_take_that_opens_on_raised_brows_reads_rest_as_rest(painted_brows, bas
         assert curves[rest][:, down + brows].mean(0).max() < 0.08, solver.kind
         assert curves[lowered][:, down].mean() > 0.2, solver.kind
         assert curves[outer_raised][:, brows[1:]].mean() > 0.2, solver.kind
+
+
+def test_what_the_fit_reads_on_the_rest_face_is_taken_off(ict_data, ict_folder, tmp_path_factory, basis_solver):
+    """An actor whose left eye is set wider open than the basis's identities can shape: the fit reads eyeWideLeft on
+    their rest face, which is the actor's face, not an expression. The basis solver reads it on the frames the
+    calibration takes for the rest face, takes it off every frame, and hands it on with the face."""
+    poses = ((12, {"mouthPucker": 1.0}), (30, {"jawOpen": 0.5}))
+    landmarks, _, camera = _painted_poses(ict_data, ict_folder, tmp_path_factory, poses, 48, seed=5,
+                                          steady={"eyeWide_L": 0.5})
+    wide = ARKIT_INDEX["eyeWideLeft"]
+    curves = _solve_in_batches(basis_solver, landmarks, camera)
+    face = basis_solver.identity()
+    assert face["arkit_rest"][wide] > 0.1  # without taking it off, the rest read 0.17
+    assert curves[np.r_[0:10, 22:28, 40:48], wide].mean() < 0.05
+    assert face["arkit_rest"][ARKIT_INDEX["jawOpen"]] == 0  # channels with a measure of their own keep theirs
+    again = _solve_in_batches(basis_solver, landmarks[22:], camera, earlier=face)
+    np.testing.assert_allclose(basis_solver.identity()["arkit_rest"], face["arkit_rest"])
+    np.testing.assert_allclose(again, curves[22:], atol=0.05)
