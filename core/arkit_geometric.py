@@ -429,9 +429,14 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     put("mouthClose", np.where(jaw_drop > 0, jaw_drop / _RANGE_MM["jaw_drop"] * _clip01(missing), 0.0))
     lift_gain = now["corner_lift"] - base["corner_lift"]  # corners rising relative to the lips: smile
     inner_own = []  # per side, the inner brow's rise that is not the whole brow's
+    eye_widths = np.stack([np.linalg.norm(p[:, outer] - p[:, inner], axis=1) for outer, inner in EYE_CORNERS], 1)
+    gaze = (iris_offsets(p) - iris_offsets(n0[None])) / eye_widths[..., None]  # (T,2,3) in eye widths
+    # The eyes turn up and down together (only their turns across differ, converging on what is near): one reading
+    # from both halves the noise of MediaPipe's vertical iris position, the weakest of its gaze cues.
+    vertical = gaze[:, :, 1].mean(1)
     for k, side in enumerate(SIDES):
         sign = 1.0 if k == 0 else -1.0  # +x is outwards on the subject's left
-        eye_w = np.linalg.norm(p[:, EYE_OUTER[k]] - p[:, EYE_INNER[k]], axis=1)
+        eye_w = eye_widths[:, k]
         ap = (_mean(p, LID_LOWER[k])[:, 1] - _mean(p, LID_UPPER[k])[:, 1]) / eye_w
         ap0 = float((_mean(n0, LID_LOWER[k])[1] - _mean(n0, LID_UPPER[k])[1])
                     / np.linalg.norm(n0[EYE_OUTER[k]] - n0[EYE_INNER[k]]))
@@ -441,14 +446,11 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
         put(f"eyeWide{side}", (ap - ap0) / (_RANGE_REL["wide"] * ap0))
         lower = _mean(d, LID_LOWER[k])[:, 1] - d[:, [EYE_OUTER[k], EYE_INNER[k]], 1].mean(1)
         put(f"eyeSquint{side}", -lower / (_RANGE_REL["squint"] * ap0 * eye_w))
-        corners = (p[:, EYE_OUTER[k]] + p[:, EYE_INNER[k]]) / 2
-        corners0 = (n0[EYE_OUTER[k]] + n0[EYE_INNER[k]]) / 2
-        gaze = ((p[:, IRIS[k]] - corners) - (n0[IRIS[k]] - corners0)) / eye_w[:, None]
-        outwards = sign * gaze[:, 0]
+        outwards = sign * gaze[:, k, 0]
         put(f"eyeLookOut{side}", outwards / _RANGE_REL["look_h"])
         put(f"eyeLookIn{side}", -outwards / _RANGE_REL["look_h"])
-        put(f"eyeLookUp{side}", -gaze[:, 1] / _RANGE_REL["look_v"])
-        put(f"eyeLookDown{side}", gaze[:, 1] / _RANGE_REL["look_v"])
+        put(f"eyeLookUp{side}", -vertical / _RANGE_REL["look_v"])
+        put(f"eyeLookDown{side}", vertical / _RANGE_REL["look_v"])
         corner = d[:, MOUTH_CORNER[k]]
         # Opening the jaw pulls the corners down about a third as far as the chin: not a frown.
         corner_up = -(corner[:, 1] - jaw_drop / 3)

@@ -382,7 +382,8 @@ def test_lips_kept_closed_as_the_jaw_opens_read_as_mouth_close(painted_lips, bas
 
 
 def test_gaze_channels_follow_the_irises_with_or_without_a_basis(glancing_head, basis_solver):
-    """The eyeLook channels read where the eyes turn, with the basis too: its eyeLook shapes move only the lids."""
+    """The eyeLook channels read where the eyes turn, with the basis too: its eyeLook shapes move only the lids.
+    Both eyes look up and down together, as eyes do."""
     video, gaze = glancing_head
     track = detect_video(video)
     assert track.valid.all()
@@ -395,6 +396,9 @@ def test_gaze_channels_follow_the_irises_with_or_without_a_basis(glancing_head, 
                              ("eyeLookOutRight", right), ("eyeLookUpLeft", up), ("eyeLookUpRight", up)):
             assert read(name, frames) > read(name, ahead) + 0.15, (solver.kind, name)
         assert read("eyeLookInLeft", left) < 0.1 and read("eyeLookOutLeft", right) < 0.1, solver.kind
+        for direction in ("Up", "Down"):
+            np.testing.assert_allclose(curves[:, ARKIT_INDEX[f"eyeLook{direction}Left"]],
+                                       curves[:, ARKIT_INDEX[f"eyeLook{direction}Right"]])
 
 
 def test_a_take_that_opens_on_a_glance_reads_ahead_as_ahead(glancing_head, basis_solver):
