@@ -61,6 +61,11 @@ _RANGE_REL = {"blink": 0.75, "wide": 0.4, "squint": 0.25, "pucker": 0.25, "look_
 # JAW_GAP mm (unless they are kept closed: mouthClose). These and the funnel's ranges are of the order of
 # ICT-FaceKit's jawOpen and mouthFunnel shapes at the landmarks (5 and 35 mm for 28; 6 mm narrower, 8 mm apart).
 JAW_NARROWING, JAW_GAP = 0.2, 1.25
+# The share of the difference between the irises' moves across (vergence) that is read. A performer facing a camera
+# at arm's length or more converges a few degrees at most, steadily; MediaPipe's two irises differ by a spread of
+# 0.045 eye widths (some 6 degrees) through a real clip of one (frontal_talking_512), by 0.02 on renders whose eyes
+# turn together: mostly noise. A prior holds the fitted models' eyes together too (`FitSettings.vergence_prior`).
+VERGENCE_KEPT = 0.5
 # MediaPipe's inner brow points rise about this share of its outer ones' rise when only the outer brow rises
 # (least squares on `bench_painted.py`'s renders, 0.56-0.83 per head): taken out, an outer raise or a surprise's
 # outer part is no browInnerUp.
@@ -313,6 +318,14 @@ def iris_offsets(points: np.ndarray) -> np.ndarray:
                      for corners, ring in zip(EYE_CORNERS, IRIS_RINGS)], 1)
 
 
+def binocular(moves: np.ndarray) -> np.ndarray:
+    """Both irises' moves (T,2,3) as eyes move: up and down together (only their turns across differ, converging on
+    what is near), so one vertical reading from both halves the noise of MediaPipe's vertical iris position, the
+    weakest of its gaze cues; across, their difference (vergence) kept at VERGENCE_KEPT. Depth is left per eye."""
+    mean = moves.mean(1, keepdims=True)
+    return mean + (moves - mean) * np.array([VERGENCE_KEPT, 0.0, 1.0])
+
+
 def rest_offsets(points: np.ndarray) -> np.ndarray:
     """(K,2,G,3) for points (K,478,3): each of REST_GROUPS' points' mean from the middle of its eye's corners."""
     return np.stack([np.stack([points[:, list(group)].mean(1) for group in groups], 1)
@@ -430,10 +443,7 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     lift_gain = now["corner_lift"] - base["corner_lift"]  # corners rising relative to the lips: smile
     inner_own = []  # per side, the inner brow's rise that is not the whole brow's
     eye_widths = np.stack([np.linalg.norm(p[:, outer] - p[:, inner], axis=1) for outer, inner in EYE_CORNERS], 1)
-    gaze = (iris_offsets(p) - iris_offsets(n0[None])) / eye_widths[..., None]  # (T,2,3) in eye widths
-    # The eyes turn up and down together (only their turns across differ, converging on what is near): one reading
-    # from both halves the noise of MediaPipe's vertical iris position, the weakest of its gaze cues.
-    vertical = gaze[:, :, 1].mean(1)
+    gaze = binocular((iris_offsets(p) - iris_offsets(n0[None])) / eye_widths[..., None])  # (T,2,3) in eye widths
     for k, side in enumerate(SIDES):
         sign = 1.0 if k == 0 else -1.0  # +x is outwards on the subject's left
         eye_w = eye_widths[:, k]
@@ -449,8 +459,8 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
         outwards = sign * gaze[:, k, 0]
         put(f"eyeLookOut{side}", outwards / _RANGE_REL["look_h"])
         put(f"eyeLookIn{side}", -outwards / _RANGE_REL["look_h"])
-        put(f"eyeLookUp{side}", -vertical / _RANGE_REL["look_v"])
-        put(f"eyeLookDown{side}", vertical / _RANGE_REL["look_v"])
+        put(f"eyeLookUp{side}", -gaze[:, k, 1] / _RANGE_REL["look_v"])
+        put(f"eyeLookDown{side}", gaze[:, k, 1] / _RANGE_REL["look_v"])
         corner = d[:, MOUTH_CORNER[k]]
         # Opening the jaw pulls the corners down about a third as far as the chin: not a frown.
         corner_up = -(corner[:, 1] - jaw_drop / 3)

@@ -130,10 +130,8 @@ def capture_builtin(track, focal_px: float | None = None, smoothing: SmoothingSe
     jaw_pose = np.zeros((len(local), 3))
     jaw_pose[:, 0] = _jaw_angle(local, template, joints[2])
     # Each eye turns as its iris moves from where it rests between the eye's corners: where MediaPipe shifts a whole
-    # eye (lids, corners and iris together), the eye has not turned. Both turn up and down together (see
-    # `core.arkit_geometric.solve`).
-    moved = geo.iris_offsets(local) - geo.iris_offsets(template[None])
-    moved[:, :, 1] = moved[:, :, 1].mean(1, keepdims=True)
+    # eye (lids, corners and iris together), the eye has not turned. Both turn as eyes do (`geo.binocular`).
+    moved = geo.binocular(geo.iris_offsets(local) - geo.iris_offsets(template[None]))
     eye_pose = np.concatenate([_rotation_between(template[geo.IRIS[k]] - joints[j],
                                                  template[geo.IRIS[k]] - joints[j] + moved[:, k])
                                for k, j in enumerate((3, 4))], 1)

@@ -453,3 +453,14 @@ def test_what_the_fit_reads_on_the_rest_face_is_taken_off(ict_data, ict_folder, 
     again = _solve_in_batches(basis_solver, landmarks[22:], camera, earlier=face)
     np.testing.assert_allclose(basis_solver.identity()["arkit_rest"], face["arkit_rest"])
     np.testing.assert_allclose(again, curves[22:], atol=0.05)
+
+
+def test_the_eyes_move_as_eyes_do():
+    """Both irises move up and down as one and across with a share of their difference (vergence); depth is each
+    eye's own (`geometric.binocular`)."""
+    moves = np.array([[[0.10, 0.02, 0.5], [0.02, 0.06, -0.5]]])  # (1,2,3): converging, one looking higher
+    both = geometric.binocular(moves)
+    np.testing.assert_allclose(both[0, :, 1], [0.04, 0.04])
+    kept = 0.04 * geometric.VERGENCE_KEPT
+    np.testing.assert_allclose(both[0, :, 0], [0.06 + kept, 0.06 - kept])
+    np.testing.assert_allclose(both[0, :, 2], moves[0, :, 2])
