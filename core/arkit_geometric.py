@@ -70,6 +70,10 @@ VERGENCE_KEPT = 0.5
 # (least squares on `bench_painted.py`'s renders, 0.56-0.83 per head): taken out, an outer raise or a surprise's
 # outer part is no browInnerUp.
 INNER_WITH_OUTER = 0.7
+# A smile lifts the cheeks and with them the nose wings and the upper lip: MediaPipe's rise this far (mm) per mm the
+# mouth corners rise in ICT-FaceKit's smile on a painted head (0.29, 0.39); that share is no sneer and no upper lip
+# raise (before, a full smile read noseSneer and mouthUpperUp 1 too).
+SMILE_LIFTS = (0.3, 0.4)  # nose wings, upper lip
 
 # Neutral faces in the population (feature: (low, high)), to judge whether the clip holds a neutral frame.
 # mouth_width and lip_gap are in mm at IPD 63 mm; aperture relative to the eye width; corner_lift in mm
@@ -440,7 +444,12 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     # drop would open and that is missing.
     missing = 1.0 - (now["lip_gap"] - base["lip_gap"]) / np.maximum(JAW_GAP * jaw_drop, 1e-6)
     put("mouthClose", np.where(jaw_drop > 0, jaw_drop / _RANGE_MM["jaw_drop"] * _clip01(missing), 0.0))
-    lift_gain = now["corner_lift"] - base["corner_lift"]  # corners rising relative to the lips: smile
+    # Per side, the corner rising relative to the lips' middle (a smile), from the neutral's (whose mean lift may be
+    # the population's, as above): a smile on one side is none on the other.
+    lips_mid = (p[:, LIP_INNER_UPPER, 1] + p[:, LIP_INNER_LOWER, 1]) / 2
+    lift0 = ((n0[LIP_INNER_UPPER, 1] + n0[LIP_INNER_LOWER, 1]) / 2 - n0[list(MOUTH_CORNER), 1]
+             + base["corner_lift"] - cal.features["corner_lift"])
+    lift_gain = lips_mid[:, None] - p[:, list(MOUTH_CORNER), 1] - lift0  # (T,2)
     inner_own = []  # per side, the inner brow's rise that is not the whole brow's
     eye_widths = np.stack([np.linalg.norm(p[:, outer] - p[:, inner], axis=1) for outer, inner in EYE_CORNERS], 1)
     gaze = binocular((iris_offsets(p) - iris_offsets(n0[None])) / eye_widths[..., None])  # (T,2,3) in eye widths
@@ -466,9 +475,10 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
         corner_up = -(corner[:, 1] - jaw_drop / 3)
         # Outwards from the mouth's own middle: the whole mouth moving sideways (mouthLeft/Right) is no smile.
         widening = sign * (corner[:, 0] - d[:, list(MOUTH_CORNER), 0].mean(1))
-        put(f"mouthSmile{side}", (0.5 * corner_up + 0.5 * lift_gain + 0.3 * widening) / _RANGE_MM["smile"])
+        put(f"mouthSmile{side}", (0.5 * corner_up + 0.5 * lift_gain[:, k] + 0.3 * widening) / _RANGE_MM["smile"])
         put(f"mouthFrown{side}", -corner_up / _RANGE_MM["frown"])
-        put(f"mouthUpperUp{side}", -_mean(d, UPPER_LIP[k])[:, 1] / _RANGE_MM["upper_up"])
+        smiled = np.maximum(corner_up, 0.0)
+        put(f"mouthUpperUp{side}", (-_mean(d, UPPER_LIP[k])[:, 1] - SMILE_LIFTS[1] * smiled) / _RANGE_MM["upper_up"])
         put(f"mouthLowerDown{side}", (_mean(d, LOWER_LIP[k])[:, 1] - jaw_drop) / _RANGE_MM["lower_down"])
         eye_line = d[:, [EYE_OUTER[k], EYE_INNER[k]], 1].mean(1)
         inner_up = -(_mean(d, BROW_INNER[k])[:, 1] - eye_line)
@@ -476,7 +486,8 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
         # A lowered brow drops along its length: both halves read, for half the noise of one.
         put(f"browDown{side}", -(inner_up + outer_up) / 2 / _RANGE_MM["brow_down"])
         put(f"browOuterUp{side}", outer_up / _RANGE_MM["brow_up"])
-        put(f"noseSneer{side}", -(_mean(d, NOSE_WING[k])[:, 1] - eye_line) / _RANGE_MM["sneer"])
+        nose_up = -(_mean(d, NOSE_WING[k])[:, 1] - eye_line)
+        put(f"noseSneer{side}", (nose_up - SMILE_LIFTS[0] * smiled) / _RANGE_MM["sneer"])
         inner_own.append(inner_up - INNER_WITH_OUTER * outer_up)
     put("browInnerUp", np.mean(inner_own, 0) / _RANGE_MM["brow_up"])
     out[~frames.valid] = 0.0

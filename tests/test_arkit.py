@@ -464,3 +464,29 @@ def test_the_eyes_move_as_eyes_do():
     kept = 0.04 * geometric.VERGENCE_KEPT
     np.testing.assert_allclose(both[0, :, 0], [0.06 + kept, 0.06 - kept])
     np.testing.assert_allclose(both[0, :, 2], moves[0, :, 2])
+
+
+@pytest.fixture(scope="session")
+def painted_smiles(ict_data, ict_folder, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, Camera]:
+    """A head with painted lips that rests, smiles on its left, rests, smiles on its right, rests, smiles on both
+    sides, rests, sneers and rests (see `_painted_poses`)."""
+    poses = ((10, {"mouthSmile_L": 1.0}), (28, {"mouthSmile_R": 1.0}),
+             (46, {"mouthSmile_L": 1.0, "mouthSmile_R": 1.0}), (64, {"noseSneer_L": 1.0, "noseSneer_R": 1.0}))
+    return _painted_poses(ict_data, ict_folder, tmp_path_factory, poses, 82, seed=6)
+
+
+def test_a_smile_on_one_side_reads_on_that_side_and_is_no_sneer(painted_smiles, basis_solver):
+    """A smile on one side reads as that side's smile, not the other's, with the basis too; the geometric measure
+    does not read a smile's lifted cheeks as a sneer or a raised upper lip, while a sneer still reads as one."""
+    landmarks, _, camera = painted_smiles
+    left, right, both, sneer = (slice(s + 2, s + 6) for s in (10, 28, 46, 64))
+    smile = [ARKIT_INDEX["mouthSmileLeft"], ARKIT_INDEX["mouthSmileRight"]]
+    for solver in (GeometricSolver("test"), basis_solver):
+        curves = _solve_in_batches(solver, landmarks, camera)
+        # With the corners' lift shared between the sides, the other side read 0.40.
+        assert curves[left, smile[0]].mean() > 0.5 > 0.25 > curves[left, smile[1]].mean(), solver.kind
+        assert curves[right, smile[1]].mean() > 0.5 > 0.25 > curves[right, smile[0]].mean(), solver.kind
+    raised = [ARKIT_INDEX[n] for n in ("noseSneerLeft", "noseSneerRight", "mouthUpperUpLeft", "mouthUpperUpRight")]
+    curves = _solve_in_batches(GeometricSolver("test"), landmarks, camera)
+    assert curves[both][:, raised].mean(0).max() < 0.4  # each read 1 before
+    assert curves[sneer][:, raised[:2]].mean() > 0.6
