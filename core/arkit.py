@@ -43,7 +43,7 @@ EXPRESSION_PRIOR = 0.03
 # MediaPipe misreads a feature; their errors differ. Over the synthetic renders the mean's worst correlation on
 # blinks, smiles and jaw is 0.78, the fit's alone 0.44 and the measure's 0.70. Those renders have no eyebrows; on
 # renders with painted ones (benchmarks/bench_painted.py, three random sequences) the fit alone reads browOuterUp
-# 0.46-0.77 and browDown -0.05-0.33, the mean 0.70-0.89 and 0.14-0.61. With painted lips the fit reads mouthPucker
+# 0.46-0.77 and browDown -0.05-0.33, the mean 0.72-0.90 and 0.13-0.60. With painted lips the fit reads mouthPucker
 # 0.33-0.51 and mouthFunnel 0.40-0.80, the mean 0.47-0.92 and 0.72-0.98, and a jaw opened 0.6 with the lips kept
 # closed as mouthClose 0.06 (the measure 0.3: MediaPipe reads the chin's drop short).
 BLENDED = ("eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight", "jawOpen", "browOuterUpLeft",
@@ -54,7 +54,7 @@ BLENDED = ("eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight",
 # curves correlated -0.52 to 0.67 with the truth, the measure's 0.13-0.97. MediaPipe's inner brow points rise with
 # an outer raise, which the fit takes for browInnerUp; the measure takes that share out (see
 # `core.arkit_geometric.INNER_WITH_OUTER`): on those renders browInnerUp reads 0.34-0.57 fitted, 0.55-0.70 averaged
-# and 0.63-0.82 measured (on the synthetic renders, which have no eyebrows to read, the ARKit MAE moves by 0.001).
+# and 0.73-0.85 measured (on the synthetic renders, which have no eyebrows to read, the ARKit MAE moves by 0.001).
 MEASURED = tuple(f"eyeLook{d}{s}" for s in ("Left", "Right") for d in ("Down", "In", "Out", "Up")) + ("browInnerUp",)
 INSTALL_HINT = ("install ICT-FaceKit with `kinesics install-ict SOURCE` (SOURCE: its zip from "
                 "https://github.com/ICT-VGL/ICT-FaceKit or the unpacked folder) for curves fitted with its 53 "
