@@ -16,8 +16,8 @@ from core.builtin_model import IRIS_POINTS, model_from_capture
 from core.engine import CaptureEngine
 from core.errors import FootageError, ModelFileError
 from core.head_model import HeadModel
-from core.rotations import rotvec_to_matrix
 from core.landmarks import detect_video
+from core.rotations import rotvec_to_matrix
 from core.trajectory import SmoothingSettings
 from test_capture import assert_eyes_follow_the_glances
 
