@@ -20,6 +20,10 @@ EYEBROW = np.array([0.045, 0.030, 0.022])  # linear RGB of brow hair
 LIPS = np.array([0.45, 0.17, 0.15])  # linear RGB
 PIVOT = np.array([0.0, -0.10, -0.02])  # head rotations turn about the top of the neck (metres, model space)
 EYE_CENTRE_DEPTH = 0.013  # an eye turns about a point this far behind the front of its cornea (metres)
+# ICT-FaceKit's closed lids do not quite cover its eyeballs, so painted irises showed through a blink (MediaPipe read
+# a full blink as 0.2); eyeballs drawn this much smaller, about the same centre, hide under closed lids (at 0.97 the
+# pupils still showed).
+EYEBALL_SCALE = 0.94
 
 
 def gaze_matrices(gaze: np.ndarray) -> np.ndarray:
@@ -33,8 +37,8 @@ def gaze_matrices(gaze: np.ndarray) -> np.ndarray:
 
 def eye_turn(data: HeadModelData, identity: np.ndarray, ids: np.ndarray, gaze: np.ndarray) -> np.ndarray:
     """Displacement (T,len(ids),3) of vertices `ids` of a head with `identity` when both eyes look along gaze (T,2)
-    (see `gaze_matrices`): each eyeball turns about its centre of rotation, EYE_CENTRE_DEPTH behind the front of
-    its cornea; other vertices stay."""
+    (see `gaze_matrices`): each eyeball, drawn EYEBALL_SCALE its size, turns about its centre of rotation,
+    EYE_CENTRE_DEPTH behind the front of its cornea; other vertices stay."""
     balls = np.asarray(data.regions["eyeballs"], np.int64)
     rest = data.template[balls] + data.shapedirs[balls] @ identity
     ids = np.asarray(ids, np.int64)
@@ -45,7 +49,7 @@ def eye_turn(data: HeadModelData, identity: np.ndarray, ids: np.ndarray, gaze: n
         centre[2] = rest[side][:, 2].max() - EYE_CENTRE_DEPTH
         rows = np.flatnonzero(np.isin(ids, balls[side]))
         local = data.template[ids[rows]] + data.shapedirs[ids[rows]] @ identity - centre
-        out[:, rows] = local @ turns.transpose(0, 2, 1) - local
+        out[:, rows] = EYEBALL_SCALE * local @ turns.transpose(0, 2, 1) - local
     return out
 
 
