@@ -49,6 +49,7 @@ MOUTH_CORNER = (291, 61)
 UPPER_LIP = ((267, 269, 270), (37, 39, 40))
 LOWER_LIP = ((314, 405, 321), (84, 181, 91))
 NOSE_WING = ((358, 327, 294), (129, 98, 64))
+NOSE_BRIDGE = (168, 6)
 LIP_INNER_UPPER, LIP_INNER_LOWER, CHIN = 13, 14, 152
 SIDES = ("Left", "Right")
 
@@ -74,6 +75,10 @@ INNER_WITH_OUTER = 0.7
 # mouth corners rise in ICT-FaceKit's smile on a painted head (0.29, 0.39); that share is no sneer and no upper lip
 # raise (before, a full smile read noseSneer and mouthUpperUp 1 too).
 SMILE_LIFTS = (0.3, 0.4)  # nose wings, upper lip
+# As an eye closes, MediaPipe's lower lid rises about this far (mm) per mm its upper lid drops (0.22-0.29 through
+# frontal_talking_512's blinks, 0.40-0.49 on painted heads): that share is no squint (before, every blink read as
+# eyeSquint too, correlated 0.74 with eyeBlink through that clip).
+LOWER_WITH_UPPER = 0.3
 
 # Neutral faces in the population (feature: (low, high)), to judge whether the clip holds a neutral frame.
 # mouth_width and lip_gap are in mm at IPD 63 mm; aperture relative to the eye width; corner_lift in mm
@@ -451,6 +456,9 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
              + base["corner_lift"] - cal.features["corner_lift"])
     lift_gain = lips_mid[:, None] - p[:, list(MOUTH_CORNER), 1] - lift0  # (T,2)
     inner_own = []  # per side, the inner brow's rise that is not the whole brow's
+    # The nose wings rise from the nose's bridge, which neither the eyes' closing nor the mouth moves (MediaPipe's eye
+    # corners drop a little as the lids close: from them, a blink read as a sneer).
+    bridge = d[:, list(NOSE_BRIDGE), 1].mean(1)
     eye_widths = np.stack([np.linalg.norm(p[:, outer] - p[:, inner], axis=1) for outer, inner in EYE_CORNERS], 1)
     gaze = binocular((iris_offsets(p) - iris_offsets(n0[None])) / eye_widths[..., None])  # (T,2,3) in eye widths
     for k, side in enumerate(SIDES):
@@ -463,8 +471,10 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
             ap0 = NEUTRAL_POPULATION["aperture"]
         put(f"eyeBlink{side}", (ap0 - ap) / (_RANGE_REL["blink"] * ap0))
         put(f"eyeWide{side}", (ap - ap0) / (_RANGE_REL["wide"] * ap0))
-        lower = _mean(d, LID_LOWER[k])[:, 1] - d[:, [EYE_OUTER[k], EYE_INNER[k]], 1].mean(1)
-        put(f"eyeSquint{side}", -lower / (_RANGE_REL["squint"] * ap0 * eye_w))
+        corners_y = d[:, [EYE_OUTER[k], EYE_INNER[k]], 1].mean(1)
+        lower_up = -(_mean(d, LID_LOWER[k])[:, 1] - corners_y)
+        upper_down = np.maximum(_mean(d, LID_UPPER[k])[:, 1] - corners_y, 0.0)
+        put(f"eyeSquint{side}", (lower_up - LOWER_WITH_UPPER * upper_down) / (_RANGE_REL["squint"] * ap0 * eye_w))
         outwards = sign * gaze[:, k, 0]
         put(f"eyeLookOut{side}", outwards / _RANGE_REL["look_h"])
         put(f"eyeLookIn{side}", -outwards / _RANGE_REL["look_h"])
@@ -486,7 +496,7 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
         # A lowered brow drops along its length: both halves read, for half the noise of one.
         put(f"browDown{side}", -(inner_up + outer_up) / 2 / _RANGE_MM["brow_down"])
         put(f"browOuterUp{side}", outer_up / _RANGE_MM["brow_up"])
-        nose_up = -(_mean(d, NOSE_WING[k])[:, 1] - eye_line)
+        nose_up = -(_mean(d, NOSE_WING[k])[:, 1] - bridge)
         put(f"noseSneer{side}", (nose_up - SMILE_LIFTS[0] * smiled) / _RANGE_MM["sneer"])
         inner_own.append(inner_up - INNER_WITH_OUTER * outer_up)
     put("browInnerUp", np.mean(inner_own, 0) / _RANGE_MM["brow_up"])

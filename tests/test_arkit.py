@@ -469,15 +469,17 @@ def test_the_eyes_move_as_eyes_do():
 @pytest.fixture(scope="session")
 def painted_smiles(ict_data, ict_folder, tmp_path_factory) -> tuple[np.ndarray, np.ndarray, Camera]:
     """A head with painted lips that rests, smiles on its left, rests, smiles on its right, rests, smiles on both
-    sides, rests, sneers and rests (see `_painted_poses`)."""
+    sides, rests, sneers, rests, blinks and rests (see `_painted_poses`)."""
     poses = ((10, {"mouthSmile_L": 1.0}), (28, {"mouthSmile_R": 1.0}),
-             (46, {"mouthSmile_L": 1.0, "mouthSmile_R": 1.0}), (64, {"noseSneer_L": 1.0, "noseSneer_R": 1.0}))
-    return _painted_poses(ict_data, ict_folder, tmp_path_factory, poses, 82, seed=6)
+             (46, {"mouthSmile_L": 1.0, "mouthSmile_R": 1.0}), (64, {"noseSneer_L": 1.0, "noseSneer_R": 1.0}),
+             (82, {"eyeBlink_L": 1.0, "eyeBlink_R": 1.0}))
+    return _painted_poses(ict_data, ict_folder, tmp_path_factory, poses, 100, seed=6)
 
 
 def test_a_smile_on_one_side_reads_on_that_side_and_is_no_sneer(painted_smiles, basis_solver):
     """A smile on one side reads as that side's smile, not the other's, with the basis too; the geometric measure
-    does not read a smile's lifted cheeks as a sneer or a raised upper lip, while a sneer still reads as one."""
+    does not read a smile's lifted cheeks as a sneer or a raised upper lip, while a sneer still reads as one, nor a
+    blink as a squint or a sneer."""
     landmarks, _, camera = painted_smiles
     left, right, both, sneer = (slice(s + 2, s + 6) for s in (10, 28, 46, 64))
     smile = [ARKIT_INDEX["mouthSmileLeft"], ARKIT_INDEX["mouthSmileRight"]]
@@ -490,3 +492,8 @@ def test_a_smile_on_one_side_reads_on_that_side_and_is_no_sneer(painted_smiles, 
     curves = _solve_in_batches(GeometricSolver("test"), landmarks, camera)
     assert curves[both][:, raised].mean(0).max() < 0.4  # each read 1 before
     assert curves[sneer][:, raised[:2]].mean() > 0.6
+    closed = slice(84, 88)
+    squint = [ARKIT_INDEX["eyeSquintLeft"], ARKIT_INDEX["eyeSquintRight"]]
+    assert curves[closed][:, [ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"]]].mean() > 0.4
+    # Before, the lower lid's rise as the eye closed read squint 0.69-0.74, and the eye corners' drop sneer 0.35.
+    assert curves[closed][:, squint].mean(0).max() < 0.45 and curves[closed][:, raised[:2]].mean(0).max() < 0.25
