@@ -72,8 +72,8 @@ VERGENCE_KEPT = 0.5
 # outer part is no browInnerUp.
 INNER_WITH_OUTER = 0.7
 # A smile lifts the cheeks and with them the nose wings and the upper lip: MediaPipe's rise this far (mm) per mm the
-# mouth corners rise in ICT-FaceKit's smile on a painted head (0.29, 0.39); that share is no sneer and no upper lip
-# raise (before, a full smile read noseSneer and mouthUpperUp 1 too).
+# mouth corners rise in ICT-FaceKit's smile on a painted head (0.29 from the eye corners, 0.39); that share is no
+# sneer and no upper lip raise (before, a full smile read noseSneer and mouthUpperUp 1 too).
 SMILE_LIFTS = (0.3, 0.4)  # nose wings, upper lip
 # As an eye closes, MediaPipe's lower lid rises about this far (mm) per mm its upper lid drops (0.22-0.29 through
 # frontal_talking_512's blinks, 0.40-0.49 on painted heads): that share is no squint (before, every blink read as
