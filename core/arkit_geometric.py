@@ -471,9 +471,9 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
             ap0 = NEUTRAL_POPULATION["aperture"]
         put(f"eyeBlink{side}", (ap0 - ap) / (_RANGE_REL["blink"] * ap0))
         put(f"eyeWide{side}", (ap - ap0) / (_RANGE_REL["wide"] * ap0))
-        corners_y = d[:, [EYE_OUTER[k], EYE_INNER[k]], 1].mean(1)
-        lower_up = -(_mean(d, LID_LOWER[k])[:, 1] - corners_y)
-        upper_down = np.maximum(_mean(d, LID_UPPER[k])[:, 1] - corners_y, 0.0)
+        eye_line = d[:, [EYE_OUTER[k], EYE_INNER[k]], 1].mean(1)
+        lower_up = -(_mean(d, LID_LOWER[k])[:, 1] - eye_line)
+        upper_down = np.maximum(_mean(d, LID_UPPER[k])[:, 1] - eye_line, 0.0)
         put(f"eyeSquint{side}", (lower_up - LOWER_WITH_UPPER * upper_down) / (_RANGE_REL["squint"] * ap0 * eye_w))
         outwards = sign * gaze[:, k, 0]
         put(f"eyeLookOut{side}", outwards / _RANGE_REL["look_h"])
@@ -490,7 +490,6 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
         smiled = np.maximum(corner_up, 0.0)
         put(f"mouthUpperUp{side}", (-_mean(d, UPPER_LIP[k])[:, 1] - SMILE_LIFTS[1] * smiled) / _RANGE_MM["upper_up"])
         put(f"mouthLowerDown{side}", (_mean(d, LOWER_LIP[k])[:, 1] - jaw_drop) / _RANGE_MM["lower_down"])
-        eye_line = d[:, [EYE_OUTER[k], EYE_INNER[k]], 1].mean(1)
         inner_up = -(_mean(d, BROW_INNER[k])[:, 1] - eye_line)
         outer_up = -(_mean(d, BROW_OUTER[k])[:, 1] - eye_line)
         # A lowered brow drops along its length: both halves read, for half the noise of one.

@@ -104,9 +104,11 @@ def _known_landmarks(ict_data, held_smile: bool = False) -> tuple[np.ndarray, np
 
 
 def _solve_in_batches(solver, landmarks: np.ndarray, camera: Camera, neutral: int | None = None,
-                      earlier: dict | None = None) -> np.ndarray:
+                      earlier: dict | None = None, opening: int | None = None) -> np.ndarray:
+    """Curves of 512x512 landmarks solved 8 frames at a time, as a stream, after `prepare` on the first `opening`
+    frames (all of them unless given)."""
     valid = np.ones(len(landmarks), bool)
-    solver.prepare(landmarks, valid, (512, 512), camera, neutral, earlier)
+    solver.prepare(landmarks[:opening], valid[:opening], (512, 512), camera, neutral, earlier)
     return np.concatenate([solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
                            for a in range(0, len(landmarks), 8)])
 
@@ -406,12 +408,10 @@ def test_a_take_that_opens_on_a_glance_reads_ahead_as_ahead(glancing_head, basis
     for a while, the rest gaze is theirs: ahead reads as no look, a glance up as up, not as a look back."""
     video, _ = glancing_head
     landmarks = detect_video(video).landmarks[8:]  # opens on the glance to the left (see conftest.glancing_head)
-    valid, camera = np.ones(len(landmarks), bool), Camera(1040.0, 256.0, 256.0)
+    camera = Camera(1040.0, 256.0, 256.0)
     horizontal = [ARKIT_INDEX[f"eyeLook{d}{s}"] for d in ("In", "Out") for s in ("Left", "Right")]
     for solver in (GeometricSolver("test"), basis_solver):
-        solver.prepare(landmarks[:8], valid[:8], (512, 512), camera)  # the glance alone, as a stream's opening
-        curves = np.concatenate([solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
-                                 for a in range(0, len(landmarks), 8)])
+        curves = _solve_in_batches(solver, landmarks, camera, opening=8)  # the glance alone, as a stream's opening
         ahead, up = slice(23, 28), slice(29, 36)  # the last rest between glances; the glance up
         assert curves[ahead][:, horizontal].max() < 0.15, solver.kind
         assert curves[up][:, horizontal].mean() < 0.15, solver.kind
@@ -423,12 +423,9 @@ def test_a_take_that_opens_on_raised_brows_reads_rest_as_rest(painted_brows, bas
     for a while, the rest brows are theirs: rest reads as no raise, and a frown and an outer raise read as such."""
     landmarks, _, camera = painted_brows
     landmarks = landmarks[11:]  # opens on the inner raise (see painted_brows)
-    valid = np.ones(len(landmarks), bool)
     brows = [ARKIT_INDEX[n] for n in ("browInnerUp", "browOuterUpLeft", "browOuterUpRight")]
     for solver in (GeometricSolver("test"), basis_solver):
-        solver.prepare(landmarks[:6], valid[:6], (512, 512), camera)  # the raise alone, as a stream's opening
-        curves = np.concatenate([solver.solve(landmarks[a:a + 8], valid[a:a + 8], camera)
-                                 for a in range(0, len(landmarks), 8)])
+        curves = _solve_in_batches(solver, landmarks, camera, opening=6)  # the raise alone, as a stream's opening
         rest, lowered, outer_raised = np.r_[27:34, 45:53], slice(19, 23), slice(37, 41)
         down = [ARKIT_INDEX["browDownLeft"], ARKIT_INDEX["browDownRight"]]
         # Calibrated on the raise alone, the brows at rest read as lowered: browDown 0.29-0.33 (geometric).
