@@ -1,6 +1,6 @@
 """Brow and gaze channels on renders with painted eyebrows and eyes that turn, which the shared renders lack.
 
-    .venv/bin/python benchmarks/bench_painted.py [--seeds 0 1 2] [--rerender]
+    .venv/bin/python benchmarks/bench_painted.py [--seeds 0 1 2] [--rerender] [--lips]
 
 Renders sequences of ICT-FaceKit heads (a random identity per seed) with painted eyebrows, lips and irises and
 eyeballs that turn, with Kinesics' own CPU ray caster (`tests.painted_heads`), into the cache (`KINESICS_CACHE`/painted):
@@ -12,6 +12,12 @@ score these renders too with `--renders`. Each sequence is captured as footage (
 (geometric ARKit curves, issue target >= 0.7) and with ICT-FaceKit as model and ARKit basis (basis fit, target
 >= 0.8); prints the correlation with the truth of the brow and gaze channels and a few others ('n/a' where the
 truth does not move).
+
+--lips renders and scores another set (painted/lips-seedN): each head performs the lips' own motions (mouthRollUpper,
+mouthRollLower, both, mouthShrugLower) among the mouth poses they are most easily mistaken for (press, stretch,
+smile, pucker, funnel, jawOpen, upper lip raised, lower lip lowered, frown, jaw open with the lips kept closed), each
+once at full weight, with the same head motion. It prints, per lip channel, the correlation with the truth, the mean
+reading over its own pose's held frames and the highest mean reading over another pose's.
 """
 from __future__ import annotations
 
@@ -48,6 +54,12 @@ FPS, SIZE, FOCAL = 25.0, 384, 780.0
 # ICT-FaceKit's eyeLook shapes (lids only) at full weight for a glance this far (degrees): outwards, inwards, up, down.
 LOOK_FULL_DEG = {"Out": 30.0, "In": 30.0, "Up": 20.0, "Down": 20.0}
 MOVING = 0.05  # a truth channel whose standard deviation is below this does not move in the sequence
+LIP_POSES = (("mouthRollUpper",), ("mouthRollLower",), ("mouthRollUpper", "mouthRollLower"), ("mouthShrugLower",),
+             ("mouthPress_L", "mouthPress_R"), ("mouthStretch_L", "mouthStretch_R"), ("mouthSmile_L", "mouthSmile_R"),
+             ("mouthPucker",), ("mouthFunnel",), ("jawOpen",), ("mouthUpperUp_L", "mouthUpperUp_R"),
+             ("mouthLowerDown_L", "mouthLowerDown_R"), ("mouthFrown_L", "mouthFrown_R"), ("mouthClose", "jawOpen"))
+LIP_CHANNELS = ("mouthRollUpper", "mouthRollLower", "mouthShrugLower")
+LIP_HOLD = 6  # frames each lip pose is held at full weight, after a 5-frame rise
 
 
 def envelope(rise: int, hold: int) -> np.ndarray:
@@ -106,20 +118,43 @@ def performance(names: list[str], rng: np.random.Generator) -> tuple[np.ndarray,
             weights[start:start + 4, k] = np.maximum(weights[start:start + 4, k], [0.5, 1.0, 1.0, 0.5])
     gaze = glances(frames, rng)
     weights = np.maximum(weights, lid_weights(gaze, names))
+    return weights, gaze, head_motion(frames, rng)
+
+
+def head_motion(frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Head rotation vectors (T,3): pitch, yaw and roll swaying up to 6, 14 and 4 degrees."""
     time = np.arange(frames) / FPS
     amplitude = np.radians([6.0, 14.0, 4.0])  # pitch, yaw, roll
     phase, period = rng.uniform(0, 2 * np.pi, 3), rng.uniform(3.0, 6.0, 3)
-    rotation = amplitude * np.sin(2 * np.pi * time[:, None] / period + phase)
-    return weights, gaze, rotation
+    return amplitude * np.sin(2 * np.pi * time[:, None] / period + phase)
 
 
-def render_sequence(data: HeadModelData, vertex_indices: Path, seed: int, folder: Path) -> None:
+def lip_starts() -> np.ndarray:
+    """First frame of each of `LIP_POSES`: 12 frames of rest before the first and between the others."""
+    return 12 + np.arange(len(LIP_POSES)) * (len(envelope(5, LIP_HOLD)) + 12)
+
+
+def lip_performance(names: list[str], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expression weights (T,E): each of `LIP_POSES` once at full weight (the jaw at half where the lips stay closed
+    over it), in order; gaze ahead; head motion as in `performance`."""
+    env = envelope(5, LIP_HOLD)
+    frames = int(lip_starts()[-1]) + len(env) + 12
+    weights = np.zeros((frames, len(names)))
+    for start, pose in zip(lip_starts(), LIP_POSES):
+        for name in pose:
+            amplitude = 0.5 if name == "jawOpen" and "mouthClose" in pose else 1.0
+            weights[start:start + len(env), names.index(name)] = amplitude * env
+    return weights, np.zeros((frames, 2)), head_motion(frames, rng)
+
+
+def render_sequence(data: HeadModelData, vertex_indices: Path, seed: int, folder: Path, lips: bool = False) -> None:
     """Writes folder/video.mp4 and folder/truth.npz, laid out as the shared renders' truth (see ../shared/README.md:
-    cm, a camera looking down -Z) plus `arkit` (T,52), so that the other benchmarks score these renders too."""
+    cm, a camera looking down -Z) plus `arkit` (T,52), so that the other benchmarks score these renders too. `lips`:
+    the lip poses (`lip_performance`) instead of a random performance."""
     rng = np.random.default_rng(seed)
     names = list(data.expression_names)
     identity = rng.normal(0.0, 0.75, data.n_shape)
-    weights, gaze, rotation = performance(names, rng)
+    weights, gaze, rotation = (lip_performance if lips else performance)(names, rng)
     head = PaintedHead(data, vertex_indices, identity)
     camera = front_camera(FOCAL, SIZE)
     folder.mkdir(parents=True, exist_ok=True)
@@ -144,10 +179,20 @@ def correlation(curve: np.ndarray, truth: np.ndarray) -> float | None:
     return None if truth.std() < MOVING else 0.0 if curve.std() < 1e-9 else float(np.corrcoef(curve, truth)[0, 1])
 
 
+def pose_readings(curve: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Mean reading of a lip channel over the held frames of the poses that hold it (truth at 1) and the highest mean
+    reading over another pose's."""
+    held = [slice(start + 5, start + 5 + LIP_HOLD) for start in lip_starts()]
+    own = [curve[h].mean() for h in held if truth[h].min() > 0.5]
+    other = [curve[h].mean() for h in held if truth[h].max() < 0.05]
+    return float(np.mean(own)), float(np.max(other))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rerender", action="store_true")
+    parser.add_argument("--lips", action="store_true", help="the lip poses' set instead of random performances")
     args = parser.parse_args()
     basis = assets_dir() / "models/ict_facekit/ict_facekit.npz"
     if not basis.is_file():
@@ -156,21 +201,25 @@ def main() -> int:
     data = load_ict_npz(basis)
     folders = []
     for seed in args.seeds:
-        folder = cache_dir() / "painted" / f"seed{seed}"
+        folder = cache_dir() / "painted" / f"{'lips-' if args.lips else ''}seed{seed}"
         if args.rerender or not (folder / "truth.npz").is_file():
-            render_sequence(data, basis.parent / "vertex_indices.json", seed, folder)
+            render_sequence(data, basis.parent / "vertex_indices.json", seed, folder, args.lips)
         folders.append(folder)
     engine = CaptureEngine(str(basis), arkit_basis=str(basis))
     rigs = ("built-in", "ict")
-    table = {name: {rig: [] for rig in rigs} for name in CHANNELS}
+    channels = LIP_CHANNELS if args.lips else CHANNELS
+    table = {name: {rig: [] for rig in rigs} for name in channels}
+    poses = {name: {rig: [] for rig in rigs} for name in channels}
     for folder in folders:
         truth = np.load(folder / "truth.npz")["arkit"]
         track = detect_video(folder / "video.mp4")
         curves = {"built-in": capture_builtin(track)["arkit"], "ict": engine.run_track(track)["arkit"]}
-        for name in CHANNELS:
+        for name in channels:
             k = ARKIT_INDEX[name]
             for rig in rigs:
                 table[name][rig].append(correlation(curves[rig][:, k], truth[:, k]))
+                if args.lips:
+                    poses[name][rig].append(pose_readings(curves[rig][:, k], truth[:, k]))
     engine.close()
     seeds = " / ".join(f.name for f in folders)
     print(f"correlation with the truth, {seeds}; worst in brackets")
@@ -183,6 +232,12 @@ def main() -> int:
             moving = [v for v in values if v is not None]
             cells.append(f"{shown} [{min(moving):.2f}]" if moving else shown)
         print(f"{name:<18}" + "".join(f"{c:>30}" for c in cells))
+    if args.lips:
+        print(f"\nmean reading over its own pose's held frames, and the highest over another pose's ({seeds})")
+        print(f"{'channel':<18}" + "".join(f"{rig + ' ' + what:>30}" for rig in rigs for what in ("own", "other")))
+        for name, by_rig in poses.items():
+            print(f"{name:<18}" + "".join(f"{' / '.join(f'{r[i]:.2f}' for r in by_rig[rig]):>30}"
+                                          for rig in rigs for i in (0, 1)))
     return 0
 
 

@@ -55,7 +55,11 @@ BLENDED = ("eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "mouthSmileRight",
 # an outer raise, which the fit takes for browInnerUp; the measure takes that share out (see
 # `core.arkit_geometric.INNER_WITH_OUTER`): on those renders browInnerUp reads 0.34-0.57 fitted, 0.55-0.70 averaged
 # and 0.73-0.85 measured (on the synthetic renders, which have no eyebrows to read, the ARKit MAE moves by 0.001).
-MEASURED = tuple(f"eyeLook{d}{s}" for s in ("Left", "Right") for d in ("Down", "In", "Out", "Up")) + ("browInnerUp",)
+# The fit reads lips rolled in and a chin pushed up barely (mouthRollUpper/Lower 0.08-0.09 at full weight on painted
+# heads, correlation 0.17-0.85; mouthShrugLower 0.04): the measures of the lips' red and the chin's rise read them
+# (correlation 0.82-0.98 and 0.53-0.61 through `bench_painted.py --lips`).
+MEASURED = tuple(f"eyeLook{d}{s}" for s in ("Left", "Right") for d in ("Down", "In", "Out", "Up")) + (
+    "browInnerUp", "mouthRollUpper", "mouthRollLower", "mouthShrugLower")
 INSTALL_HINT = ("install ICT-FaceKit with `kinesics install-ict SOURCE` (SOURCE: its zip from "
                 "https://github.com/ICT-VGL/ICT-FaceKit or the unpacked folder) for curves fitted with its 53 "
                 "ARKit expression shapes")

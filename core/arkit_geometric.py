@@ -4,8 +4,8 @@ Each frame is aligned (similarity, robust, on points that expressions barely mov
 origin between the eyes, x towards the subject's left, y down, z away from the camera, millimetres from a
 typical interpupillary distance (63 mm, an assumption: the true size of a face cannot be seen in one view).
 The landmarks' drift there with the head's rotation, learnt from the clip's quieter frames, is taken out
-(`pose_coupling`). Distances there (lid aperture, lip and jaw travel, mouth-corner displacement, brow height, iris
-position) are compared with the actor's own neutral, found in the clip, and mapped to ARKit channels by anatomical
+(`pose_coupling`). Distances there (lid aperture, lip and jaw travel, the lips' red, mouth-corner displacement, brow
+height, iris position) are compared with the actor's own neutral, found in the clip, and mapped to ARKit channels by anatomical
 ranges (how far a feature moves at full activation). A clip without a neutral-looking frame falls back on
 population values for the neutral and says so.
 
@@ -50,18 +50,27 @@ UPPER_LIP = ((267, 269, 270), (37, 39, 40))
 LOWER_LIP = ((314, 405, 321), (84, 181, 91))
 NOSE_WING = ((358, 327, 294), (129, 98, 64))
 NOSE_BRIDGE = (168, 6)
+NOSE_DORSUM = (195, 5, 4)
 LIP_INNER_UPPER, LIP_INNER_LOWER, CHIN = 13, 14, 152
+# The red of each lip, upper then lower, between its outer and inner contour (middle and either side of it).
+VERMILION = (((0, 37, 267), (13, 82, 312)), ((17, 84, 314), (14, 87, 317)))
 SIDES = ("Left", "Right")
 
 # Feature travel at a channel's full activation, in mm (anatomical estimates, not fitted to any clip).
 _RANGE_MM = {"jaw_drop": 22.0, "jaw_side": 8.0, "smile": 9.0, "frown": 4.0, "mouth_side": 8.0, "upper_up": 4.0,
              "lower_down": 5.0, "brow_up": 7.0, "brow_down": 4.0, "sneer": 3.0, "funnel_narrow": 6.0,
-             "funnel_gap": 8.0}
-_RANGE_REL = {"blink": 0.75, "wide": 0.4, "squint": 0.25, "pucker": 0.25, "look_h": 0.22, "look_v": 0.12}
+             "funnel_gap": 8.0, "shrug": 3.0, "roll": 3.0}
+_RANGE_REL = {"blink": 0.75, "wide": 0.4, "squint": 0.25, "pucker": 0.25, "look_h": 0.22, "look_v": 0.12,
+              "roll": 0.4}
 # Per mm the chin drops, the mouth narrows JAW_NARROWING mm (narrowing beyond that is the lips' own) and the lips part
 # JAW_GAP mm (unless they are kept closed: mouthClose). These and the funnel's ranges are of the order of
 # ICT-FaceKit's jawOpen and mouthFunnel shapes at the landmarks (5 and 35 mm for 28; 6 mm narrower, 8 mm apart).
 JAW_NARROWING, JAW_GAP = 0.2, 1.25
+# Lips thin as they stretch: per mm the chin drops (the jaw opening) or rises (the chin pushed up, mouthShrugLower),
+# MediaPipe's lips show this share less of their red at rest (0.01-0.035 and 0.06-0.13 on painted ICT-FaceKit
+# heads): not a roll of the lips inwards.
+JAW_THINNING, SHRUG_THINNING = 0.015, 0.08
+SHRUG_LIP = 1.5  # mm the lower lip's red rises per mm the chin does as the chin pushes up (1.3-1.9 there)
 # The share of the difference between the irises' moves across (vergence) that is read. A performer facing a camera
 # at arm's length or more converges a few degrees at most, steadily; MediaPipe's two irises differ by a spread of
 # 0.045 eye widths (some 6 degrees) through a real clip of one (frontal_talking_512), by 0.02 on renders whose eyes
@@ -91,7 +100,7 @@ COVERED = tuple(f"{c}{s}" for c in ("eyeBlink", "eyeLookDown", "eyeLookIn", "eye
                                    "eyeSquint", "eyeWide", "mouthSmile", "mouthFrown", "mouthUpperUp",
                                    "mouthLowerDown", "browDown", "browOuterUp", "noseSneer") for s in SIDES) + (
     "jawOpen", "jawLeft", "jawRight", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight",
-    "browInnerUp")
+    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "browInnerUp")
 
 
 def covered_channels() -> tuple[str, ...]:
@@ -449,6 +458,24 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     # drop would open and that is missing.
     missing = 1.0 - (now["lip_gap"] - base["lip_gap"]) / np.maximum(JAW_GAP * jaw_drop, 1e-6)
     put("mouthClose", np.where(jaw_drop > 0, jaw_drop / _RANGE_MM["jaw_drop"] * _clip01(missing), 0.0))
+    # The chin pushed up (the jaw cannot close further than at rest) pushes the lower lip up and out. Both must rise:
+    # stretching the lips wide lifts MediaPipe's chin as well, but not the lower lip.
+    # Both from the nose, which a blink does not move (it moves MediaPipe's eye corners, and the face frame with them,
+    # by a millimetre: 0.3-0.5 of this range).
+    nose = _mean(d, NOSE_DORSUM)[:, 1]
+    chin_rise = np.maximum(nose - jaw_drop, 0.0)
+    lower_rise = nose - _mean(d, VERMILION[1][0])[:, 1]
+    put("mouthShrugLower", np.minimum(chin_rise, lower_rise / SHRUG_LIP) / _RANGE_MM["shrug"])
+    # A lip rolled in shows less of its red, beyond what the jaw's travel stretches out of it, and its outer border
+    # turns towards the mouth: the upper one down, the lower one up from the chin. (A sneer or a smile thins the upper
+    # lip's red too, but lifts its border.)
+    stretched = JAW_THINNING * np.maximum(jaw_drop, 0.0) + SHRUG_THINNING * chin_rise
+    inwards = (_mean(d, VERMILION[0][0])[:, 1], chin[:, 1] - _mean(d, VERMILION[1][0])[:, 1])
+    for name, (outer, inner), turned in zip(("mouthRollUpper", "mouthRollLower"), VERMILION, inwards):
+        shown = np.abs(_mean(p, inner)[:, 1] - _mean(p, outer)[:, 1])
+        shown0 = abs(_mean(n0, inner)[1] - _mean(n0, outer)[1])
+        put(name, np.minimum((1.0 - shown / max(shown0, 1e-6) - stretched) / _RANGE_REL["roll"],
+                             turned / _RANGE_MM["roll"]))
     # Per side, the corner rising relative to the lips' middle (a smile), from the neutral's (whose mean lift may be
     # the population's, as above): a smile on one side is none on the other.
     lips_mid = (p[:, LIP_INNER_UPPER, 1] + p[:, LIP_INNER_LOWER, 1]) / 2
