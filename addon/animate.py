@@ -20,6 +20,8 @@ from .joint_tracks import joint_tracks
 from .keyframes import FIRST_FRAME, append_keys
 from .rig import Rig, build_rig, is_rig, read_rig, reshape_rig
 
+WHOLE_FRAME_TOLERANCE = 1e-6  # frames
+
 
 @dataclass
 class Track:
@@ -81,8 +83,11 @@ def begin(scene: bpy.types.Scene, rig_obj: bpy.types.Object, header: dict, time_
 
 
 def scene_frames(track: Track, frames: dict) -> np.ndarray:
-    """(T,) scene frames of the capture frames `frames` (a chunk, or a whole capture)."""
-    return FIRST_FRAME + capture_file.times(frames, track.capture_fps) * track.scene_fps
+    """(T,) scene frames of the capture frames `frames` (a chunk, or a whole capture). Times that land within
+    rounding error of a whole frame land on it (248.00000000000003 would key, and end the scene, a frame late)."""
+    exact = FIRST_FRAME + capture_file.times(frames, track.capture_fps) * track.scene_fps
+    whole = np.round(exact)
+    return np.where(np.abs(exact - whole) < WHOLE_FRAME_TOLERANCE, whole, exact)
 
 
 def key_frames(track: Track, chunk: dict) -> None:

@@ -213,6 +213,19 @@ def test_standin_rig_keyed_from_capture_file_matches_head_model(scene, standin_d
     assert_rig_matches(rig_obj, standin_data, capture, frames=[0, 2, 4])
 
 
+def test_keys_at_whole_frames_land_on_them(scene, standin_data):
+    """Timestamps that are whole frames but for rounding error (frame 14 at 0.56 s: 1 + 0.56 * 25 is
+    15.000000000000002) key whole frames, and a capture that ends on one ends the scene there, not a frame later."""
+    capture = random_capture(standin_data, frames=15)
+    capture["time_s"] = np.array([i * 0.04 for i in range(15)])
+    animate = addon("animate")
+    rig_obj = animate.ensure_rig(capture, None, lambda: standin_data, scene.collection)
+    track = animate.apply_capture(scene, rig_obj, capture)
+    frames = animate.scene_frames(track, capture)
+    np.testing.assert_array_equal(frames, 1 + np.arange(15))
+    assert (scene.frame_start, scene.frame_end) == (1, 15)
+
+
 def test_pose_correctives_and_expression_dependent_joints(scene):
     data = synthetic_model()
     capture = random_capture(data, frames=4)
