@@ -70,6 +70,7 @@ JAW_NARROWING, JAW_GAP = 0.2, 1.25
 # MediaPipe's lips show this share less of their red at rest (0.01-0.035 and 0.06-0.13 on painted ICT-FaceKit
 # heads): not a roll of the lips inwards.
 JAW_THINNING, SHRUG_THINNING = 0.015, 0.08
+CLOSED_THINNING = 0.05  # more per mm the chin drops, for a lower lip kept closed over the opening jaw (mouthClose)
 SHRUG_LIP = 1.5  # mm the lower lip's red rises per mm the chin does as the chin pushes up (1.3-1.9 there)
 # The share of the difference between the irises' moves across (vergence) that is read. A performer facing a camera
 # at arm's length or more converges a few degrees at most, steadily; MediaPipe's two irises differ by a spread of
@@ -274,6 +275,12 @@ def neutral_features(points: np.ndarray) -> dict[str, np.ndarray]:
             "corner_lift": lips_mid - points[..., list(MOUTH_CORNER), 1].mean(-1)}
 
 
+def lip_red(points: np.ndarray) -> np.ndarray:
+    """(...,2) mm of red each lip shows, upper then lower, between its outer and inner contour (points (...,478,3))."""
+    return np.stack([np.abs(_mean(points, inner)[..., 1] - _mean(points, outer)[..., 1]) for outer, inner in VERMILION],
+                    -1)
+
+
 def rest_cost(points: np.ndarray) -> np.ndarray:
     """How far each of the frames' points (K,478,3) lies from the quiet end of their own distribution (K,): a small
     lip gap, a narrow mouth, open (median) eyes, and corners at the height usual in the quietest quarter of those
@@ -468,13 +475,15 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     put("mouthShrugLower", np.minimum(chin_rise, lower_rise / SHRUG_LIP) / _RANGE_MM["shrug"])
     # A lip rolled in shows less of its red, beyond what the jaw's travel stretches out of it, and its outer border
     # turns towards the mouth: the upper one down, the lower one up from the chin. (A sneer or a smile thins the upper
-    # lip's red too, but lifts its border.)
-    stretched = JAW_THINNING * np.maximum(jaw_drop, 0.0) + SHRUG_THINNING * chin_rise
+    # lip's red too, but lifts its border.) The lower lip rides on the jaw: kept closed as the jaw opens, it stretches
+    # further.
+    jaw_opening = np.maximum(jaw_drop, 0.0)
+    stretched = JAW_THINNING * jaw_opening + SHRUG_THINNING * chin_rise
+    per_lip = (stretched, stretched + CLOSED_THINNING * _clip01(missing) * jaw_opening)
     inwards = (_mean(d, VERMILION[0][0])[:, 1], chin[:, 1] - _mean(d, VERMILION[1][0])[:, 1])
-    for name, (outer, inner), turned in zip(("mouthRollUpper", "mouthRollLower"), VERMILION, inwards):
-        shown = np.abs(_mean(p, inner)[:, 1] - _mean(p, outer)[:, 1])
-        shown0 = abs(_mean(n0, inner)[1] - _mean(n0, outer)[1])
-        put(name, np.minimum((1.0 - shown / max(shown0, 1e-6) - stretched) / _RANGE_REL["roll"],
+    red, red0 = lip_red(p), lip_red(n0)
+    for k, (name, turned, thinned) in enumerate(zip(("mouthRollUpper", "mouthRollLower"), inwards, per_lip)):
+        put(name, np.minimum((1.0 - red[:, k] / max(red0[k], 1e-6) - thinned) / _RANGE_REL["roll"],
                              turned / _RANGE_MM["roll"]))
     # Per side, the corner rising relative to the lips' middle (a smile), from the neutral's (whose mean lift may be
     # the population's, as above): a smile on one side is none on the other.
