@@ -5,8 +5,8 @@ origin between the eyes, x towards the subject's left, y down, z away from the c
 typical interpupillary distance (63 mm, an assumption: the true size of a face cannot be seen in one view).
 The landmarks' drift there with the head's rotation, learnt from the clip's quieter frames, is taken out
 (`pose_coupling`). Distances there (lid aperture, lip and jaw travel, the lips' red, mouth-corner displacement, brow
-height, iris position) are compared with the actor's own neutral, found in the clip, and mapped to ARKit channels by anatomical
-ranges (how far a feature moves at full activation). A clip without a neutral-looking frame falls back on
+height, iris position) are compared with the actor's own neutral, found in the clip, and mapped to ARKit channels by
+anatomical ranges (how far a feature moves at full activation). A clip without a neutral-looking frame falls back on
 population values for the neutral and says so.
 
 Used by the built-in model and as the ARKit fallback for FLAME captures when no ICT-FaceKit basis exists:
@@ -66,9 +66,9 @@ _RANGE_REL = {"blink": 0.75, "wide": 0.4, "squint": 0.25, "pucker": 0.25, "look_
 # JAW_GAP mm (unless they are kept closed: mouthClose). These and the funnel's ranges are of the order of
 # ICT-FaceKit's jawOpen and mouthFunnel shapes at the landmarks (5 and 35 mm for 28; 6 mm narrower, 8 mm apart).
 JAW_NARROWING, JAW_GAP = 0.2, 1.25
-# Lips thin as they stretch: per mm the chin drops (the jaw opening) or rises (the chin pushed up, mouthShrugLower),
-# MediaPipe's lips show this share less of their red at rest (0.01-0.035 and 0.06-0.13 on painted ICT-FaceKit
-# heads): not a roll of the lips inwards.
+# Lips thin as they stretch, which is no roll of the lips inwards: per mm the chin drops (the jaw opening) or rises
+# (the chin pushed up, mouthShrugLower), MediaPipe's lips show this share of their resting red less (0.01-0.035 and
+# 0.06-0.13 on painted ICT-FaceKit heads).
 JAW_THINNING, SHRUG_THINNING = 0.015, 0.08
 CLOSED_THINNING = 0.05  # more per mm the chin drops, for a lower lip kept closed over the opening jaw (mouthClose)
 SHRUG_LIP = 1.5  # mm the lower lip's red rises per mm the chin does as the chin pushes up (1.3-1.9 there)
@@ -465,10 +465,9 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     # drop would open and that is missing.
     missing = 1.0 - (now["lip_gap"] - base["lip_gap"]) / np.maximum(JAW_GAP * jaw_drop, 1e-6)
     put("mouthClose", np.where(jaw_drop > 0, jaw_drop / _RANGE_MM["jaw_drop"] * _clip01(missing), 0.0))
-    # The chin pushed up (the jaw cannot close further than at rest) pushes the lower lip up and out. Both must rise:
-    # stretching the lips wide lifts MediaPipe's chin as well, but not the lower lip.
-    # Both from the nose, which a blink does not move (it moves MediaPipe's eye corners, and the face frame with them,
-    # by a millimetre: 0.3-0.5 of this range).
+    # The chin pushed up (the jaw cannot close further than at rest) pushes the lower lip up and out. Both must rise
+    # (stretching the lips wide lifts MediaPipe's chin as well, but not the lower lip), measured from the nose, which a
+    # blink does not move (it moves MediaPipe's eye corners, and the face frame with them, by 0.3-0.5 of this range).
     nose = _mean(d, NOSE_DORSUM)[:, 1]
     chin_rise = np.maximum(nose - jaw_drop, 0.0)
     lower_rise = nose - _mean(d, VERMILION[1][0])[:, 1]
