@@ -469,9 +469,9 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     # (stretching the lips wide lifts MediaPipe's chin as well, but not the lower lip), measured from the nose, which a
     # blink does not move (it moves MediaPipe's eye corners, and the face frame with them, by 0.3-0.5 of this range).
     nose = _mean(d, NOSE_DORSUM)[:, 1]
+    lower_border = _mean(d, VERMILION[1][0])[:, 1]  # the lower lip's outer edge, mm down from its rest
     chin_rise = np.maximum(nose - jaw_drop, 0.0)
-    lower_rise = nose - _mean(d, VERMILION[1][0])[:, 1]
-    put("mouthShrugLower", np.minimum(chin_rise, lower_rise / SHRUG_LIP) / _RANGE_MM["shrug"])
+    put("mouthShrugLower", np.minimum(chin_rise, (nose - lower_border) / SHRUG_LIP) / _RANGE_MM["shrug"])
     # A lip rolled in shows less of its red, beyond what the jaw's travel stretches out of it, and its outer border
     # turns towards the mouth: the upper one down, the lower one up from the chin. (A sneer or a smile thins the upper
     # lip's red too, but lifts its border.) The lower lip rides on the jaw: kept closed as the jaw opens, it stretches
@@ -479,7 +479,7 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
     jaw_opening = np.maximum(jaw_drop, 0.0)
     stretched = JAW_THINNING * jaw_opening + SHRUG_THINNING * chin_rise
     per_lip = (stretched, stretched + CLOSED_THINNING * _clip01(missing) * jaw_opening)
-    inwards = (_mean(d, VERMILION[0][0])[:, 1], chin[:, 1] - _mean(d, VERMILION[1][0])[:, 1])
+    inwards = (_mean(d, VERMILION[0][0])[:, 1], jaw_drop - lower_border)
     red, red0 = lip_red(p), lip_red(n0)
     for k, (name, turned, thinned) in enumerate(zip(("mouthRollUpper", "mouthRollLower"), inwards, per_lip)):
         put(name, np.minimum((1.0 - red[:, k] / max(red0[k], 1e-6) - thinned) / _RANGE_REL["roll"],
