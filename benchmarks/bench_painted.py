@@ -1,6 +1,6 @@
 """Brow and gaze channels on renders with painted eyebrows and eyes that turn, which the shared renders lack.
 
-    .venv/bin/python benchmarks/bench_painted.py [--seeds 0 1 2] [--rerender] [--lips]
+    .venv/bin/python benchmarks/bench_painted.py [--seeds 0 1 2] [--rerender] [--lips | --turns]
 
 Renders sequences of ICT-FaceKit heads (a random identity per seed) with painted eyebrows, lips and irises and
 eyeballs that turn, with Kinesics' own CPU ray caster (`tests.painted_heads`), into the cache (`KINESICS_CACHE`/painted):
@@ -18,6 +18,12 @@ mouthRollLower, both, mouthShrugLower) among the mouth poses they are most easil
 smile, pucker, funnel, jawOpen, upper lip raised, lower lip lowered, frown, jaw open with the lips kept closed), each
 once at full weight, with the same head motion. It prints, per lip channel, the correlation with the truth, the mean
 reading over its own pose's held frames and the highest mean reading over another pose's.
+
+--turns renders and scores a third set (painted/turns-seedN): each head turns 30-60 degrees to either side six times
+and nods up and down 15-25 degrees, resting a while there before it takes a pose (`TURN_POSES`), then turns back;
+the last pose faces the camera. It prints, per turn, the pose's channels while held and the highest reading of a
+channel the truth leaves at 0 while the face rests turned (built-in rig and ICT-FaceKit), the ICT-FaceKit fit's head
+rotation error, and each rig's ARKit MAE over the clip.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.arkit_names import ARKIT_INDEX, ict_to_arkit  # noqa: E402
+from core.arkit_names import ARKIT_INDEX, ARKIT_NAMES, ict_to_arkit, ict_to_arkit_name  # noqa: E402
 from core.builtin_capture import capture_builtin  # noqa: E402
 from core.engine import CaptureEngine  # noqa: E402
 from core.landmarks import detect_video  # noqa: E402
@@ -60,6 +66,13 @@ LIP_POSES = (("mouthRollUpper",), ("mouthRollLower",), ("mouthRollUpper", "mouth
              ("mouthLowerDown_L", "mouthLowerDown_R"), ("mouthFrown_L", "mouthFrown_R"), ("mouthClose", "jawOpen"))
 LIP_CHANNELS = ("mouthRollUpper", "mouthRollLower", "mouthShrugLower")
 LIP_HOLD = 6  # frames each lip pose is held at full weight, after a 5-frame rise
+TURN_POSES = (("mouthSmile_L", "mouthSmile_R"), ("eyeBlink_L", "eyeBlink_R"), ("jawOpen",),
+              ("browInnerUp_L", "browInnerUp_R"), ("mouthFunnel",), ("mouthPucker",), ("mouthSmile_L",),
+              ("eyeSquint_L", "eyeSquint_R"), ("mouthFrown_L", "mouthFrown_R"))
+# A turn: the head turns in TURN_RAMP frames, holds TURN_QUIET frames with the face at rest, then a pose (TURN_POSES)
+# rises, holds and falls, and the head turns back and rests a while facing the camera.
+TURN_RAMP, TURN_QUIET, TURN_REST = 15, 12, 8
+TURN_POSE_RISE, TURN_POSE_HOLD = 5, 14
 
 
 def envelope(rise: int, hold: int) -> np.ndarray:
@@ -147,14 +160,54 @@ def lip_performance(names: list[str], rng: np.random.Generator) -> tuple[np.ndar
     return weights, np.zeros((frames, 2)), head_motion(frames, rng)
 
 
-def render_sequence(data: HeadModelData, vertex_indices: Path, seed: int, folder: Path, lips: bool = False) -> None:
+def turn_targets(rng: np.random.Generator) -> list[tuple[float, float, int]]:
+    """(yaw, pitch, pose) of each turn in degrees (yaw towards the subject's left, pitch up) and an index into
+    TURN_POSES: six turns 30-60 degrees to alternate sides, a nod up and one down, and the last pose facing the
+    camera (the reference it is read against), the poses in a random order."""
+    poses = rng.permutation(len(TURN_POSES))
+    sides = rng.permutation([-1.0, 1.0])
+    yaws = [sides[k % 2] * rng.uniform(30.0, 60.0) for k in range(6)] + [0.0, 0.0, 0.0]
+    pitches = [rng.uniform(-8.0, 8.0) for _ in range(6)] + [rng.uniform(15.0, 25.0), -rng.uniform(15.0, 25.0), 0.0]
+    return [(y, p, int(k)) for y, p, k in zip(yaws, pitches, poses)]
+
+
+def turn_performance(names: list[str], rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Expression weights (T,E), gaze (T,2, ahead), head rotation vectors (T,3) and the turns: `turn` (T,), each
+    frame's (an index into the others, -1 while turning or facing the camera between turns), and `turn_targets` (N,3)
+    (see `turn_targets`)."""
+    ramp = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, TURN_RAMP))
+    pose_weight = envelope(TURN_POSE_RISE, TURN_POSE_HOLD)
+    hold = TURN_QUIET + len(pose_weight)
+    weights, rotation, turn = [np.zeros((TURN_REST, len(names)))], [np.zeros((TURN_REST, 3))], [np.full(TURN_REST, -1)]
+    targets = turn_targets(rng)
+    for k, (yaw, pitch, pose) in enumerate(targets):
+        target = np.radians([-pitch, yaw, 0.0])  # about +X the face tips down; about +Y it turns to its left (+X)
+        w = np.zeros((hold, len(names)))
+        for name in TURN_POSES[pose]:
+            w[TURN_QUIET:, names.index(name)] = pose_weight
+        weights += [np.zeros((TURN_RAMP, len(names))), w, np.zeros((TURN_RAMP + TURN_REST, len(names)))]
+        rotation += [ramp[:, None] * target, np.tile(target, (hold, 1)), ramp[::-1, None] * target,
+                     np.zeros((TURN_REST, 3))]
+        turn += [np.full(TURN_RAMP, -1), np.full(hold, k), np.full(TURN_RAMP + TURN_REST, -1)]
+    weights = np.concatenate(weights)
+    turns = {"turn": np.concatenate(turn), "turn_targets": np.array(targets)}
+    return weights, np.zeros((len(weights), 2)), np.concatenate(rotation), turns
+
+
+def render_sequence(data: HeadModelData, vertex_indices: Path, seed: int, folder: Path, kind: str = "") -> None:
     """Writes folder/video.mp4 and folder/truth.npz, laid out as the shared renders' truth (see ../shared/README.md:
-    cm, a camera looking down -Z) plus `arkit` (T,52), so that the other benchmarks score these renders too. `lips`:
-    the lip poses (`lip_performance`) instead of a random performance."""
+    cm, a camera looking down -Z) plus `arkit` (T,52), so that the other benchmarks score these renders too. `kind`:
+    "lips" for the lip poses (`lip_performance`), "turns" for poses held with the head turned far
+    (`turn_performance`, whose truth also holds its `turn` and `turn_targets`), else a random performance."""
     rng = np.random.default_rng(seed)
     names = list(data.expression_names)
     identity = rng.normal(0.0, 0.75, data.n_shape)
-    weights, gaze, rotation = (lip_performance if lips else performance)(names, rng)
+    extra = {}
+    if kind == "turns":
+        weights, gaze, rotation, extra = turn_performance(names, rng)
+    else:
+        weights, gaze, rotation = (lip_performance if kind == "lips" else performance)(names, rng)
     head = PaintedHead(data, vertex_indices, identity)
     camera = front_camera(FOCAL, SIZE)
     folder.mkdir(parents=True, exist_ok=True)
@@ -171,7 +224,7 @@ def render_sequence(data: HeadModelData, vertex_indices: Path, seed: int, folder
     np.savez(folder / "truth.npz", identity=identity, expression_names=np.array(names), expressions=weights,
              rotation=rotvec_to_matrix(rotation), pivot=PIVOT * 100, translation=np.zeros((len(weights), 3)),
              focal_px=FOCAL, cx=SIZE / 2, cy=SIZE / 2, camera_location=camera.position * 100, image_size=SIZE,
-             landmarks68=landmarks68, landmark_vertices=marks, gaze=gaze, arkit=ict_to_arkit(weights, names))
+             landmarks68=landmarks68, landmark_vertices=marks, gaze=gaze, arkit=ict_to_arkit(weights, names), **extra)
 
 
 def correlation(curve: np.ndarray, truth: np.ndarray) -> float | None:
@@ -188,24 +241,62 @@ def pose_readings(curve: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return float(np.mean(own)), float(np.max(other))
 
 
+def score_turns(folder: Path, engine: CaptureEngine) -> None:
+    """Prints, per turn of a `turn_performance` render, the reading of its pose's channels while the pose is held, the
+    highest reading of a channel the truth leaves at 0 while the face rests turned, both for the built-in rig and ICT
+    (fitted head and ARKit basis), and the ICT fit's head rotation error; then each rig's ARKit MAE over the clip."""
+    truth = np.load(folder / "truth.npz")
+    track = detect_video(folder / "video.mp4")
+    capture = engine.run_track(track)
+    curves = {"built-in": capture_builtin(track)["arkit"], "ict": capture["arkit"]}
+    head = rotvec_to_matrix(capture["global_pose"]) @ rotvec_to_matrix(capture["neck_pose"])
+    true_head = np.diag([1.0, -1.0, -1.0]) @ truth["rotation"]  # the truth's camera looks down -Z, OpenCV's down +Z
+    cos = (np.einsum("tij,tij->t", head, true_head) - 1) / 2
+    rotation_error = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    print(f"\n{folder.name}: per turn, the pose's channels held / the highest other channel with the face at rest")
+    print(f"{'yaw':>5}{'pitch':>6}  {'pose':<28}{'built-in':>34}{'ict':>34}{'head rot':>9}")
+    for k, (yaw, pitch, pose) in enumerate(truth["turn_targets"]):
+        rows = np.flatnonzero(truth["turn"] == k)
+        quiet, held = rows[:TURN_QUIET], rows[TURN_QUIET + TURN_POSE_RISE:][:TURN_POSE_HOLD]
+        pose = TURN_POSES[int(pose)]
+        own = sorted({ARKIT_INDEX[ict_to_arkit_name(n)] for n in pose})
+        at_rest = truth["arkit"][quiet].max(0) < 0.01
+        cells = []
+        for rig in ("built-in", "ict"):
+            reading = curves[rig][quiet].mean(0) * at_rest
+            worst = int(np.argmax(reading))
+            cells.append(f"{curves[rig][held][:, own].mean():.2f} / {ARKIT_NAMES[worst]} {reading[worst]:.2f}")
+        print(f"{yaw:>5.0f}{pitch:>6.0f}  {'+'.join(pose):<28}{cells[0]:>34}{cells[1]:>34}"
+              f"{np.median(rotation_error[rows]):>8.1f}°")
+    print("ARKit MAE over the clip: " + ", ".join(f"{rig} {np.abs(c - truth['arkit']).mean():.3f}"
+                                                  for rig, c in curves.items()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rerender", action="store_true")
     parser.add_argument("--lips", action="store_true", help="the lip poses' set instead of random performances")
+    parser.add_argument("--turns", action="store_true", help="poses held with the head turned far instead")
     args = parser.parse_args()
     basis = assets_dir() / "models/ict_facekit/ict_facekit.npz"
     if not basis.is_file():
         print(f"needs ICT-FaceKit at {basis}")
         return 1
     data = load_ict_npz(basis)
+    kind = "lips" if args.lips else "turns" if args.turns else ""
     folders = []
     for seed in args.seeds:
-        folder = cache_dir() / "painted" / f"{'lips-' if args.lips else ''}seed{seed}"
+        folder = cache_dir() / "painted" / f"{kind + '-' if kind else ''}seed{seed}"
         if args.rerender or not (folder / "truth.npz").is_file():
-            render_sequence(data, basis.parent / "vertex_indices.json", seed, folder, args.lips)
+            render_sequence(data, basis.parent / "vertex_indices.json", seed, folder, kind)
         folders.append(folder)
     engine = CaptureEngine(str(basis), arkit_basis=str(basis))
+    if args.turns:
+        for folder in folders:
+            score_turns(folder, engine)
+        engine.close()
+        return 0
     rigs = ("built-in", "ict")
     channels = LIP_CHANNELS if args.lips else CHANNELS
     table = {name: {rig: [] for rig in rigs} for name in channels}

@@ -16,11 +16,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import arkit_geometric as geometric
 from .arkit_names import ARKIT_NAMES, ict_to_arkit, ict_to_arkit_name
 from .embedding import landmark_embedding
 from .errors import ModelFileError
+from .far_side import curves_from_near_side, own_side_weights
 from .fit import Camera, Fitter, FitSettings, FitState, identity_keyframes, landmark_weights
 from .head_model import HeadModel
 from .ict_install import NPZ_NAME, install_dir
@@ -29,7 +31,18 @@ from .smoothing import cutoff_weight, whittaker
 from .trajectory import SmoothingSettings
 
 BATCH = 32  # frames per solve in `arkit_for_capture`, as in the engine
+MODEL_FORWARD = np.array([0.0, 0.0, 1.0])  # the way ICT-FaceKit's face looks in its own frame (+x: the subject's left)
 LOOKAHEAD = 8  # frames of future context before a smoothed frame is final
+# The brows keep the drift the opening frames show: they often move alone, and the quieter frames, picked by the mouth
+# and the lids, do not leave raised brows out. Learnt again with the rest, the painted heads of
+# benchmarks/bench_painted.py read browInnerUp 0.53-0.75 instead of 0.71-0.87.
+OPENING_DRIFT = sorted(set(geometric.BROW_INNER[0] + geometric.BROW_INNER[1] + geometric.BROW_OUTER[0]
+                           + geometric.BROW_OUTER[1]))
+# The drift is learnt again when the head turns this far (degrees) beyond the quieter frames it was learnt from. At 3
+# degrees, the painted heads' lips rolled in and brows (benchmarks/bench_painted.py, with the basis, heads swaying up
+# to 14 degrees) lost 0.1-0.15 of their correlation: frames of a held pose count as quiet and go into the regression.
+RELEARN_BEYOND_DEG = 15.0
+RELEARN_FRAMES = 8  # frames kept at least between two times the drift with the head's rotation is learnt again
 REST_HISTORY = 4096  # frames the streamed geometric solver keeps to learn the rest gaze and brows from
 # Expression priors of the basis fit (see `FitSettings.expression_prior`). While the identity is solved the
 # prior is strong, so that the face's own shape is not explained by steady expressions (a squint, lowered
@@ -207,6 +220,13 @@ class BasisSolver(ArkitSolver):
         rest[self.fit_only] = np.median(curves[:, self.fit_only], axis=0)
         return rest
 
+    def _own_side_weights(self, state: FitState) -> np.ndarray:
+        """`core.far_side.own_side_weights` (B,2) of the fitted heads."""
+        with torch.no_grad():
+            face = self.fitter.camera_points(state).mean(1)  # (B,3) camera space
+            to_camera = (-face[:, None] @ state.rotations[:, 0])[:, 0]  # in the model's frame
+        return own_side_weights(to_camera.double().cpu().numpy(), MODEL_FORWARD)
+
     def _fitted_curves(self, state: FitState) -> np.ndarray:
         """The fit's expression weights as ARKit curves (B,52), unclipped."""
         return ict_to_arkit(self.fitter.expression_matrix(state), self.expression_names[:self.fitter.n_expression_out])
@@ -234,7 +254,7 @@ class BasisSolver(ArkitSolver):
         state = self.fitter.solve(state, pix, valid, camera,
                                   self.settings.iterations if warm else self.settings.cold_iterations)
         self.previous = state if valid[-1] else None
-        out = self._fitted_curves(state) - self.rest
+        out = curves_from_near_side(self._fitted_curves(state) - self.rest, self._own_side_weights(state))
         if self.direct is not None:
             direct = self.direct.solve(landmarks, valid, camera)
             out[:, self.blended] = (out[:, self.blended] + direct[:, self.blended]) / 2
@@ -244,9 +264,10 @@ class BasisSolver(ArkitSolver):
 
 
 class GeometricSolver(ArkitSolver):
-    """`core.arkit_geometric` per batch: the face-fixed frame, the landmarks' drift with the head's rotation and the
-    neutral come from the opening frames, the rest gaze and brows from every frame so far (see
-    `geometric.calibrate`)."""
+    """`core.arkit_geometric` per batch: the face-fixed frame and the neutral come from the opening frames, the rest
+    gaze and brows from every frame so far (see `geometric.calibrate`), and the landmarks' drift with the head's
+    rotation from every frame so far, learnt again as the head turns further than before (an actor may face the
+    camera through the opening second and turn away later), but for the brows' (`OPENING_DRIFT`)."""
 
     kind = "geometric"
 
@@ -258,6 +279,8 @@ class GeometricSolver(ArkitSolver):
         self.calibration: geometric.Calibration | None = None
         self.coupling: geometric.PoseCoupling | None = None
         self.rest_seen: np.ndarray | None = None  # (K,2,G,3) of frames so far (`geometric.rest_offsets`)
+        self.turns_seen: list[tuple[np.ndarray, np.ndarray]] = []  # frames so far: aligned points and rotations
+        self.learnt_from = 0  # how many frames were kept when the drift was last learnt
         self.opening = self.position = 0  # frames `prepare` saw; frames solved
 
     def _note(self, warnings: list[str]) -> str:
@@ -270,6 +293,8 @@ class GeometricSolver(ArkitSolver):
         frames = geometric.face_frames(landmarks, valid, image_size, camera.focal)
         self.reference = np.median(frames.points[frames.valid], axis=0)
         self.coupling = geometric.pose_coupling(frames)
+        self.turns_seen = [(frames.points[frames.valid].astype(np.float32), frames.rotation[frames.valid])]
+        self.learnt_from = int(frames.valid.sum())
         frames = geometric.decouple(frames, self.coupling)
         self.calibration = geometric.calibrate(frames, neutral, known_neutral(earlier or {}))
         self.note = self._note(self.calibration.warnings)
@@ -303,7 +328,9 @@ class GeometricSolver(ArkitSolver):
             return np.zeros((len(valid), len(ARKIT_NAMES)))
         first = self._align(geometric.pixel_points(landmarks, self.image_size), valid)
         lifted = geometric.camera_points(landmarks, first, self.image_size, camera.focal)
-        frames = geometric.decouple(self._align(lifted, valid), self.coupling)
+        aligned = self._align(lifted, valid)
+        self._learn_turns(aligned, valid & fresh)
+        frames = geometric.decouple(aligned, self.coupling)
         if self.calibration.learnt and (valid & fresh).any():
             # The rest gaze and brows over the frames so far: the opening frames may hold a glance or a raised brow
             # (`geometric.at_rest`). Past REST_HISTORY frames every other one is dropped, which bounds the cost.
@@ -313,6 +340,35 @@ class GeometricSolver(ArkitSolver):
                                                          self.calibration.learnt)
         curves, _ = geometric.solve(landmarks, valid, self.image_size, frames, self.calibration)
         return curves
+
+    def _learn_turns(self, frames: geometric.FaceFrames, new: np.ndarray) -> None:
+        """Keep the `new` (B,) rows of aligned frames, and learn the drift with the head's rotation again from every
+        frame kept when one turns beyond the quieter frames it was learnt from (by COUPLING_RIDGE_DEG), at most once
+        per eighth more frames kept (each time costs in proportion to them: 0.2 s for 4096 frames, so well under
+        a millisecond a frame however long the clip). Past REST_HISTORY frames every other one is dropped, which
+        bounds the memory."""
+        if not new.any():
+            return
+        self.turns_seen.append((frames.points[new].astype(np.float32), frames.rotation[new]))
+        kept = sum(len(r) for _, r in self.turns_seen)
+        if kept > REST_HISTORY:
+            points, rotation = self._turns_seen()
+            self.turns_seen = [(points[::2], rotation[::2])]
+            kept, self.learnt_from = len(points[::2]), self.learnt_from // 2
+        turns = geometric.turns_from(frames.rotation[new], self.coupling.rest)
+        margin = np.radians(RELEARN_BEYOND_DEG)
+        beyond = (turns < self.coupling.low - margin).any() or (turns > self.coupling.high + margin).any()
+        if beyond and kept - self.learnt_from >= max(RELEARN_FRAMES, self.learnt_from // 8):
+            points, rotation = self._turns_seen()
+            self.turns_seen = [(points, rotation)]
+            aligned = geometric.FaceFrames(points, np.ones(kept), rotation, np.zeros((kept, 3)), np.ones(kept, bool))
+            coupling = geometric.pose_coupling(aligned, self.coupling.rest)
+            coupling.coefficients[:, OPENING_DRIFT] = self.coupling.coefficients[:, OPENING_DRIFT]
+            self.coupling, self.learnt_from = coupling, kept
+
+    def _turns_seen(self) -> tuple[np.ndarray, np.ndarray]:
+        """The frames kept so far: aligned points (K,478,3) float32 and their rotations (K,3,3)."""
+        return tuple(np.concatenate(part) for part in zip(*self.turns_seen))
 
 
 class ArkitStream:

@@ -19,13 +19,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from . import far_side
 from .arkit_names import ARKIT_INDEX, ARKIT_NAMES
 from .errors import FootageError
+from .far_side import curves_from_near_side, from_near_side
 
 IPD_MM = 63.0  # assumed distance between the eye centres: sets the metric scale
 FIELD_OF_VIEW_DEG = 50.0  # assumed across the longer image side when the focal length is not given
 NEUTRAL_SPAN = 2  # frames either side of a neutral frame the user names that count as at rest too
 COUPLING_RIDGE_DEG = 3.0  # head turns that spread less than this say little about how landmarks drift with them
+COUPLING_BEND_DEG = 6.0  # nor, spreading less than this, about how that drift bends (its squared terms)
+COUPLING_ROUNDS = 2
 
 # Landmarks that expressions barely move: nose bridge and tip, eye corners, temples, cheekbones (not the
 # forehead: its skin follows the brows).
@@ -141,13 +145,15 @@ class PoseCoupling:
     """How the face-frame landmarks of a clip drift with the head's rotation: MediaPipe's depth is on a scale of its
     own and its mesh deforms as the head turns, so a nod moves the chin in the face frame (about 1 mm a degree in
     footage of an actor looking down) though the jaw stays shut. rest (3,3): the rotation it counts from;
-    coefficients (3,478,3): mm of drift per radian of each component of the rotation vector from rest; low and high
-    (3,): the range of those components it was learnt over, beyond which it is not extrapolated."""
+    coefficients (9,478,3): mm of drift per unit of each of the rotation's `pose_features` (none at rest); low and
+    high (3,): the range of the rotation vector's components it was learnt over, beyond which it is not
+    extrapolated."""
 
     rest: np.ndarray
     coefficients: np.ndarray
     low: np.ndarray
     high: np.ndarray
+
 
 
 def pixel_points(landmarks: np.ndarray, image_size) -> np.ndarray:
@@ -295,36 +301,55 @@ def rest_cost(points: np.ndarray) -> np.ndarray:
     return cost + np.abs(lift - rest_lift) / spread["corner_lift"]
 
 
-def _turns(rotation: np.ndarray, rest: np.ndarray) -> np.ndarray:
+def turns_from(rotation: np.ndarray, rest: np.ndarray) -> np.ndarray:
     """Rotation vectors (K,3) of rotations (K,3,3) from rest (3,3), in the face's own frame."""
     return Rotation.from_matrix(rest.T @ rotation).as_rotvec()
 
 
-def pose_coupling(frames: FaceFrames) -> PoseCoupling:
+def pose_features(turns: np.ndarray) -> np.ndarray:
+    """(K,9) for rotation vectors (K,3): their components, then their squares and products. MediaPipe's mesh deforms
+    alike for a turn either way (turned 45 degrees to either side, a painted head's nose wings rose into a sneer and
+    its brows fell), which no term linear in the rotation holds."""
+    x, y, z = np.moveaxis(turns, -1, 0)
+    return np.stack([x, y, z, x * x, y * y, z * z, x * y, x * z, y * z], -1)
+
+
+def pose_coupling(frames: FaceFrames, rest: np.ndarray | None = None) -> PoseCoupling:
     """The clip's `PoseCoupling`, by ridge regression of the quieter half of its frames (`rest_cost`) on their head
-    rotation: over those frames the face barely moves but for that drift. Each iris drifts with its eye's corners, so
-    that a look that goes with a turn of the head stays a look."""
+    rotation: over those frames the face barely moves but for that drift. The quieter half is picked again once the
+    drift is out, so that a face at rest turned far counts as quiet. Each iris drifts with its eye's corners, so
+    that a look that goes with a turn of the head stays a look. `rest`: the rotation to count from (3,3), by default
+    the quieter half's mean."""
     ids = np.flatnonzero(frames.valid)
     points = frames.points[ids]
-    cost = rest_cost(points)
-    quiet = cost <= np.median(cost)
-    rest = Rotation.from_matrix(frames.rotation[ids][quiet]).mean().as_matrix()
-    turns = _turns(frames.rotation[ids][quiet], rest)
-    x = turns - turns.mean(0)
-    y = (points[quiet] - points[quiet].mean(0)).reshape(len(x), -1)
-    ridge = len(x) * np.radians(COUPLING_RIDGE_DEG) ** 2
-    coefficients = np.linalg.solve(x.T @ x + ridge * np.eye(3), x.T @ y).reshape(3, *points.shape[1:])
-    for corners, ring in zip(EYE_CORNERS, IRIS_RINGS):
-        coefficients[:, list(ring)] = coefficients[:, list(corners)].mean(1, keepdims=True)
-    return PoseCoupling(rest, coefficients, turns.min(0), turns.max(0))
+    coupling = None
+    for _ in range(COUPLING_ROUNDS):
+        cost = rest_cost(points if coupling is None else decouple(frames, coupling).points[ids])
+        quiet = cost <= np.median(cost)
+        centre = Rotation.from_matrix(frames.rotation[ids][quiet]).mean().as_matrix() if rest is None else rest
+        turns = turns_from(frames.rotation[ids][quiet], centre)
+        x = np.concatenate([np.ones((len(turns), 1)), pose_features(turns)], 1)  # with an intercept: the rest face
+        y = points[quiet].reshape(len(x), -1)
+        bend = np.radians(COUPLING_BEND_DEG) ** 2  # a product term is held back as its turns' squares would be
+        ridge = len(x) * np.diag([0.0] + [np.radians(COUPLING_RIDGE_DEG) ** 2] * 3 + [bend ** 2] * 6)
+        coefficients = np.linalg.solve(x.T @ x + ridge, x.T @ y)[1:].reshape(-1, *points.shape[1:])
+        for corners, ring in zip(EYE_CORNERS, IRIS_RINGS):
+            coefficients[:, list(ring)] = coefficients[:, list(corners)].mean(1, keepdims=True)
+        coupling = PoseCoupling(centre, coefficients, turns.min(0), turns.max(0))
+    return coupling
+
+
+def drift(rotation: np.ndarray, coupling: PoseCoupling) -> np.ndarray:
+    """(K,478,3) mm the points drift at head rotations (K,3,3), by `coupling`."""
+    turns = np.clip(turns_from(rotation, coupling.rest), coupling.low, coupling.high)
+    return np.einsum("ka,alc->klc", pose_features(turns), coupling.coefficients)
 
 
 def decouple(frames: FaceFrames, coupling: PoseCoupling) -> FaceFrames:
     """The frames with their points' drift with the head's rotation (`PoseCoupling`) taken out."""
     ids = np.flatnonzero(frames.valid)
     points = frames.points.copy()
-    turns = np.clip(_turns(frames.rotation[ids], coupling.rest), coupling.low, coupling.high)
-    points[ids] -= np.einsum("ka,alc->klc", turns, coupling.coefficients)
+    points[ids] -= drift(frames.rotation[ids], coupling)
     return FaceFrames(points, frames.scale, frames.rotation, frames.origin, frames.valid)
 
 
@@ -422,6 +447,15 @@ def calibrate(frames: FaceFrames, neutral_row: int | None = None, known: np.ndar
 
 def _clip01(x: np.ndarray) -> np.ndarray:
     return np.clip(x, 0.0, 1.0)
+
+
+def own_side_weights(frames: FaceFrames) -> np.ndarray:
+    """`core.far_side.own_side_weights` of the frames (T,2): 1 where there is no face."""
+    out = np.ones((len(frames.valid), 2))
+    ids = np.flatnonzero(frames.valid)
+    to_camera = np.einsum("tji,tj->ti", frames.rotation[ids], -frames.origin[ids])  # in the face-fixed frame
+    out[ids] = far_side.own_side_weights(to_camera, np.array([0.0, 0.0, -1.0]))  # the face looks down -z there
+    return out
 
 
 def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFrames | None = None,
@@ -533,6 +567,8 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
         nose_up = -(_mean(d, NOSE_WING[k])[:, 1] - bridge)
         put(f"noseSneer{side}", (nose_up - SMILE_LIFTS[0] * smiled) / _RANGE_MM["sneer"])
         inner_own.append(inner_up - INNER_WITH_OUTER * outer_up)
-    put("browInnerUp", np.mean(inner_own, 0) / _RANGE_MM["brow_up"])
+    own = own_side_weights(frames)
+    put("browInnerUp", np.mean(from_near_side(*inner_own, own), 0) / _RANGE_MM["brow_up"])
+    out = curves_from_near_side(out, own)
     out[~frames.valid] = 0.0
     return out, cal

@@ -246,8 +246,12 @@ class Fitter:
             carried.append(moved - share[:, None] * posed_joints[:, k, None])
         return pts + state.trans[:, None], blend[..., :3], rigid[:, self.fit_joints, :, :3], carried
 
+    def camera_points(self, state: FitState) -> torch.Tensor:
+        """Camera-space positions (B,L,3) of the fitted landmark points."""
+        return self._forward(state)[0]
+
     def project_points(self, state: FitState, camera: Camera) -> torch.Tensor:
-        return camera.project(self._forward(state)[0])
+        return camera.project(self.camera_points(state))
 
     # ---- initial pose --------------------------------------------------------------------------------
     def initial_state(self, pix: np.ndarray, valid: np.ndarray, camera: Camera,
