@@ -33,16 +33,6 @@ from .trajectory import SmoothingSettings
 BATCH = 32  # frames per solve in `arkit_for_capture`, as in the engine
 MODEL_FORWARD = np.array([0.0, 0.0, 1.0])  # the way ICT-FaceKit's face looks in its own frame (+x: the subject's left)
 LOOKAHEAD = 8  # frames of future context before a smoothed frame is final
-# The brows keep the drift the opening frames show: they often move alone, and the quieter frames, picked by the mouth
-# and the lids, do not leave raised brows out. Learnt again with the rest, the painted heads of
-# benchmarks/bench_painted.py read browInnerUp 0.53-0.75 instead of 0.71-0.87.
-OPENING_DRIFT = sorted(set(geometric.BROW_INNER[0] + geometric.BROW_INNER[1] + geometric.BROW_OUTER[0]
-                           + geometric.BROW_OUTER[1]))
-# The drift is learnt again when the head turns this far (degrees) beyond the quieter frames it was learnt from. At 3
-# degrees, the painted heads' lips rolled in and brows (benchmarks/bench_painted.py, with the basis, heads swaying up
-# to 14 degrees) lost 0.1-0.15 of their correlation: frames of a held pose count as quiet and go into the regression.
-RELEARN_BEYOND_DEG = 15.0
-RELEARN_FRAMES = 8  # frames kept at least between two times the drift with the head's rotation is learnt again
 REST_HISTORY = 4096  # frames the streamed geometric solver keeps to learn the rest gaze and brows from
 # Expression priors of the basis fit (see `FitSettings.expression_prior`). While the identity is solved the
 # prior is strong, so that the face's own shape is not explained by steady expressions (a squint, lowered
@@ -264,10 +254,9 @@ class BasisSolver(ArkitSolver):
 
 
 class GeometricSolver(ArkitSolver):
-    """`core.arkit_geometric` per batch: the face-fixed frame and the neutral come from the opening frames, the rest
-    gaze and brows from every frame so far (see `geometric.calibrate`), and the landmarks' drift with the head's
-    rotation from every frame so far, learnt again as the head turns further than before (an actor may face the
-    camera through the opening second and turn away later), but for the brows' (`OPENING_DRIFT`)."""
+    """`core.arkit_geometric` per batch: the face-fixed frame, the landmarks' drift with the head's rotation and the
+    neutral come from the opening frames, the rest gaze and brows from every frame so far (see
+    `geometric.calibrate`)."""
 
     kind = "geometric"
 
@@ -279,8 +268,6 @@ class GeometricSolver(ArkitSolver):
         self.calibration: geometric.Calibration | None = None
         self.coupling: geometric.PoseCoupling | None = None
         self.rest_seen: np.ndarray | None = None  # (K,2,G,3) of frames so far (`geometric.rest_offsets`)
-        self.turns_seen: list[tuple[np.ndarray, np.ndarray]] = []  # frames so far: aligned points and rotations
-        self.learnt_from = 0  # how many frames were kept when the drift was last learnt
         self.opening = self.position = 0  # frames `prepare` saw; frames solved
 
     def _note(self, warnings: list[str]) -> str:
@@ -293,8 +280,6 @@ class GeometricSolver(ArkitSolver):
         frames = geometric.face_frames(landmarks, valid, image_size, camera.focal)
         self.reference = np.median(frames.points[frames.valid], axis=0)
         self.coupling = geometric.pose_coupling(frames)
-        self.turns_seen = [(frames.points[frames.valid].astype(np.float32), frames.rotation[frames.valid])]
-        self.learnt_from = int(frames.valid.sum())
         frames = geometric.decouple(frames, self.coupling)
         self.calibration = geometric.calibrate(frames, neutral, known_neutral(earlier or {}))
         self.note = self._note(self.calibration.warnings)
@@ -328,9 +313,7 @@ class GeometricSolver(ArkitSolver):
             return np.zeros((len(valid), len(ARKIT_NAMES)))
         first = self._align(geometric.pixel_points(landmarks, self.image_size), valid)
         lifted = geometric.camera_points(landmarks, first, self.image_size, camera.focal)
-        aligned = self._align(lifted, valid)
-        self._learn_turns(aligned, valid & fresh)
-        frames = geometric.decouple(aligned, self.coupling)
+        frames = geometric.decouple(self._align(lifted, valid), self.coupling)
         if self.calibration.learnt and (valid & fresh).any():
             # The rest gaze and brows over the frames so far: the opening frames may hold a glance or a raised brow
             # (`geometric.at_rest`). Past REST_HISTORY frames every other one is dropped, which bounds the cost.
@@ -340,35 +323,6 @@ class GeometricSolver(ArkitSolver):
                                                          self.calibration.learnt)
         curves, _ = geometric.solve(landmarks, valid, self.image_size, frames, self.calibration)
         return curves
-
-    def _learn_turns(self, frames: geometric.FaceFrames, new: np.ndarray) -> None:
-        """Keep the `new` (B,) rows of aligned frames, and learn the drift with the head's rotation again from every
-        frame kept when one turns beyond the quieter frames it was learnt from (by COUPLING_RIDGE_DEG), at most once
-        per eighth more frames kept (each time costs in proportion to them: 0.2 s for 4096 frames, so well under
-        a millisecond a frame however long the clip). Past REST_HISTORY frames every other one is dropped, which
-        bounds the memory."""
-        if not new.any():
-            return
-        self.turns_seen.append((frames.points[new].astype(np.float32), frames.rotation[new]))
-        kept = sum(len(r) for _, r in self.turns_seen)
-        if kept > REST_HISTORY:
-            points, rotation = self._turns_seen()
-            self.turns_seen = [(points[::2], rotation[::2])]
-            kept, self.learnt_from = len(points[::2]), self.learnt_from // 2
-        turns = geometric.turns_from(frames.rotation[new], self.coupling.rest)
-        margin = np.radians(RELEARN_BEYOND_DEG)
-        beyond = (turns < self.coupling.low - margin).any() or (turns > self.coupling.high + margin).any()
-        if beyond and kept - self.learnt_from >= max(RELEARN_FRAMES, self.learnt_from // 8):
-            points, rotation = self._turns_seen()
-            self.turns_seen = [(points, rotation)]
-            aligned = geometric.FaceFrames(points, np.ones(kept), rotation, np.zeros((kept, 3)), np.ones(kept, bool))
-            coupling = geometric.pose_coupling(aligned, self.coupling.rest)
-            coupling.coefficients[:, OPENING_DRIFT] = self.coupling.coefficients[:, OPENING_DRIFT]
-            self.coupling, self.learnt_from = coupling, kept
-
-    def _turns_seen(self) -> tuple[np.ndarray, np.ndarray]:
-        """The frames kept so far: aligned points (K,478,3) float32 and their rotations (K,3,3)."""
-        return tuple(np.concatenate(part) for part in zip(*self.turns_seen))
 
 
 class ArkitStream:

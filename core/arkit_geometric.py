@@ -19,17 +19,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from . import far_side
 from .arkit_names import ARKIT_INDEX, ARKIT_NAMES
 from .errors import FootageError
-from .far_side import curves_from_near_side, from_near_side
+from .far_side import curves_from_near_side, from_near_side, own_side_weights
 
 IPD_MM = 63.0  # assumed distance between the eye centres: sets the metric scale
 FIELD_OF_VIEW_DEG = 50.0  # assumed across the longer image side when the focal length is not given
 NEUTRAL_SPAN = 2  # frames either side of a neutral frame the user names that count as at rest too
 COUPLING_RIDGE_DEG = 3.0  # head turns that spread less than this say little about how landmarks drift with them
 COUPLING_BEND_DEG = 6.0  # nor, spreading less than this, about how that drift bends (its squared terms)
-COUPLING_ROUNDS = 2
+COUPLING_ROUNDS = 2  # picks of the quieter frames: the second, with the first pick's drift out, counts turned rests
 
 # Landmarks that expressions barely move: nose bridge and tip, eye corners, temples, cheekbones (not the
 # forehead: its skin follows the brows).
@@ -153,7 +152,6 @@ class PoseCoupling:
     coefficients: np.ndarray
     low: np.ndarray
     high: np.ndarray
-
 
 
 def pixel_points(landmarks: np.ndarray, image_size) -> np.ndarray:
@@ -301,7 +299,7 @@ def rest_cost(points: np.ndarray) -> np.ndarray:
     return cost + np.abs(lift - rest_lift) / spread["corner_lift"]
 
 
-def turns_from(rotation: np.ndarray, rest: np.ndarray) -> np.ndarray:
+def _turns(rotation: np.ndarray, rest: np.ndarray) -> np.ndarray:
     """Rotation vectors (K,3) of rotations (K,3,3) from rest (3,3), in the face's own frame."""
     return Rotation.from_matrix(rest.T @ rotation).as_rotvec()
 
@@ -314,20 +312,19 @@ def pose_features(turns: np.ndarray) -> np.ndarray:
     return np.stack([x, y, z, x * x, y * y, z * z, x * y, x * z, y * z], -1)
 
 
-def pose_coupling(frames: FaceFrames, rest: np.ndarray | None = None) -> PoseCoupling:
+def pose_coupling(frames: FaceFrames) -> PoseCoupling:
     """The clip's `PoseCoupling`, by ridge regression of the quieter half of its frames (`rest_cost`) on their head
     rotation: over those frames the face barely moves but for that drift. The quieter half is picked again once the
     drift is out, so that a face at rest turned far counts as quiet. Each iris drifts with its eye's corners, so
-    that a look that goes with a turn of the head stays a look. `rest`: the rotation to count from (3,3), by default
-    the quieter half's mean."""
+    that a look that goes with a turn of the head stays a look."""
     ids = np.flatnonzero(frames.valid)
     points = frames.points[ids]
     coupling = None
     for _ in range(COUPLING_ROUNDS):
         cost = rest_cost(points if coupling is None else decouple(frames, coupling).points[ids])
         quiet = cost <= np.median(cost)
-        centre = Rotation.from_matrix(frames.rotation[ids][quiet]).mean().as_matrix() if rest is None else rest
-        turns = turns_from(frames.rotation[ids][quiet], centre)
+        rest = Rotation.from_matrix(frames.rotation[ids][quiet]).mean().as_matrix()
+        turns = _turns(frames.rotation[ids][quiet], rest)
         x = np.concatenate([np.ones((len(turns), 1)), pose_features(turns)], 1)  # with an intercept: the rest face
         y = points[quiet].reshape(len(x), -1)
         bend = np.radians(COUPLING_BEND_DEG) ** 2  # a product term is held back as its turns' squares would be
@@ -335,13 +332,13 @@ def pose_coupling(frames: FaceFrames, rest: np.ndarray | None = None) -> PoseCou
         coefficients = np.linalg.solve(x.T @ x + ridge, x.T @ y)[1:].reshape(-1, *points.shape[1:])
         for corners, ring in zip(EYE_CORNERS, IRIS_RINGS):
             coefficients[:, list(ring)] = coefficients[:, list(corners)].mean(1, keepdims=True)
-        coupling = PoseCoupling(centre, coefficients, turns.min(0), turns.max(0))
+        coupling = PoseCoupling(rest, coefficients, turns.min(0), turns.max(0))
     return coupling
 
 
 def drift(rotation: np.ndarray, coupling: PoseCoupling) -> np.ndarray:
     """(K,478,3) mm the points drift at head rotations (K,3,3), by `coupling`."""
-    turns = np.clip(turns_from(rotation, coupling.rest), coupling.low, coupling.high)
+    turns = np.clip(_turns(rotation, coupling.rest), coupling.low, coupling.high)
     return np.einsum("ka,alc->klc", pose_features(turns), coupling.coefficients)
 
 
@@ -449,12 +446,12 @@ def _clip01(x: np.ndarray) -> np.ndarray:
     return np.clip(x, 0.0, 1.0)
 
 
-def own_side_weights(frames: FaceFrames) -> np.ndarray:
+def side_weights(frames: FaceFrames) -> np.ndarray:
     """`core.far_side.own_side_weights` of the frames (T,2): 1 where there is no face."""
     out = np.ones((len(frames.valid), 2))
     ids = np.flatnonzero(frames.valid)
     to_camera = np.einsum("tji,tj->ti", frames.rotation[ids], -frames.origin[ids])  # in the face-fixed frame
-    out[ids] = far_side.own_side_weights(to_camera, np.array([0.0, 0.0, -1.0]))  # the face looks down -z there
+    out[ids] = own_side_weights(to_camera, np.array([0.0, 0.0, -1.0]))  # the face looks down -z there
     return out
 
 
@@ -567,7 +564,7 @@ def solve(landmarks: np.ndarray, valid: np.ndarray, image_size, frames: FaceFram
         nose_up = -(_mean(d, NOSE_WING[k])[:, 1] - bridge)
         put(f"noseSneer{side}", (nose_up - SMILE_LIFTS[0] * smiled) / _RANGE_MM["sneer"])
         inner_own.append(inner_up - INNER_WITH_OUTER * outer_up)
-    own = own_side_weights(frames)
+    own = side_weights(frames)
     put("browInnerUp", np.mean(from_near_side(*inner_own, own), 0) / _RANGE_MM["brow_up"])
     out = curves_from_near_side(out, own)
     out[~frames.valid] = 0.0
