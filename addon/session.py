@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import bpy
+import numpy as np
 
 from ..bridge.client import CaptureAccumulator, WorkerClient
 from ..bridge.errors import BridgeError
@@ -237,8 +238,12 @@ def _end(state: str, message: str) -> None:
         except (KinesicsError, ReferenceError):
             pass  # the scene or the rig is gone: nothing to frame
     if s.job is not None and s.job.frames:
+        capture = s.job.capture()
+        notes = [str(w) for w in np.asarray(capture.get("warnings", ()), dtype=str).ravel()]
+        if notes:  # what the capture says about itself (an uncertain calibration, a face turned far, ...)
+            s.message += " Note: " + " ".join(f"{n[:1].upper()}{n[1:]}" for n in notes)
         try:
-            s.saved_path = str(_save(s.job.capture()))
+            s.saved_path = str(_save(capture))
         except (KinesicsError, OSError) as err:
             s.message += f" (The capture file could not be saved: {err})"
         else:

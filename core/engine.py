@@ -28,6 +28,7 @@ from .head_model import HeadModel
 from .arkit import ArkitSolver, ArkitStream, known_neutral
 from .arkit_geometric import NEUTRAL_SPAN, neutral_rows
 from .arkit_names import ARKIT_NAMES
+from .far_side import turned_far_note
 from .builtin_capture import capture_builtin
 from .landmark_process import LandmarkProcess, chained, decode_ahead, merged_passes, turns_unbiased
 from .landmarks import N_LANDMARKS, LandmarkTrack, tracking_passes
@@ -549,10 +550,7 @@ class _Run:
     def capture(self) -> dict:
         if self.header is None:
             return {}
-        capture = capture_file.assemble(self.header, self.chunks)
-        if self.warnings:
-            capture["warnings"] = np.array(self.warnings)
-        return capture
+        return _with_notes(capture_file.assemble(self.header, self.chunks), list(self.warnings))
 
 
 class _BuiltinRun(_Run):
@@ -601,7 +599,14 @@ class _BuiltinRun(_Run):
         capture = capture_file.assemble(self.header, self.chunks)
         # The calibration's notes (in the header), then the footage's (ended early, variable frame rate).
         notes = [str(w) for w in np.asarray(capture.get("warnings", []), dtype=str).ravel()] + self.warnings
-        if notes:
-            capture["warnings"] = np.array(notes)
-        return capture
+        return _with_notes(capture, notes)
+
+
+def _with_notes(capture: dict, notes: list[str]) -> dict:
+    """The capture with its notes for the user as `warnings`, and one more where the head turned far."""
+    turned = turned_far_note(capture)
+    notes = notes + ([turned] if turned else [])
+    if notes:
+        capture["warnings"] = np.array(notes)
+    return capture
 

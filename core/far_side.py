@@ -10,10 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from .arkit_names import ARKIT_INDEX
+from .capture_file import times
+from .rotations import rotvec_to_matrix
 
 # A side of the face turned this far from the camera (degrees, about the head's vertical axis) is read from its own
 # landmarks; this far and beyond from the other side's.
 FAR_SIDE_DEG = (25.0, 50.0)
+
+# A face turned further than this from the camera (degrees) is read less well: MediaPipe places the landmarks of a
+# painted head turned 60 degrees as those of one turned 50, and the fit's head rotation errs 13-15 degrees there
+# (7-10 at 44-53 degrees, 2-6 at 31-38; benchmarks/bench_painted.py --turns). A capture says where it happens.
+TURNED_FAR_DEG = 45.0
 
 # Each of the subject's left channels and its counterpart on the right: looking outwards with the left eye is looking
 # inwards with the right. (jawLeft/Right and mouthLeft/Right are directions, not sides.)
@@ -21,6 +28,25 @@ SIDE_PAIRS = tuple((f"{c}Left", f"{c}Right") for c in (
     "eyeBlink", "eyeLookDown", "eyeLookUp", "eyeSquint", "eyeWide", "mouthSmile", "mouthFrown", "mouthDimple",
     "mouthStretch", "mouthPress", "mouthLowerDown", "mouthUpperUp", "browDown", "browOuterUp", "cheekSquint",
     "noseSneer")) + (("eyeLookInLeft", "eyeLookOutRight"), ("eyeLookOutLeft", "eyeLookInRight"))
+
+
+def turned_far_note(capture: dict) -> str | None:
+    """A note for the user when the head of a capture (its `global_pose` and `neck_pose` (T,3), `translation` (T,3),
+    `valid` (T,); the model's face looks along +z) turns further than TURNED_FAR_DEG from the camera in any frame
+    with a face: how many frames, and when the first is."""
+    turns = rotvec_to_matrix(np.asarray(capture["global_pose"])) @ rotvec_to_matrix(np.asarray(capture["neck_pose"]))
+    to_camera = -np.asarray(capture["translation"], np.float64)
+    to_camera /= np.maximum(np.linalg.norm(to_camera, axis=1, keepdims=True), 1e-9)
+    facing = turns[:, :, 2]  # where the face looks, in the camera
+    angle = np.degrees(np.arccos(np.clip((facing * to_camera).sum(1), -1.0, 1.0)))
+    far = np.flatnonzero((angle > TURNED_FAR_DEG) & np.asarray(capture["valid"], bool))
+    if not len(far):
+        return None
+    first = float(times(capture)[far[0]])
+    return (f"the face turns more than {TURNED_FAR_DEG:.0f}° from the camera in {len(far)} frames (the first "
+            f"{int(first // 60)}:{first % 60:05.2f} into the footage, up to {angle[far].max():.0f}°): MediaPipe reads a "
+            "face turned that far less well, so head rotation there reads short and expressions less reliably. Film "
+            "the face within about 45° of the camera where the performance allows.")
 
 
 def own_side_weights(to_camera: np.ndarray, forward: np.ndarray) -> np.ndarray:

@@ -872,6 +872,7 @@ def test_rate_smoothing_and_mirror_pass_set_in_the_panel_reach_the_worker(captur
     unnamed = capture_builtin(track, float(saved["focal_px"]), SmoothingSettings().scaled(0))
     assert np.abs(saved["arkit"] - unnamed["arkit"]).max() > 1e-2
     assert any("expressiveness applies to fitted head models" in str(w) for w in saved["warnings"])
+    assert "Expressiveness applies to fitted head models" in s.message  # told, not only saved
     assert int(saved["neutral_frame"]) == 12
 
 

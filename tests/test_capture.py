@@ -17,6 +17,7 @@ from core.capture_file import CaptureFileError
 from core.embedding import landmark_embedding
 from core.engine import CaptureEngine, EngineSettings
 from core.errors import CaptureCancelled, FootageError, SettingError
+from core.far_side import turned_far_note
 from core.fit import Camera
 from core.head_model import HeadModel
 from core.landmarks import LandmarkTrack
@@ -543,3 +544,25 @@ def assert_eyes_follow_the_glances(eye_pose: np.ndarray, between_glances: bool =
     assert 6.0 < yaw[left].mean() < 30.0 and -30.0 < yaw[right].mean() < -6.0
     assert pitch[up].mean() > 3.0
     assert np.abs(yaw[up]).max() < 5.0
+
+
+def _turning_capture(yaw_deg: np.ndarray) -> dict:
+    """The head-pose keys of a capture (25 fps, 0.8 m from the camera) whose face turns by yaw_deg (T,) about its
+    vertical axis from facing the camera."""
+    facing = Rotation.from_rotvec([np.pi, 0.0, 0.0])  # the model's +z (its face) towards the camera, +y up
+    turns = facing * Rotation.from_rotvec(np.radians(yaw_deg)[:, None] * [0.0, 1.0, 0.0])
+    n = len(yaw_deg)
+    return {"global_pose": turns.as_rotvec(), "neck_pose": np.zeros((n, 3)), "translation": np.tile([0, 0, 0.8], (n, 1)),
+            "valid": np.ones(n, bool), "frame_index": np.arange(n), "fps": 25.0}
+
+
+def test_a_capture_says_where_the_face_turns_far_from_the_camera():
+    """MediaPipe reads a face turned more than 45 degrees from the camera less well (benchmarks/bench_painted.py
+    --turns): a capture notes how many frames turn that far and when the first is, counting frames with a face only."""
+    yaw = np.concatenate([np.zeros(10), np.full(5, 60.0), np.full(5, -50.0), np.zeros(5)])
+    capture = _turning_capture(yaw)
+    note = turned_far_note(capture)
+    assert note is not None and "in 10 frames" in note and "0:00.40" in note and "up to 60°" in note, note
+    capture["valid"][10:15] = False
+    assert "in 5 frames" in turned_far_note(capture) and "0:00.60" in turned_far_note(capture)
+    assert turned_far_note(_turning_capture(np.linspace(-40.0, 40.0, 25))) is None
