@@ -17,10 +17,11 @@ from .rotations import rotvec_to_matrix
 # landmarks; this far and beyond from the other side's.
 FAR_SIDE_DEG = (25.0, 50.0)
 
-# A face turned further than this from the camera (degrees) is read less well: MediaPipe places the landmarks of a
-# painted head turned 60 degrees as those of one turned 50, and the fit's head rotation errs 13-15 degrees there
-# (7-10 at 44-53 degrees, 2-6 at 31-38; benchmarks/bench_painted.py --turns). A capture says where it happens.
-TURNED_FAR_DEG = 45.0
+# A face turned about 45 degrees or more from the camera is read less well: MediaPipe places the landmarks of a painted
+# head turned 60 degrees as those of one turned 50, and the fit's head rotation errs 13-15 degrees there (7-10 at 44-53
+# degrees, 2-6 at 31-38; benchmarks/bench_painted.py --turns). A capture says where it happens: where the fit turns the
+# head further than this (degrees), since it reads such turns short (45 degrees as 38-41).
+TURNED_FAR_DEG = 40.0
 
 # Each of the subject's left channels and its counterpart on the right: looking outwards with the left eye is looking
 # inwards with the right. (jawLeft/Right and mouthLeft/Right are directions, not sides.)
@@ -43,10 +44,10 @@ def turned_far_note(capture: dict) -> str | None:
     if not len(far):
         return None
     first = float(times(capture)[far[0]])
-    return (f"the face turns more than {TURNED_FAR_DEG:.0f}° from the camera in {len(far)} frames (the first "
-            f"{int(first // 60)}:{first % 60:05.2f} into the footage, up to {angle[far].max():.0f}°): MediaPipe reads a "
-            "face turned that far less well, so head rotation there reads short and expressions less reliably. Film "
-            "the face within about 45° of the camera where the performance allows.")
+    return (f"the face turns about 45° or more from the camera in {len(far)} frames (the first "
+            f"{int(first // 60)}:{first % 60:05.2f} into the footage, up to {angle[far].max():.0f}° as fitted): MediaPipe "
+            "reads a face turned that far less well, so head rotation there reads short and expressions less "
+            "reliably. Film the face within about 45° of the camera where the performance allows.")
 
 
 def own_side_weights(to_camera: np.ndarray, forward: np.ndarray) -> np.ndarray:

@@ -557,12 +557,13 @@ def _turning_capture(yaw_deg: np.ndarray) -> dict:
 
 
 def test_a_capture_says_where_the_face_turns_far_from_the_camera():
-    """MediaPipe reads a face turned more than 45 degrees from the camera less well (benchmarks/bench_painted.py
-    --turns): a capture notes how many frames turn that far and when the first is, counting frames with a face only."""
+    """MediaPipe reads a face turned about 45 degrees or more from the camera less well (benchmarks/bench_painted.py
+    --turns), and the fit reads such turns short: a capture notes how many frames the fit turns beyond 40 degrees and
+    when the first is, counting frames with a face only."""
     yaw = np.concatenate([np.zeros(10), np.full(5, 60.0), np.full(5, -50.0), np.zeros(5)])
     capture = _turning_capture(yaw)
     note = turned_far_note(capture)
     assert note is not None and "in 10 frames" in note and "0:00.40" in note and "up to 60°" in note, note
     capture["valid"][10:15] = False
     assert "in 5 frames" in turned_far_note(capture) and "0:00.60" in turned_far_note(capture)
-    assert turned_far_note(_turning_capture(np.linspace(-40.0, 40.0, 25))) is None
+    assert turned_far_note(_turning_capture(np.linspace(-38.0, 38.0, 25))) is None
