@@ -11,6 +11,7 @@ from core.arkit import BLENDED, MEASURED, ArkitSolver, ArkitStream, BasisSolver,
 from core.arkit_names import ARKIT_INDEX, ARKIT_NAMES, ict_to_arkit
 from core.embedding import landmark_embedding
 from core.errors import ModelFileError
+from core.far_side import curves_from_near_side, own_side_weights
 from core.fit import Camera
 from core.head_model import HeadModel
 from core.engine import CaptureEngine
@@ -497,6 +498,23 @@ def test_a_smile_on_one_side_reads_on_that_side_and_is_no_sneer(painted_smiles, 
     assert curves[closed][:, [ARKIT_INDEX["eyeBlinkLeft"], ARKIT_INDEX["eyeBlinkRight"]]].mean() > 0.4
     # Before, the lower lid's rise as the eye closed read squint 0.69-0.74, and the eye corners' drop sneer 0.35.
     assert curves[closed][:, squint].mean(0).max() < 0.45 and curves[closed][:, raised[:2]].mean(0).max() < 0.25
+
+
+def test_the_far_side_of_a_turned_face_is_read_from_the_near_side():
+    """A head turned to its left shows the camera its right side: up to 25 degrees each side reads from its own
+    landmarks, from 50 degrees the left reads from the right (a look outwards with the left eye is a look inwards
+    with the right), and in between from both."""
+    curves = np.zeros((4, len(ARKIT_NAMES)))
+    curves[:, ARKIT_INDEX["eyeBlinkLeft"]], curves[:, ARKIT_INDEX["eyeLookInRight"]] = 1.0, 0.6
+    yaw = np.radians([0.0, 25.0, 37.5, 60.0])  # the head turned to its left
+    to_camera = np.stack([-np.sin(yaw), np.zeros(4), np.cos(yaw)], 1)  # x: the subject's left, +z: the face's way
+    own = own_side_weights(to_camera, np.array([0.0, 0.0, 1.0]))
+    np.testing.assert_allclose(own, [[1, 1], [1, 1], [0.5, 1], [0, 1]])
+    read = curves_from_near_side(curves, own)
+    np.testing.assert_allclose(read[:, ARKIT_INDEX["eyeBlinkLeft"]], [1, 1, 0.5, 0])  # the right eye is open
+    np.testing.assert_allclose(read[:, ARKIT_INDEX["eyeBlinkRight"]], 0)
+    np.testing.assert_allclose(read[:, ARKIT_INDEX["eyeLookOutLeft"]], [0, 0, 0.3, 0.6])
+    np.testing.assert_allclose(own_side_weights(to_camera * [-1, 1, 1], np.array([0.0, 0.0, 1.0])), own[:, ::-1])
 
 
 @pytest.fixture(scope="session")
