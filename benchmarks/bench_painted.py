@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.arkit_names import ARKIT_INDEX, ARKIT_NAMES, ict_to_arkit, ict_to_arkit_name  # noqa: E402
 from core.builtin_capture import capture_builtin  # noqa: E402
 from core.engine import CaptureEngine  # noqa: E402
+from core.far_side import head_rotations  # noqa: E402
 from core.landmarks import detect_video  # noqa: E402
 from core.model_data import HeadModelData, load_ict_npz  # noqa: E402
 from core.paths import assets_dir, cache_dir  # noqa: E402
@@ -249,7 +250,7 @@ def score_turns(folder: Path, engine: CaptureEngine) -> None:
     track = detect_video(folder / "video.mp4")
     capture = engine.run_track(track)
     curves = {"built-in": capture_builtin(track)["arkit"], "ict": capture["arkit"]}
-    head = rotvec_to_matrix(capture["global_pose"]) @ rotvec_to_matrix(capture["neck_pose"])
+    head = head_rotations(capture)
     true_head = np.diag([1.0, -1.0, -1.0]) @ truth["rotation"]  # the truth's camera looks down -Z, OpenCV's down +Z
     cos = (np.einsum("tij,tij->t", head, true_head) - 1) / 2
     rotation_error = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))

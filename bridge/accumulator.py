@@ -11,7 +11,9 @@ class CaptureAccumulator:
     """Feed it every event a client polls; it keeps those of `job_id` and knows when the job is over.
 
     `outcome` is None while the job runs, then one of FINAL_EVENTS, with that event in `final`. Static keys
-    the engine adds at the end (such as "warnings") arrive with "done" or "cancelled" and join the capture.
+    the engine adds at the end (such as "warnings"), and those it settles at the end (the ARKit curves solved again
+    over the whole clip, see core.capture_file.SETTLED_AT_END), arrive with "done" or "cancelled" and replace what
+    streamed.
     """
 
     def __init__(self, job_id: int):

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from core.capture_file import OPTIONAL_PER_FRAME, PER_FRAME
+from core.capture_file import OPTIONAL_PER_FRAME, PER_FRAME, SETTLED_AT_END
 from core.capture_file import load as load_capture
 from core.errors import CaptureCancelled, KinesicsError
 
@@ -120,8 +120,9 @@ class Job:
 
     def stream_rest(self, capture: dict | None) -> dict:
         """Send the frames of `capture` the engine has not streamed yet, so the client ends up with all of it;
-        returns the static keys that were not in the header, and the warnings (found along the way; a built-in
-        capture's header already held its calibration's), for the last event."""
+        returns the static keys that were not in the header, and those settled at the end (`SETTLED_AT_END`: the
+        ARKit curves solved again over the whole clip, their rest face, the notes found along the way), for the
+        last event."""
         if not capture:
             return {}
         n = len(capture["frame_index"])
@@ -131,7 +132,7 @@ class Job:
         if n > self.frames_sent:
             self.on_chunk({k: np.asarray(capture[k])[self.frames_sent:] for k in per_frame})
         return {k: v for k, v in capture.items()
-                if k not in per_frame and (k not in self.header_keys or k == "warnings")}
+                if k in SETTLED_AT_END or (k not in per_frame and k not in self.header_keys)}
 
 
 class DeviceRunner:

@@ -21,7 +21,8 @@ Job events, to the connection that submitted the job, each with its job_id:
     started {warm, device}, preparing {fraction, message} (first use of a model: its landmark embedding),
     header {data}, progress {done, total, fps, eta_s, faces}, chunk {data},
     done {summary, extras}, error {code, message, frames_kept}, cancelled {frames_kept, message, extras}
-    (extras: static capture keys known only at the end, such as "warnings")
+    (extras: capture keys known or settled only at the end, such as "warnings" and the ARKit curves solved again
+    over the whole clip, core.capture_file.SETTLED_AT_END; they replace what streamed)
 Errors of a request are {type: "error", code, message, reply_to}.
 """
 from __future__ import annotations

@@ -13,6 +13,7 @@ so consecutive chunks join without a seam and blinks (3-4 frames) survive.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,12 @@ class ArkitSolver:
         valid (B,) bool); frames without a face get 0."""
         raise NotImplementedError
 
+    def settle(self) -> np.ndarray | None:
+        """Raw curves (T,52) of every frame solved so far, solved again with the landmark measures calibrated on
+        all of them rather than on the opening frames (which may hold an expression, or turn less than the clip
+        does); `note` and `identity` follow. None where the opening frames were all of them: the curves stand."""
+        raise NotImplementedError
+
     def _require_prepared(self) -> None:
         if self.image_size is None:
             raise RuntimeError("ArkitSolver.prepare must run on the clip's opening frames before solve")
@@ -169,13 +176,17 @@ class BasisSolver(ArkitSolver):
         self.measured = [ARKIT_NAMES.index(n) for n in MEASURED]
         self.fit_only = [i for i in range(len(ARKIT_NAMES)) if i not in self.blended + self.measured]
         self.rest = np.zeros(len(ARKIT_NAMES))  # the fit's curves on the actor's rest face (see `_rest`)
+        self.seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per batch solved: `_combine`'s inputs
+
+    def _take_note(self) -> None:
+        warnings = self.direct.calibration.warnings
+        lead = "ARKit gaze, blinks, smiles, jaw, brows and lip shapes (measured against the neutral):"
+        self.note = " ".join([lead] + warnings) if warnings else ""
 
     def prepare(self, landmarks, valid, image_size, camera, neutral=None, earlier=None) -> None:
         if self.direct is not None:
             self.direct.prepare(landmarks, valid, image_size, camera, neutral, earlier)
-            warnings = self.direct.calibration.warnings
-            lead = "ARKit gaze, blinks, smiles, jaw, brows and lip shapes (measured against the neutral):"
-            self.note = " ".join([lead] + warnings) if warnings else ""
+            self._take_note()
         self.image_size = np.asarray(image_size, np.float64)
         pix = _pixels(landmarks, image_size)
         keys, at_rest = identity_keyframes(pix, np.asarray(valid, bool), self.settings.identity_keyframes,
@@ -186,7 +197,7 @@ class BasisSolver(ArkitSolver):
         if len(keys):
             state = self.fitter.initial_state(pix[keys], np.ones(len(keys), bool), camera)
             self.fitter.solve_identity(state, pix[keys], camera, neutral=at_rest, hold_shape=known is not None)
-        self.previous = None
+        self.previous, self.seen = None, []
         earlier_rest = np.asarray((earlier or {}).get("arkit_rest", ()), np.float64)
         if known is not None and earlier_rest.shape == self.rest.shape and np.isfinite(earlier_rest).all():
             self.rest = earlier_rest
@@ -244,9 +255,29 @@ class BasisSolver(ArkitSolver):
         state = self.fitter.solve(state, pix, valid, camera,
                                   self.settings.iterations if warm else self.settings.cold_iterations)
         self.previous = state if valid[-1] else None
-        out = curves_from_near_side(self._fitted_curves(state) - self.rest, self._own_side_weights(state))
-        if self.direct is not None:
-            direct = self.direct.solve(landmarks, valid, camera)
+        fitted, sides = self._fitted_curves(state), self._own_side_weights(state)
+        self.seen.append((fitted, sides, valid))
+        return self._combine(fitted, sides, self.direct.solve(landmarks, valid, camera) if self.direct else None,
+                             valid)
+
+    def settle(self) -> np.ndarray | None:
+        """The measures settle (`GeometricSolver.settle`); the fit stands, with its face and its rest (`_rest`) from the
+        opening frames: fitting every frame again with those from the whole clip would double its cost for no more
+        (see README)."""
+        self._require_prepared()
+        direct = self.direct.settle() if self.direct is not None else None
+        if direct is None:
+            return None
+        fitted, sides, valid = (np.concatenate(part) for part in zip(*self.seen))
+        self._take_note()
+        return self._combine(fitted, sides, direct, valid)
+
+    def _combine(self, fitted: np.ndarray, sides: np.ndarray, direct: np.ndarray | None,
+                 valid: np.ndarray) -> np.ndarray:
+        """Curves (B,52) in [0,1] from the fit's (B,52, `_fitted_curves`), its heads' own-side weights (B,2) and the
+        measures' curves (B,52; None without them)."""
+        out = curves_from_near_side(fitted - self.rest, sides)
+        if direct is not None:
             out[:, self.blended] = (out[:, self.blended] + direct[:, self.blended]) / 2
             out[:, self.measured] = direct[:, self.measured]
         out[~valid] = 0.0
@@ -256,7 +287,7 @@ class BasisSolver(ArkitSolver):
 class GeometricSolver(ArkitSolver):
     """`core.arkit_geometric` per batch: the face-fixed frame, the landmarks' drift with the head's rotation and the
     neutral come from the opening frames, the rest gaze and brows from every frame so far (see
-    `geometric.calibrate`)."""
+    `geometric.calibrate`); `settle` takes the drift and the neutral from every frame too."""
 
     kind = "geometric"
 
@@ -269,6 +300,9 @@ class GeometricSolver(ArkitSolver):
         self.coupling: geometric.PoseCoupling | None = None
         self.rest_seen: np.ndarray | None = None  # (K,2,G,3) of frames so far (`geometric.rest_offsets`)
         self.opening = self.position = 0  # frames `prepare` saw; frames solved
+        self.seen: list[geometric.FaceFrames] = []  # every batch solved, aligned, drift not taken out (`settle`)
+        self.neutral_row: int | None = None
+        self.known: np.ndarray | None = None
 
     def _note(self, warnings: list[str]) -> str:
         covered = len(geometric.covered_channels())
@@ -277,15 +311,16 @@ class GeometricSolver(ArkitSolver):
 
     def prepare(self, landmarks, valid, image_size, camera, neutral=None, earlier=None) -> None:
         self.image_size = np.asarray(image_size, np.float64)
+        self.neutral_row, self.known = neutral, known_neutral(earlier or {})
         frames = geometric.face_frames(landmarks, valid, image_size, camera.focal)
         self.reference = np.median(frames.points[frames.valid], axis=0)
         self.coupling = geometric.pose_coupling(frames)
         frames = geometric.decouple(frames, self.coupling)
-        self.calibration = geometric.calibrate(frames, neutral, known_neutral(earlier or {}))
+        self.calibration = geometric.calibrate(frames, neutral, self.known)
         self.note = self._note(self.calibration.warnings)
         # The rest gaze and brows go on learning from the frames after these (see `geometric.calibrate`).
         self.rest_seen = geometric.rest_offsets(frames.points[frames.valid])
-        self.opening, self.position = len(valid), 0
+        self.opening, self.position, self.seen = len(valid), 0, []
 
     def identity(self) -> dict:
         return {"arkit_neutral": self.calibration.neutral.astype(np.float32)}
@@ -309,11 +344,13 @@ class GeometricSolver(ArkitSolver):
         valid = np.asarray(valid, bool)
         fresh = self.position + np.arange(len(valid)) >= self.opening  # frames `prepare` has not seen
         self.position += len(valid)
+        first = self._align(geometric.pixel_points(landmarks, self.image_size), valid)
+        aligned = self._align(geometric.camera_points(landmarks, first, self.image_size, camera.focal), valid)
+        # Kept in single precision for `settle` (half the memory of a long clip; a thousandth of a millimetre).
+        self.seen.append(replace(aligned, points=aligned.points.astype(np.float32)))
         if not valid.any():
             return np.zeros((len(valid), len(ARKIT_NAMES)))
-        first = self._align(geometric.pixel_points(landmarks, self.image_size), valid)
-        lifted = geometric.camera_points(landmarks, first, self.image_size, camera.focal)
-        frames = geometric.decouple(self._align(lifted, valid), self.coupling)
+        frames = geometric.decouple(aligned, self.coupling)
         if self.calibration.learnt and (valid & fresh).any():
             # The rest gaze and brows over the frames so far: the opening frames may hold a glance or a raised brow
             # (`geometric.at_rest`). Past REST_HISTORY frames every other one is dropped, which bounds the cost.
@@ -323,6 +360,19 @@ class GeometricSolver(ArkitSolver):
                                                          self.calibration.learnt)
         curves, _ = geometric.solve(landmarks, valid, self.image_size, frames, self.calibration)
         return curves
+
+    def settle(self) -> np.ndarray | None:
+        self._require_prepared()
+        if self.position <= self.opening:
+            return None
+        frames = geometric.FaceFrames.cat(self.seen)
+        if not frames.valid.any():
+            return None
+        self.coupling = geometric.pose_coupling(frames)
+        frames = geometric.decouple(frames, self.coupling)
+        self.calibration = geometric.calibrate(frames, self.neutral_row, self.known)
+        self.note = self._note(self.calibration.warnings)
+        return geometric.solve(None, frames.valid, self.image_size, frames, self.calibration)[0]
 
 
 class ArkitStream:
@@ -341,6 +391,14 @@ class ArkitStream:
         """Solve the next batch: landmarks (B,478,3) normalised, valid (B,)."""
         self.raw.append(self.solver.solve(landmarks, valid, camera))
         self.valid.append(np.asarray(valid, bool))
+
+    def settled(self) -> np.ndarray | None:
+        """Smoothed curves (T,52) of every frame added, as `ArkitSolver.settle` solves them again; None where the
+        solver's opening frames were all of them (the streamed curves stand)."""
+        raw = self.solver.settle()
+        if raw is None:
+            return None
+        return np.clip(whittaker(raw, np.concatenate(self.valid).astype(np.float64), self.lam), 0.0, 1.0)
 
     def take(self, ready: int) -> np.ndarray:
         """Smoothed curves (ready - already taken, 52) of frames [already taken, ready)."""

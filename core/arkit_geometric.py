@@ -14,7 +14,7 @@ a function of (landmarks (T,478,3) normalised, valid (T,), image_size) only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -126,6 +126,13 @@ class FaceFrames:
     rotation: np.ndarray
     origin: np.ndarray
     valid: np.ndarray
+
+    @staticmethod
+    def cat(parts: list[FaceFrames]) -> FaceFrames:
+        """The frames of `parts`, in order, as one (points as float64)."""
+        joined = [np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(FaceFrames)]
+        joined[0] = joined[0].astype(np.float64)
+        return FaceFrames(*joined)
 
 
 @dataclass
@@ -319,6 +326,8 @@ def pose_coupling(frames: FaceFrames) -> PoseCoupling:
     that a look that goes with a turn of the head stays a look."""
     ids = np.flatnonzero(frames.valid)
     points = frames.points[ids]
+    bend = np.radians(COUPLING_BEND_DEG) ** 2  # a product term is held back as its turns' squares would be
+    ridge = np.diag([0.0] + [np.radians(COUPLING_RIDGE_DEG) ** 2] * 3 + [bend ** 2] * 6)  # per frame
     coupling = None
     for _ in range(COUPLING_ROUNDS):
         cost = rest_cost(points if coupling is None else decouple(frames, coupling).points[ids])
@@ -327,9 +336,7 @@ def pose_coupling(frames: FaceFrames) -> PoseCoupling:
         turns = _turns(frames.rotation[ids][quiet], rest)
         x = np.concatenate([np.ones((len(turns), 1)), pose_features(turns)], 1)  # with an intercept: the rest face
         y = points[quiet].reshape(len(x), -1)
-        bend = np.radians(COUPLING_BEND_DEG) ** 2  # a product term is held back as its turns' squares would be
-        ridge = len(x) * np.diag([0.0] + [np.radians(COUPLING_RIDGE_DEG) ** 2] * 3 + [bend ** 2] * 6)
-        coefficients = np.linalg.solve(x.T @ x + ridge, x.T @ y)[1:].reshape(-1, *points.shape[1:])
+        coefficients = np.linalg.solve(x.T @ x + len(x) * ridge, x.T @ y)[1:].reshape(-1, *points.shape[1:])
         for corners, ring in zip(EYE_CORNERS, IRIS_RINGS):
             coefficients[:, list(ring)] = coefficients[:, list(corners)].mean(1, keepdims=True)
         coupling = PoseCoupling(rest, coefficients, turns.min(0), turns.max(0))

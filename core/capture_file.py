@@ -36,6 +36,9 @@ PER_FRAME = ("frame_index", "valid", "expression", "jaw_pose", "neck_pose", "eye
              "translation", "landmarks")
 REQUIRED = ("fps", "image_size", "model", "shape", "focal_px", "cx", "cy") + PER_FRAME
 OPTIONAL_PER_FRAME = ("arkit", "time_s")
+# Keys a streamed capture settles only once its last frame is in (see core.engine): sent earlier in a header or in
+# chunks, their final values replace those.
+SETTLED_AT_END = ("arkit", "arkit_neutral", "arkit_rest", "warnings")
 _WIDTHS = {"jaw_pose": 3, "neck_pose": 3, "eye_pose": 6, "global_pose": 3, "translation": 3}
 
 

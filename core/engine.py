@@ -330,6 +330,8 @@ class _Run:
         self.last_global: np.ndarray | None = None
         self.camera: Camera | None = None
         self.seeds: tuple[np.ndarray, FitState] | None = None   # identity keyframes and their solved state
+        self.arkit: ArkitStream | None = None
+        self.settled: dict = {}            # the ARKit curves and their rest face, solved again at the end
         self.expression_prior = expression_prior(engine.settings.fit, plan.expressiveness)
 
     @property
@@ -406,8 +408,6 @@ class _Run:
             self.warnings.append(f"{face.source} holds no face for these ARKit curves (captured with another basis, "
                                  "or by an earlier Kinesics): their face was found in this clip")
         self.arkit = ArkitStream(solver, self.plan.fps / self.plan.stride, self.plan.smoothing.arkit_hz)
-        if solver.note:
-            self.warnings.append(solver.note)
         self.header = {"fps": float(self.plan.fps), "image_size": np.array([w, h]),
                        "model": self.engine.model_name, "model_hash": self.engine.data.content_hash,
                        "shape": fitter.shape_vector(), "focal_px": float(focal), "cx": w / 2.0, "cy": h / 2.0,
@@ -536,7 +536,15 @@ class _Run:
                 return
             self.start_fit()
         self.advance(final=True)
+        self.settle()
         self.report()
+
+    def settle(self) -> None:
+        """The ARKit curves of every frame solved again, their measures calibrated on the whole clip rather than its
+        opening second (`ArkitStream.settled`): what a streamed capture keeps, as a refit would solve them."""
+        curves = self.arkit.settled()
+        if curves is not None:
+            self.settled = {"arkit": curves.astype(np.float32), **self.engine.arkit_solver.identity()}
 
     def report(self) -> None:
         if not self.on_progress:
@@ -550,7 +558,9 @@ class _Run:
     def capture(self) -> dict:
         if self.header is None:
             return {}
-        return _with_notes(capture_file.assemble(self.header, self.chunks), list(self.warnings))
+        capture = {**capture_file.assemble(self.header, self.chunks), **self.settled}
+        note = self.engine.arkit_solver.note
+        return _with_notes(capture, self.warnings + ([note] if note else []))
 
 
 class _BuiltinRun(_Run):

@@ -31,11 +31,16 @@ SIDE_PAIRS = tuple((f"{c}Left", f"{c}Right") for c in (
     "noseSneer")) + (("eyeLookInLeft", "eyeLookOutRight"), ("eyeLookOutLeft", "eyeLookInRight"))
 
 
+def head_rotations(capture: dict) -> np.ndarray:
+    """The head's rotations (T,3,3) in the camera: a capture's `global_pose` (T,3), then its `neck_pose` (T,3)."""
+    return rotvec_to_matrix(np.asarray(capture["global_pose"])) @ rotvec_to_matrix(np.asarray(capture["neck_pose"]))
+
+
 def turned_far_note(capture: dict) -> str | None:
     """A note for the user when the head of a capture (its `global_pose` and `neck_pose` (T,3), `translation` (T,3),
     `valid` (T,); the model's face looks along +z) turns further than TURNED_FAR_DEG from the camera in any frame
     with a face: how many frames, and when the first is."""
-    turns = rotvec_to_matrix(np.asarray(capture["global_pose"])) @ rotvec_to_matrix(np.asarray(capture["neck_pose"]))
+    turns = head_rotations(capture)
     to_camera = -np.asarray(capture["translation"], np.float64)
     to_camera /= np.maximum(np.linalg.norm(to_camera, axis=1, keepdims=True), 1e-9)
     facing = turns[:, :, 2]  # where the face looks, in the camera

@@ -374,6 +374,26 @@ def test_visible_lips_tell_a_pucker_from_a_funnel(painted_lips, basis_solver):
         assert max(pucker[opened].mean(), funnel[opened].mean()) < 0.1, solver.kind
 
 
+def test_a_take_that_opens_on_an_expression_reads_it_once_settled(painted_lips, basis_solver):
+    """The opening frames that calibrate a streamed capture hold a funnel, so the stream takes it for the actor's
+    rest face and reads it as none; settled at the end (the measures calibrated on the whole clip, as a capture
+    keeps them), the funnel reads as a funnel and the rest as rest."""
+    landmarks, _, camera = painted_lips
+    landmarks = landmarks[29:]  # opens on the funnel (see painted_lips)
+    valid = np.ones(len(landmarks), bool)
+    funnelled, rest = slice(1, 5), np.r_[9:16, 27:34, 45:53]
+    mouth = [ARKIT_INDEX[n] for n in ("mouthFunnel", "mouthPucker", "mouthClose", "jawOpen")]
+    for solver in (GeometricSolver("test"), basis_solver):
+        solver.prepare(landmarks[:6], valid[:6], (512, 512), camera)
+        stream = ArkitStream(solver, 25.0)
+        for a in range(0, len(landmarks), 8):
+            stream.add(landmarks[a:a + 8], valid[a:a + 8], camera)
+        streamed, settled = stream.take(len(landmarks)), stream.settled()
+        funnel = ARKIT_INDEX["mouthFunnel"]
+        assert settled[funnelled, funnel].mean() > max(0.3, streamed[funnelled, funnel].mean() + 0.2), solver.kind
+        assert settled[rest][:, mouth].mean(0).max() < 0.1, solver.kind
+
+
 def test_lips_kept_closed_as_the_jaw_opens_read_as_mouth_close(painted_lips, basis_solver):
     """ARKit's mouthClose is the part of jawOpen whose lips stay together: it reads where the jaw opens with the lips
     closed, not where it opens with them apart, in the geometric curves and in the basis fit."""
