@@ -5,7 +5,8 @@
 
 Each render is captured by the real engine (MediaPipe, focal length estimated, model = the basis), then
 `core.arkit.arkit_for_capture` solves the curves from the capture's landmarks and camera; a second table scores
-the curves the capture itself holds (streamed, the actor's face from the opening frames). Prints per render
+the curves the capture itself holds (the basis fitted as it streams, with the actor's face from the opening
+frames; the measures settled over the whole clip). Prints per render
 the mean absolute error over the 51 channels ICT-FaceKit has (tongueOut excluded) and the correlation with the
 truth of the key channels ("n/a" where the truth does not move: standard deviation under 0.05). Targets:
 MAE <= 0.10, each correlation >= 0.8. --focal truth replaces the estimated focal length with the true one;
@@ -107,8 +108,8 @@ def main() -> None:
                                      *scores(capture["arkit"], truth)))
     titles = {"resolved": "Solved again from each capture's landmarks, the whole clip as the opening frames "
                           "(arkit_for_capture)",
-              "streamed": "The curves each capture holds (solved as the frames stream in, the face from the opening "
-                          "frames)"}
+              "streamed": "The curves each capture holds (the basis fitted as the frames stream in, with the face "
+                          "from the opening frames; the measures settled over the whole clip at the end)"}
     for kind, table in rows.items():
         if not table:
             continue

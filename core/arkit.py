@@ -8,7 +8,9 @@ frames is fitted warm-started from the last, with every weight held in [0, 1]; I
 
 Curves stream like the rest of a capture (`ArkitStream`): raw per-batch solves are smoothed by a light
 zero-lag Whittaker prior over a window that looks a few frames ahead, pinned to the frames already handed out,
-so consecutive chunks join without a seam and blinks (3-4 frames) survive.
+so consecutive chunks join without a seam and blinks (3-4 frames) survive. When the last frame is in, the curves
+settle (`ArkitStream.settled`): the landmark measures are solved again, calibrated on every frame rather than the
+opening ones, and those are the curves a capture keeps.
 """
 from __future__ import annotations
 

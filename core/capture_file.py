@@ -38,7 +38,7 @@ REQUIRED = ("fps", "image_size", "model", "shape", "focal_px", "cx", "cy") + PER
 OPTIONAL_PER_FRAME = ("arkit", "time_s")
 # Keys a streamed capture settles only once its last frame is in (see core.engine): sent earlier in a header or in
 # chunks, their final values replace those.
-SETTLED_AT_END = ("arkit", "arkit_neutral", "arkit_rest", "warnings")
+SETTLED_AT_END = ("arkit", "arkit_neutral", "warnings")
 _WIDTHS = {"jaw_pose": 3, "neck_pose": 3, "eye_pose": 6, "global_pose": 3, "translation": 3}
 
 
