@@ -798,6 +798,9 @@ def test_capture_streams_keyframes_from_the_real_worker(capture_session, scene, 
     assert Path(s.saved_path).parent == tmp_path / "captures" and Path(s.saved_path).name.startswith("frontal_talking")
     saved = capture_file.load(s.saved_path)
     np.testing.assert_array_equal(saved["frame_index"], np.arange(10, 40))
+    # The ARKit curves it keeps, which Retarget reads, are those settled over the whole clip, not those streamed.
+    np.testing.assert_array_equal(saved["arkit"], s.job.extras["arkit"])
+    assert not np.array_equal(saved["arkit"], np.concatenate([c["arkit"] for c in s.job.chunks]))
     background = scene.camera.data.background_images[0]
     assert scene.camera.data.show_background_images and background.clip.filepath.endswith("frontal_talking_512.mp4")
     assert len(addon("footage").strips(scene)) == 0, "this clip has no sound track: no sound strip"
