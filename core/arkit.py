@@ -15,7 +15,6 @@ opening ones, and those are the curves a capture keeps.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -138,10 +137,11 @@ class ArkitSolver:
         valid (B,) bool); frames without a face get 0."""
         raise NotImplementedError
 
-    def settle(self) -> np.ndarray | None:
-        """Raw curves (T,52) of every frame solved so far, solved again with the landmark measures calibrated on
-        all of them rather than on the opening frames (which may hold an expression, or turn less than the clip
-        does); `note` and `identity` follow. None where the opening frames were all of them: the curves stand."""
+    def settle(self, landmarks: np.ndarray, camera: Camera) -> np.ndarray | None:
+        """Raw curves (T,52) of every frame solved so far (landmarks (T,478,3) normalised, as `solve` had them),
+        solved again with the landmark measures calibrated on all of them rather than on the opening frames (which
+        may hold an expression, or turn less than the clip does); `note` and `identity` follow. None where the
+        opening frames were all of them: the curves stand."""
         raise NotImplementedError
 
     def _require_prepared(self) -> None:
@@ -262,12 +262,12 @@ class BasisSolver(ArkitSolver):
         return self._combine(fitted, sides, self.direct.solve(landmarks, valid, camera) if self.direct else None,
                              valid)
 
-    def settle(self) -> np.ndarray | None:
+    def settle(self, landmarks, camera) -> np.ndarray | None:
         """The measures settle (`GeometricSolver.settle`); the fit stands, with its face and its rest (`_rest`) from the
         opening frames: fitting every frame again with those from the whole clip would double its cost for no more
         (see README)."""
         self._require_prepared()
-        direct = self.direct.settle() if self.direct is not None else None
+        direct = self.direct.settle(landmarks, camera) if self.direct is not None else None
         if direct is None:
             return None
         fitted, sides, valid = (np.concatenate(part) for part in zip(*self.seen))
@@ -302,7 +302,8 @@ class GeometricSolver(ArkitSolver):
         self.coupling: geometric.PoseCoupling | None = None
         self.rest_seen: np.ndarray | None = None  # (K,2,G,3) of frames so far (`geometric.rest_offsets`)
         self.opening = self.position = 0  # frames `prepare` saw; frames solved
-        self.seen: list[geometric.FaceFrames] = []  # every batch solved, aligned, drift not taken out (`settle`)
+        # Per batch solved, its alignments in pixels and in camera space (`FaceFrames.pose_only`), for `settle`.
+        self.seen: list[tuple[geometric.FaceFrames, geometric.FaceFrames]] = []
         self.neutral_row: int | None = None
         self.known: np.ndarray | None = None
 
@@ -333,13 +334,7 @@ class GeometricSolver(ArkitSolver):
     def _align(self, points: np.ndarray, valid: np.ndarray) -> geometric.FaceFrames:
         """Align each valid frame of points (B,478,3) to the opening frames' face (fixed, unlike
         `geometric.align_frames`, so that every batch shares one face-fixed frame)."""
-        n = len(points)
-        out = np.zeros_like(points)
-        scale, rotation, origin = np.ones(n), np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3))
-        ids = np.flatnonzero(valid)
-        scale[ids], rotation[ids], origin[ids] = geometric.robust_similarity(self.reference, points[ids])
-        out[ids] = geometric.undo_similarity(scale[ids], rotation[ids], origin[ids], points[ids])
-        return geometric.FaceFrames(out, scale, rotation, origin, valid)
+        return geometric.aligned_to(self.reference, points, valid)
 
     def solve(self, landmarks, valid, camera) -> np.ndarray:
         self._require_prepared()
@@ -348,8 +343,7 @@ class GeometricSolver(ArkitSolver):
         self.position += len(valid)
         first = self._align(geometric.pixel_points(landmarks, self.image_size), valid)
         aligned = self._align(geometric.camera_points(landmarks, first, self.image_size, camera.focal), valid)
-        # Kept in single precision for `settle` (half the memory of a long clip; a thousandth of a millimetre).
-        self.seen.append(replace(aligned, points=aligned.points.astype(np.float32)))
+        self.seen.append((first.pose_only(), aligned.pose_only()))
         if not valid.any():
             return np.zeros((len(valid), len(ARKIT_NAMES)))
         frames = geometric.decouple(aligned, self.coupling)
@@ -363,11 +357,14 @@ class GeometricSolver(ArkitSolver):
         curves, _ = geometric.solve(landmarks, valid, self.image_size, frames, self.calibration)
         return curves
 
-    def settle(self) -> np.ndarray | None:
+    def settle(self, landmarks, camera) -> np.ndarray | None:
         self._require_prepared()
         if self.position <= self.opening:
             return None
-        frames = geometric.FaceFrames.cat(self.seen)
+        # Each frame as it was aligned in `solve` (the alignments are most of its cost; the points are not kept).
+        first, pose = (geometric.FaceFrames.cat(list(part)) for part in zip(*self.seen))
+        lifted = geometric.camera_points(landmarks, first, self.image_size, camera.focal)
+        frames = geometric.realigned(lifted, pose)
         if not frames.valid.any():
             return None
         self.coupling = geometric.pose_coupling(frames)
@@ -394,10 +391,10 @@ class ArkitStream:
         self.raw.append(self.solver.solve(landmarks, valid, camera))
         self.valid.append(np.asarray(valid, bool))
 
-    def settled(self) -> np.ndarray | None:
-        """Smoothed curves (T,52) of every frame added, as `ArkitSolver.settle` solves them again; None where the
-        solver's opening frames were all of them (the streamed curves stand)."""
-        raw = self.solver.settle()
+    def settled(self, landmarks: np.ndarray, camera: Camera) -> np.ndarray | None:
+        """Smoothed curves (T,52) of every frame added (landmarks (T,478,3): theirs), as `ArkitSolver.settle` solves
+        them again; None where the solver's opening frames were all of them (the streamed curves stand)."""
+        raw = self.solver.settle(landmarks, camera)
         if raw is None:
             return None
         return np.clip(whittaker(raw, np.concatenate(self.valid).astype(np.float64), self.lam), 0.0, 1.0)

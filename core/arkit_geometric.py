@@ -14,7 +14,7 @@ a function of (landmarks (T,478,3) normalised, valid (T,), image_size) only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -129,10 +129,12 @@ class FaceFrames:
 
     @staticmethod
     def cat(parts: list[FaceFrames]) -> FaceFrames:
-        """The frames of `parts`, in order, as one (points as float64)."""
-        joined = [np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(FaceFrames)]
-        joined[0] = joined[0].astype(np.float64)
-        return FaceFrames(*joined)
+        """The frames of `parts`, in order, as one."""
+        return FaceFrames(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(FaceFrames)))
+
+    def pose_only(self) -> FaceFrames:
+        """These frames' alignment without their points ((T,0,3)), to keep and apply again (`realigned`)."""
+        return replace(self, points=np.zeros((len(self.valid), 0, 3)))
 
 
 @dataclass
@@ -261,13 +263,25 @@ def align_frames(pts: np.ndarray, valid: np.ndarray) -> FaceFrames:
     for _ in range(2):
         ref = np.median(apply_similarity(*robust_similarity(pts[ids], ref), pts[ids]), axis=0)
     k, axes, origin = _canonical(ref)
-    ref = k * (ref - origin) @ axes.T
+    return aligned_to(k * (ref - origin) @ axes.T, pts, valid)
+
+
+def aligned_to(reference: np.ndarray, pts: np.ndarray, valid: np.ndarray) -> FaceFrames:
+    """Each valid frame of pts (T,478,3) aligned to `reference` (478,3, the face-fixed frame) by `robust_similarity`."""
     n = len(pts)
-    out = np.zeros_like(pts)
-    scale, rotation, trans = np.ones(n), np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3))
-    scale[ids], rotation[ids], trans[ids] = robust_similarity(ref, pts[ids])
-    out[ids] = undo_similarity(scale[ids], rotation[ids], trans[ids], pts[ids])
-    return FaceFrames(out, scale, rotation, trans, valid)
+    scale, rotation, origin = np.ones(n), np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 3))
+    ids = np.flatnonzero(valid)
+    scale[ids], rotation[ids], origin[ids] = robust_similarity(reference, pts[ids])
+    return realigned(pts, FaceFrames(np.zeros((n, 0, 3)), scale, rotation, origin, np.asarray(valid, bool)))
+
+
+def realigned(pts: np.ndarray, pose: FaceFrames) -> FaceFrames:
+    """pts (T,478,3) taken into the face-fixed frame by an alignment found before (`pose`, whose points are not
+    used): the frames without a face hold zeros."""
+    ids = np.flatnonzero(pose.valid)
+    out = np.zeros_like(pts, dtype=np.float64)
+    out[ids] = undo_similarity(pose.scale[ids], pose.rotation[ids], pose.origin[ids], pts[ids])
+    return replace(pose, points=out)
 
 
 def _mean(points: np.ndarray, ids) -> np.ndarray:

@@ -542,7 +542,7 @@ class _Run:
     def settle(self) -> None:
         """The ARKit curves of every frame solved again, their measures calibrated on the whole clip rather than its
         opening second (`ArkitStream.settled`): what a streamed capture keeps, as a refit would solve them."""
-        curves = self.arkit.settled()
+        curves = self.arkit.settled(np.asarray(self.landmarks[:self.fitted]), self.camera)
         if curves is not None:
             self.settled = {"arkit": curves.astype(np.float32), **self.engine.arkit_solver.identity()}
 

@@ -388,7 +388,7 @@ def test_a_take_that_opens_on_an_expression_reads_it_once_settled(painted_lips, 
         stream = ArkitStream(solver, 25.0)
         for a in range(0, len(landmarks), 8):
             stream.add(landmarks[a:a + 8], valid[a:a + 8], camera)
-        streamed, settled = stream.take(len(landmarks)), stream.settled()
+        streamed, settled = stream.take(len(landmarks)), stream.settled(landmarks, camera)
         funnel = ARKIT_INDEX["mouthFunnel"]
         assert settled[funnelled, funnel].mean() > max(0.3, streamed[funnelled, funnel].mean() + 0.2), solver.kind
         assert settled[rest][:, mouth].mean(0).max() < 0.1, solver.kind
