@@ -1,6 +1,6 @@
 """Speed of the capture engine against its floor, on real footage.
 
-    .venv/bin/python benchmarks/bench_speed.py [--mirror-pass] [VIDEO ...]
+    .venv/bin/python benchmarks/bench_speed.py [--mirror-pass] [--arkit-basis ICT.npz] [VIDEO ...]
 
 For each clip, in one run: frames/s of decoding alone, of decoding plus MediaPipe one frame after the other
 (the floor), of the same with frames decoded ahead in a thread while MediaPipe runs (as the engine's landmark
@@ -8,7 +8,9 @@ process does: a tracker that decodes ahead can beat the floor), and of the full 
 fit, smoothing, writing the capture file), each the best of 5 interleaved runs; the ratios full/floor (target
 >= 0.8) and full/ahead (what the fit, smoothing and writing cost on top of the engine's own landmarks), and the
 engine's start-up time (model file, cached landmark embedding, fitter). --mirror-pass runs the full capture
-with the mirror pass (MediaPipe twice a frame), against the same one-pass floor.
+with the mirror pass (MediaPipe twice a frame), against the same one-pass floor. The ARKit curves come from the
+installed basis, or from the landmark-only solver where none is installed (as a capture's do); --arkit-basis fits
+them with the ICT-FaceKit basis given.
 """
 from __future__ import annotations
 
@@ -60,13 +62,14 @@ def full_fps(engine: CaptureEngine, video: str, mirror_pass: bool) -> float:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror-pass", action="store_true")
+    parser.add_argument("--arkit-basis", help="an ICT-FaceKit basis to fit the ARKit curves with")
     parser.add_argument("videos", nargs="*")
     args = parser.parse_args(argv)
     root = assets_dir()
     videos = args.videos or [str(p) for p in sorted((root / "footage").glob("*.mp4"))]
     model = standin_model_path(root / "models/ict_facekit/ict_facekit.npz")
     t0 = time.perf_counter()
-    engine = CaptureEngine(str(model))
+    engine = CaptureEngine(str(model), arkit_basis=args.arkit_basis)
     startup = time.perf_counter() - t0
     rows = []
     for video in videos:
@@ -78,7 +81,8 @@ def main(argv: list[str]) -> int:
         dec = max(r[0][1] for r in runs)
         floor, ahead, full = (max(r[k] for r in runs) for k in (1, 2, 3))
         rows.append((Path(video).name, n, dec, floor, ahead, full))
-    print(f"engine start-up (stand-in model, cached embedding): {startup:.2f} s")
+    print(f"engine start-up (stand-in model, cached embedding): {startup:.2f} s; ARKit curves: "
+          f"{'fitted with the basis' if engine.arkit_solver.kind == 'ict' else 'the landmark-only solver'}")
     print(f"{'clip':<28}{'frames':>7}{'decode fps':>12}{'floor fps':>11}{'ahead fps':>11}{'full fps':>10}"
           f"{'full/floor':>12}{'full/ahead':>12}")
     for name, n, dec, floor, ahead, full in rows:
