@@ -541,8 +541,15 @@ class _Run:
 
     def settle(self) -> None:
         """The ARKit curves of every frame solved again, their measures calibrated on the whole clip rather than its
-        opening second (`ArkitStream.settled`): what a streamed capture keeps, as a refit would solve them."""
-        curves = self.arkit.settled(np.asarray(self.landmarks[:self.fitted]), self.camera)
+        opening second (`ArkitStream.settled`): what a streamed capture keeps, as a refit would solve them. A
+        refinement: should it fail, the streamed curves stand and a note says so, and the capture is kept."""
+        try:
+            curves = self.arkit.settled(np.asarray(self.landmarks[:self.fitted]), self.camera)
+        except Exception as err:  # noqa: BLE001 - never lose a finished capture to its last refinement
+            self.warnings.append(f"the ARKit curves could not be settled over the whole clip ({type(err).__name__}: "
+                                 f"{err}); they are calibrated on its opening frames. `kinesics refit` of this "
+                                 "capture solves them over the whole clip")
+            return
         if curves is not None:
             self.settled = {"arkit": curves.astype(np.float32), **self.engine.arkit_solver.identity()}
 

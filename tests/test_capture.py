@@ -118,6 +118,21 @@ def test_streamed_pieces_assemble_into_the_capture(talking: dict):
     assert not np.array_equal(assembled["arkit_neutral"], capture["arkit_neutral"])
 
 
+def test_a_capture_whose_curves_cannot_settle_keeps_the_streamed_ones(engine, talking, footage, monkeypatch):
+    """Settling the ARKit curves is the capture's last step: should it fail, the capture is kept whole, with the
+    curves as they streamed and a note that says what to do."""
+    def fails(*_):
+        raise FloatingPointError("a test makes settling fail")
+
+    monkeypatch.setattr(engine.arkit_solver, "settle", fails)
+    streamed: list[dict] = []
+    capture = engine.run(str(footage / "frontal_talking_512.mp4"), 0, TALKING_FRAMES, on_chunk=streamed.append)
+    np.testing.assert_array_equal(capture["arkit"], np.concatenate([c["arkit"] for c in streamed]))
+    np.testing.assert_allclose(capture["global_pose"], talking["capture"]["global_pose"], atol=1e-6)
+    note = [w for w in capture["warnings"] if "could not be settled" in w]
+    assert len(note) == 1 and "FloatingPointError" in note[0] and "kinesics refit" in note[0]
+
+
 def test_capture_file_round_trip(talking: dict, tmp_path: Path):
     capture = talking["capture"]
     path = capture_file.save(tmp_path / "talk.npz", capture)
