@@ -365,8 +365,6 @@ class GeometricSolver(ArkitSolver):
         first, pose = (geometric.FaceFrames.cat(list(part)) for part in zip(*self.seen))
         lifted = geometric.camera_points(landmarks, first, self.image_size, camera.focal)
         frames = geometric.realigned(lifted, pose)
-        if not frames.valid.any():
-            return None
         self.coupling = geometric.pose_coupling(frames)
         frames = geometric.decouple(frames, self.coupling)
         self.calibration = geometric.calibrate(frames, self.neutral_row, self.known)
