@@ -178,14 +178,13 @@ class CaptureEngine:
         ahead = decode_ahead(info.width, info.height)
         passes = tracking_passes(mirror_pass, (fps or info.fps) / stride)
         if passes == "both":  # the mirrored frames in a process of their own: on a machine with cores to spare, free
-            own = self._process(0).frames(video, start, end, stride, max_faces, "plain", warnings, cancel, ahead)
+            own = self._process(0).frames(video, start, end, stride, max_faces, "one", warnings, cancel, ahead)
             items = merged_passes(own, self._process(1).frames(video, start, end, stride, max_faces, "mirrored", [],
                                                                cancel, ahead))
         else:
             # Following one person across a cut between segments is not possible: several faces keep one stream.
             bounds = self._segments(start, end, stop_frame, stride) if max_faces == 1 else [(start, end)]
-            view = "turns" if passes == "turns" else "plain"
-            items = chained([self._process(k).frames(video, a, b, stride, max_faces, view, warnings, cancel, ahead)
+            items = chained([self._process(k).frames(video, a, b, stride, max_faces, passes, warnings, cancel, ahead)
                              for k, (a, b) in enumerate(bounds)])
             if passes == "turns":
                 items = turns_unbiased(items)

@@ -37,7 +37,7 @@ def _serve(conn, stop) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it cancels the job)
-    from .landmarks import FaceMeshTracker, TurnsTracker
+    from .landmarks import FaceMeshTracker, view_tracker
     from .video import read_ahead, read_timed_frames
 
     FaceMeshTracker().close()  # MediaPipe's first graph loads its models (about 0.4 s): now, not in the first job
@@ -55,19 +55,14 @@ def _serve(conn, stop) -> None:
         sender = threading.Thread(target=_send_all, args=(conn, outbox, stop), daemon=True)
         sender.start()
         try:
-            turns = view == "turns"
-            tracker = (TurnsTracker(max_faces, stride) if turns
-                       else FaceMeshTracker(max_faces, mirrored=view == "mirrored"))
+            tracker = view_tracker(view, max_faces, stride)
             with closing(read_ahead(read_timed_frames(video, start, end, stride, warnings), ahead)) as frames:
                 for index, seconds, frame in frames:
                     if stop.is_set():
                         break
                     size = (frame.shape[1], frame.shape[0])
-                    if turns:
-                        found, mirrored = tracker(frame, index)
-                        outbox.put(("frame", index, found, size, seconds, mirrored))
-                    else:
-                        outbox.put(("frame", index, tracker(frame), size, seconds))
+                    found, mirrored = tracker.track(frame, index)
+                    outbox.put(("frame", index, found, size, seconds, mirrored))
             outbox.put(("end", warnings))
         except Exception as err:  # reported to the parent, which raises it there
             reported = err if isinstance(err, KinesicsError) else KinesicsError(f"{type(err).__name__}: {err}")
@@ -108,9 +103,9 @@ class LandmarkProcess:
                ) -> Iterator[Item | BaseException]:
         """Yield (frame number, landmarks or None, (width, height), timestamp in seconds; see
         `core.video.read_timed_frames`) per frame; an error is yielded, not raised, so the caller can keep what
-        came before. Returns early once `cancel` is set. `view`: 'plain', 'mirrored' (track the mirrored frames, see
-        `core.landmarks.FaceMeshTracker`) or 'turns' (see `core.landmarks.TurnsTracker`: each item then also says
-        whether it was found mirrored, and `turns_unbiased` takes the bias out). `ahead`: frames decoded ahead of
+        came before. Returns early once `cancel` is set. `view`: 'one', 'mirrored' or 'turns' (see
+        `core.landmarks.view_tracker`; in turns each item also says whether it was found mirrored, and
+        `turns_unbiased` takes the bias out). `ahead`: frames decoded ahead of
         MediaPipe (see `decode_ahead`). The job starts at once, not on the first next(), so that several processes
         work side by side."""
         results = self._results((video, start, end, stride, max_faces, view, ahead), warnings, cancel)
@@ -120,6 +115,7 @@ class LandmarkProcess:
     def _results(self, job: tuple, warnings: list[str], cancel: threading.Event | None
                  ) -> Iterator[Item | BaseException | None]:
         error: BaseException | None = None
+        turns = job[5] == "turns"
         with self._lock:
             self._stop.clear()
             self._conn.send(job)
@@ -141,8 +137,8 @@ class LandmarkProcess:
                         finished = True
                         error = self._stopped()
                         break
-                    if message[0] == "frame":
-                        yield message[1:]
+                    if message[0] == "frame":  # whether found mirrored matters only to tracking in turns
+                        yield message[1:] if turns else message[1:5]
                     elif message[0] == "end":
                         finished = True
                         warnings.extend(message[1])

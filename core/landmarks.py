@@ -95,6 +95,10 @@ class FaceMeshTracker:
         self._mirrored = mirrored
         self._last_center: np.ndarray | None = None
 
+    def track(self, frame_bgr: np.ndarray, index: int) -> tuple[np.ndarray | None, bool]:
+        """As every view's tracker (see `view_tracker`): the landmarks, and whether they were found mirrored."""
+        return self(frame_bgr), self._mirrored
+
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray | None:
         """(478,3) landmarks of the followed face in this frame, or None when there is none."""
         rgb = cv2.cvtColor(cv2.flip(frame_bgr, 1) if self._mirrored else frame_bgr, cv2.COLOR_BGR2RGB)
@@ -265,7 +269,7 @@ class TurnsTracker:
         self._stride = stride
         self._last: np.ndarray | None = None  # the face found last, when it is large enough for the square
 
-    def __call__(self, frame_bgr: np.ndarray, index: int) -> tuple[np.ndarray | None, bool]:
+    def track(self, frame_bgr: np.ndarray, index: int) -> tuple[np.ndarray | None, bool]:
         """The landmarks of frame `index` (None: no face), and whether they were found on its mirror image."""
         if self._last is not None:
             mirrored = mirrored_turn(index, self._stride)
@@ -344,9 +348,26 @@ class MirrorPassTracker:
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray | None:
         return merge_passes(*(tracker(frame_bgr) for tracker in self._passes))
 
+    def track(self, frame_bgr: np.ndarray, index: int) -> tuple[np.ndarray | None, bool]:
+        """As every view's tracker (see `view_tracker`): the merged landmarks, found in neither view alone."""
+        return self(frame_bgr), False
+
     def close(self) -> None:
         for tracker in self._passes:
             tracker.close()
+
+
+def view_tracker(view: str, max_faces: int = 1, stride: int = 1) -> FaceMeshTracker | MirrorPassTracker | TurnsTracker:
+    """The tracker for one way of looking at the frames: 'one', 'turns' or 'both' (see `tracking_passes`), or
+    'mirrored' (the mirrored frames alone: the mirror pass's second process). Each has `track(frame_bgr, index)`,
+    which gives the landmarks (None: no face) and whether they were found on the mirror image, and `close()`."""
+    if view == "turns":
+        return TurnsTracker(max_faces, stride)
+    if view == "both":
+        return MirrorPassTracker(max_faces)
+    if view in ("one", "mirrored"):
+        return FaceMeshTracker(max_faces, mirrored=view == "mirrored")
+    raise ValueError(f"no such view of the frames: {view!r}")
 
 
 def _faces(mesh, rgb: np.ndarray) -> list[np.ndarray]:
@@ -364,13 +385,12 @@ def detect_video(path: str | os.PathLike, start: int = 0, end: int | None = None
     info = probe(path)
     warnings: list[str] = []
     passes = tracking_passes(mirror_pass, info.fps / max(stride, 1))
-    tracker = (MirrorPassTracker(max_faces) if passes == "both" else TurnsTracker(max_faces, stride)
-               if passes == "turns" else FaceMeshTracker(max_faces))
+    tracker = view_tracker(passes, max_faces, stride)
     indices, seconds, points, valid, turns = [], [], [], [], []
     size = (info.width, info.height)
     try:
         for index, timestamp, frame in read_timed_frames(path, start, end, stride, warnings):
-            lms, mirrored = tracker(frame, index) if passes == "turns" else (tracker(frame), False)
+            lms, mirrored = tracker.track(frame, index)
             size = (frame.shape[1], frame.shape[0])
             turns.append(mirrored)
             indices.append(index)

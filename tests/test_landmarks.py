@@ -13,8 +13,8 @@ from core import arkit_geometric as geo
 from core.engine import CaptureEngine
 from core.errors import FootageError, KinesicsError
 from core.landmark_process import DECODE_AHEAD_BYTES, LandmarkProcess, decode_ahead, merged_passes, turns_unbiased
-from core.landmarks import (FaceMeshTracker, MirrorPassTracker, TurnsTracker, detect_video, merge_passes,
-                            mirrored_turn, remove_turn_bias, tracking_passes)
+from core.landmarks import (FaceMeshTracker, TurnsTracker, detect_video, merge_passes, mirrored_turn,
+                            remove_turn_bias, tracking_passes, view_tracker)
 from core.mesh_mirror import MIRROR, PAIRS, mirror_landmarks
 from core.video import read_frames
 
@@ -27,7 +27,7 @@ def test_tracker_keeps_the_person_it_started_with(footage: Path, passes: str):
     happy = [frame for _, frame in read_frames(footage / "happy_1080p.mp4", 0, 16)]
     import mediapipe as mp
 
-    tracker = {"one": FaceMeshTracker, "both": MirrorPassTracker, "turns": TurnsTracker}[passes](max_faces=2)
+    tracker = view_tracker(passes, max_faces=2)
     counter = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=2, refine_landmarks=True)
     centres, faces_seen = [], []
     for i, (left, right) in enumerate(zip(talking, happy)):
@@ -35,7 +35,7 @@ def test_tracker_keeps_the_person_it_started_with(footage: Path, passes: str):
         canvas[:, :512] = left
         if i >= 6:  # the newcomer: the middle of the 1080p frame, face filling more of its half
             canvas[:, 512:] = cv2.resize(right[:, 420:1500], (512, 512))
-        lms = tracker(canvas, i)[0] if passes == "turns" else tracker(canvas)
+        lms = tracker.track(canvas, i)[0]
         assert lms is not None, f"no face in frame {i}"
         centres.append(lms[:, 0].mean() * 1024)
         faces_seen.append(len(counter.process(cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)).multi_face_landmarks or []))
@@ -46,9 +46,9 @@ def test_tracker_keeps_the_person_it_started_with(footage: Path, passes: str):
 
 
 def _track(frames: list[np.ndarray], mirror_pass: bool) -> np.ndarray:
-    tracker = MirrorPassTracker() if mirror_pass else FaceMeshTracker()
+    tracker = view_tracker("both" if mirror_pass else "one")
     try:
-        return np.array([tracker(frame) for frame in frames])
+        return np.array([tracker.track(frame, i)[0] for i, frame in enumerate(frames)])
     finally:
         tracker.close()
 
@@ -148,7 +148,7 @@ def test_turns_on_real_footage_are_nearly_left_right_symmetric(footage: Path):
     def turns(clip: list[np.ndarray]) -> np.ndarray:
         tracker = TurnsTracker()
         try:
-            found = [tracker(frame, i) for i, frame in enumerate(clip)]
+            found = [tracker.track(frame, i) for i, frame in enumerate(clip)]
         finally:
             tracker.close()
         assert [view for _, view in found[2:]] == [i % 2 == 1 for i in range(2, 40)]
@@ -194,7 +194,7 @@ def test_frames_decoded_ahead_stay_within_a_memory_budget(footage: Path):
     process = LandmarkProcess()
     try:
         clip = str(footage / "frontal_talking_512.mp4")
-        one, three = ([item[1] for item in process.frames(clip, 0, 12, 1, 1, "plain", [], None, ahead)]
+        one, three = ([item[1] for item in process.frames(clip, 0, 12, 1, 1, "one", [], None, ahead)]
                       for ahead in (1, 3))
     finally:
         process.close()
