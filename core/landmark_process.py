@@ -41,6 +41,7 @@ def _serve(conn, stop) -> None:
     from .video import read_ahead, read_timed_frames
 
     FaceMeshTracker().close()  # MediaPipe's first graph loads its models (about 0.4 s): now, not in the first job
+    kept = None  # the last job's settings and tracker, reset for the next job with the same (see its `reset`)
     while True:
         try:
             job = conn.recv()
@@ -50,12 +51,20 @@ def _serve(conn, stop) -> None:
             return
         video, start, end, stride, max_faces, view, ahead = job
         warnings: list[str] = []
-        tracker = None
         outbox: queue.SimpleQueue = queue.SimpleQueue()
         sender = threading.Thread(target=_send_all, args=(conn, outbox, stop), daemon=True)
         sender.start()
+        settings = (view, max_faces, stride)
+        if kept is not None and kept[0] == settings:
+            tracker = kept[1]
+            tracker.reset()
+        else:
+            if kept is not None:
+                kept[1].close()
+            tracker = None
+        kept = None
         try:
-            tracker = view_tracker(view, max_faces, stride)
+            tracker = tracker or view_tracker(view, max_faces, stride)
             with closing(read_ahead(read_timed_frames(video, start, end, stride, warnings), ahead)) as frames:
                 for index, seconds, frame in frames:
                     if stop.is_set():
@@ -64,13 +73,14 @@ def _serve(conn, stop) -> None:
                     found, mirrored = tracker.track(frame, index)
                     outbox.put(("frame", index, found, size, seconds, mirrored))
             outbox.put(("end", warnings))
+            kept = (settings, tracker)
         except Exception as err:  # reported to the parent, which raises it there
             reported = err if isinstance(err, KinesicsError) else KinesicsError(f"{type(err).__name__}: {err}")
             outbox.put(("error", reported))
         finally:
             outbox.put(None)
             sender.join()
-            if tracker is not None:
+            if kept is None and tracker is not None:  # a tracker that failed is not trusted with the next job
                 tracker.close()
 
 

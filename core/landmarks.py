@@ -89,11 +89,22 @@ class FaceMeshTracker:
         self._mesh = self._new_mesh()
         self._window_mesh = None   # its own tracker: it sees windows, not whole frames
         self._detector = None
+        self._mirrored = mirrored
+        self._forget()
+
+    def _forget(self) -> None:
         self._window: tuple[int, int, int] | None = None   # x0, y0, side in pixels of the (flipped) frame
         self._since_search = SEARCH_EVERY
         self._since_whole = 0      # frames tracked in a window since the whole frame was last looked at
-        self._mirrored = mirrored
         self._last_center: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the face followed, as a new tracker would, keeping MediaPipe's graphs: one takes about 15 ms to
+        start and 40 ms to close (a graph's reset, 2 ms), which on a short clip is work the fit could have had."""
+        for solution in (self._mesh, self._window_mesh, self._detector):
+            if solution is not None:
+                solution.reset()
+        self._forget()
 
     def track(self, frame_bgr: np.ndarray, index: int) -> tuple[np.ndarray | None, bool]:
         """As every view's tracker (see `view_tracker`): the landmarks, and whether they were found mirrored."""
@@ -298,6 +309,11 @@ class TurnsTracker:
         return found * np.array([side / width, side / height, side / width], np.float32) \
             + np.array([x0 / width, y0 / height, 0.0], np.float32)
 
+    def reset(self) -> None:
+        for tracker in (self._finder, *self._views):
+            tracker.reset()
+        self._last = None
+
     def close(self) -> None:
         for tracker in (self._finder, *self._views):
             tracker.close()
@@ -352,6 +368,10 @@ class MirrorPassTracker:
         """As every view's tracker (see `view_tracker`): the merged landmarks, found in neither view alone."""
         return self(frame_bgr), False
 
+    def reset(self) -> None:
+        for tracker in self._passes:
+            tracker.reset()
+
     def close(self) -> None:
         for tracker in self._passes:
             tracker.close()
@@ -360,7 +380,8 @@ class MirrorPassTracker:
 def view_tracker(view: str, max_faces: int = 1, stride: int = 1) -> FaceMeshTracker | MirrorPassTracker | TurnsTracker:
     """The tracker for one way of looking at the frames: 'one', 'turns' or 'both' (see `tracking_passes`), or
     'mirrored' (the mirrored frames alone: the mirror pass's second process). Each has `track(frame_bgr, index)`,
-    which gives the landmarks (None: no face) and whether they were found on the mirror image, and `close()`."""
+    which gives the landmarks (None: no face) and whether they were found on the mirror image, `reset()`, which
+    makes it as new for other footage, and `close()`."""
     if view == "turns":
         return TurnsTracker(max_faces, stride)
     if view == "both":
