@@ -41,7 +41,7 @@ def _serve(conn, stop) -> None:
     from .video import read_ahead, read_timed_frames
 
     FaceMeshTracker().close()  # MediaPipe's first graph loads its models (about 0.4 s): now, not in the first job
-    kept = None  # the last job's settings and tracker, reset for the next job with the same (see its `reset`)
+    tracker, tracked = None, None  # the last job's tracker and its settings: reset for a next job with the same
     while True:
         try:
             job = conn.recv()
@@ -55,16 +55,14 @@ def _serve(conn, stop) -> None:
         sender = threading.Thread(target=_send_all, args=(conn, outbox, stop), daemon=True)
         sender.start()
         settings = (view, max_faces, stride)
-        if kept is not None and kept[0] == settings:
-            tracker = kept[1]
-            tracker.reset()
-        else:
-            if kept is not None:
-                kept[1].close()
-            tracker = None
-        kept = None
         try:
-            tracker = tracker or view_tracker(view, max_faces, stride)
+            if tracker is not None and tracked == settings:
+                tracker.reset()
+            else:
+                if tracker is not None:
+                    tracker.close()
+                tracker = None  # until the new one stands: one that fails to start leaves nothing to close
+                tracker, tracked = view_tracker(view, max_faces, stride), settings
             with closing(read_ahead(read_timed_frames(video, start, end, stride, warnings), ahead)) as frames:
                 for index, seconds, frame in frames:
                     if stop.is_set():
@@ -73,15 +71,15 @@ def _serve(conn, stop) -> None:
                     found, mirrored = tracker.track(frame, index)
                     outbox.put(("frame", index, found, size, seconds, mirrored))
             outbox.put(("end", warnings))
-            kept = (settings, tracker)
         except Exception as err:  # reported to the parent, which raises it there
             reported = err if isinstance(err, KinesicsError) else KinesicsError(f"{type(err).__name__}: {err}")
             outbox.put(("error", reported))
+            if tracker is not None:  # a tracker that failed is not trusted with the next job
+                tracker.close()
+                tracker = None
         finally:
             outbox.put(None)
             sender.join()
-            if kept is None and tracker is not None:  # a tracker that failed is not trusted with the next job
-                tracker.close()
 
 
 def _send_all(conn, outbox: queue.SimpleQueue, stop) -> None:
@@ -118,14 +116,14 @@ class LandmarkProcess:
         `turns_unbiased` takes the bias out). `ahead`: frames decoded ahead of
         MediaPipe (see `decode_ahead`). The job starts at once, not on the first next(), so that several processes
         work side by side."""
-        results = self._results((video, start, end, stride, max_faces, view, ahead), warnings, cancel)
+        results = self._results((video, start, end, stride, max_faces, view, ahead), warnings, cancel,
+                                turns=view == "turns")
         next(results)  # sends the job; from here on, closing the iterator stops it and frees the process
         return results
 
-    def _results(self, job: tuple, warnings: list[str], cancel: threading.Event | None
+    def _results(self, job: tuple, warnings: list[str], cancel: threading.Event | None, turns: bool
                  ) -> Iterator[Item | BaseException | None]:
         error: BaseException | None = None
-        turns = job[5] == "turns"
         with self._lock:
             self._stop.clear()
             self._conn.send(job)
